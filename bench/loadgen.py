@@ -1,0 +1,292 @@
+"""JSON-RPC-over-websocket load generator, run as its own process (`python -m bench.loadgen`).
+
+Modes:
+- `rpc`: C connections, P calls in flight on each, a warm-up then a fixed window; every reply's id is
+  matched against the calls in flight; latency percentiles, calls/s, server CPU per call and memory.
+- `burst`: C x P calls sent at once, K times; wall time of each burst (the "40 concurrent" figure).
+- `subscribe` and `http`: see bench.subload and bench.httpload.
+
+It prints one JSON object (bench.stats.LoadResult) on stdout. An API key is read from the environment
+variable named by --api-key-env, never from argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench import procstat
+from bench.params import Builder, compile_template
+from bench.stats import LoadResult
+from bench.wsclient import connect, session_for
+
+TEXT = aiohttp.WSMsgType.TEXT
+
+
+@dataclass(frozen=True)
+class Window:
+    """The measured interval, in perf_counter nanoseconds."""
+
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class Load:
+    """Everything one load run needs."""
+
+    target: str
+    method: str
+    build: Builder
+    connections: int
+    inflight: int
+    warmup_s: float
+    duration_s: float
+    api_key: str | None = None
+    server_pid: int | None = None
+    check: Any = None
+    bursts: int = 5
+    drain_s: float = 10.0
+    event: str = "cloudsync.credentials.query"
+
+
+def matches(result: Any, expected: Any) -> bool:
+    """True when `result` equals `expected`, or holds every key of an expected dict with equal values."""
+    if isinstance(expected, dict) and isinstance(result, dict):
+        return all(result.get(key) == value for key, value in expected.items())
+    return bool(result == expected)
+
+
+async def open_sockets(load: Load, session: aiohttp.ClientSession, url: str, extra: int = 0) -> list[Any]:
+    """Connect `load.connections` (+ `extra`) sockets and log each in, before any measurement."""
+    sockets = await asyncio.gather(*(connect(session, url) for _ in range(load.connections + extra)))
+    if load.api_key is not None:
+        for ws in sockets:
+            login = {"jsonrpc": "2.0", "id": 0, "method": "auth.login_with_api_key", "params": [load.api_key]}
+            await ws.send_frame(orjson.dumps(login), TEXT)
+            reply = orjson.loads((await ws.receive(timeout=30)).data)
+            if reply.get("result") is not True:
+                raise PermissionError(f"login refused: {reply.get('error')}")
+    return list(sockets)
+
+
+async def drive(
+    ws: Any,
+    conn: int,
+    load: Load,
+    window: Window,
+    result: LoadResult,
+    latencies: list[int],
+    refill: bool = True,
+) -> None:
+    """Keep `load.inflight` calls outstanding on one socket until the window closes, then drain.
+
+    With `refill` false, only the first `load.inflight` calls are sent (a burst).
+    """
+    pending: dict[int, int] = {}
+    seq = 0
+    clock = time.perf_counter_ns
+
+    async def send_next() -> None:
+        nonlocal seq
+        seq += 1
+        request = {"jsonrpc": "2.0", "id": seq, "method": load.method, "params": load.build(conn, seq)}
+        pending[seq] = clock()
+        await ws.send_frame(orjson.dumps(request), TEXT)
+
+    for _ in range(load.inflight):
+        await send_next()
+    while pending:
+        now = clock()
+        timeout = None if refill and now < window.end_ns else load.drain_s
+        try:
+            message = await ws.receive(timeout=timeout)
+        except TimeoutError:
+            result.note_error(f"{len(pending)} calls never answered")
+            return
+        if message.type != TEXT:
+            result.note_error(f"socket ended ({message.type.name}) with {len(pending)} calls in flight")
+            return
+        now = clock()
+        reply = orjson.loads(message.data)
+        if "id" not in reply:
+            continue  # a notification
+        reply_id = reply["id"]
+        sent = pending.pop(reply_id, None) if type(reply_id) is int else None
+        if sent is None:
+            result.id_mismatches += 1
+            continue
+        if window.start_ns <= now <= window.end_ns:
+            result.calls += 1
+            latencies.append(now - sent)
+        if "error" in reply:
+            result.note_error(orjson.dumps(reply["error"]).decode())
+        elif load.check is not None and not matches(reply.get("result"), load.check):
+            result.note_error("unexpected result: " + orjson.dumps(reply.get("result")).decode()[:200])
+        if refill and now < window.end_ns:
+            await send_next()
+
+
+async def sample_at(instant_ns: int, pid: int | None) -> tuple[float, float]:
+    """Sleep until `instant_ns`, then read the server's and our own CPU seconds."""
+    delay = (instant_ns - time.perf_counter_ns()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+    server = procstat.cpu_seconds(pid) if pid else 0.0
+    return server, procstat.own_cpu_seconds()
+
+
+async def run_rpc(load: Load) -> LoadResult:
+    """The `rpc` mode."""
+    result = LoadResult("rpc", load.target, load.method, load.connections, load.inflight, load.duration_s)
+    session, url = session_for(load.target)
+    async with session:
+        sockets = await open_sockets(load, session, url)
+        begin = time.perf_counter_ns()
+        window = Window(
+            begin + int(load.warmup_s * 1e9), begin + int((load.warmup_s + load.duration_s) * 1e9)
+        )
+        latencies: list[int] = []
+        tasks = [
+            asyncio.ensure_future(drive(ws, i, load, window, result, latencies))
+            for i, ws in enumerate(sockets)
+        ]
+        server_before, own_before = await sample_at(window.start_ns, load.server_pid)
+        server_after, own_after = await sample_at(window.end_ns, load.server_pid)
+        await asyncio.gather(*tasks)
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    finish(result, latencies, load.server_pid, server_after - server_before, own_after - own_before)
+    return result
+
+
+def finish(
+    result: LoadResult, latencies: list[int], pid: int | None, server_cpu: float, own_cpu: float
+) -> None:
+    """Fill in rates, percentiles, CPU per call and the server's memory."""
+    result.calls_per_s = round(result.calls / result.duration_s, 1) if result.duration_s else 0.0
+    result.set_latencies(latencies)
+    if result.calls:
+        result.client_cpu_us_per_call = round(own_cpu * 1e6 / result.calls, 1)
+        if pid:
+            result.server_cpu_us_per_call = round(server_cpu * 1e6 / result.calls, 1)
+    if pid:
+        mem = procstat.memory(pid)
+        result.server_rss_kib, result.server_peak_rss_kib = mem.rss_kib, mem.peak_kib
+
+
+async def run_burst(load: Load) -> LoadResult:
+    """The `burst` mode: all C x P calls at once, `load.bursts` times; per-burst wall time in `extra`."""
+    result = LoadResult("burst", load.target, load.method, load.connections, load.inflight, 0.0)
+    session, url = session_for(load.target)
+    walls: list[float] = []
+    latencies: list[int] = []
+    async with session:
+        sockets = await open_sockets(load, session, url)
+        for _ in range(load.bursts):
+            burst = LoadResult("burst", load.target, load.method, load.connections, load.inflight, 0.0)
+            begin = time.perf_counter_ns()
+            window = Window(begin, begin + int(3600e9))
+            await asyncio.gather(
+                *(drive(ws, i, load, window, burst, latencies, refill=False) for i, ws in enumerate(sockets))
+            )
+            walls.append((time.perf_counter_ns() - begin) / 1e6)
+            result.calls += burst.calls
+            result.errors += burst.errors
+            result.id_mismatches += burst.id_mismatches
+            result.error_samples.extend(burst.error_samples[: 5 - len(result.error_samples)])
+            await asyncio.sleep(0.2)
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    result.set_latencies(latencies)
+    result.extra["burst_wall_ms"] = [round(wall, 1) for wall in walls]
+    if load.server_pid:
+        mem = procstat.memory(load.server_pid)
+        result.server_rss_kib, result.server_peak_rss_kib = mem.rss_kib, mem.peak_kib
+    return result
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
+    parser.add_argument("--mode", choices=["rpc", "burst", "subscribe", "http"], default="rpc")
+    parser.add_argument(
+        "--target", required=True, help="ws://host:port/api/current, ws+unix:///sock, http://..."
+    )
+    parser.add_argument("--method", default="core.ping")
+    parser.add_argument("--params", default="[]", help="JSON template (bench.params)")
+    parser.add_argument("--connections", "-c", type=int, default=64)
+    parser.add_argument("--inflight", "-p", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--api-key-env", default="", help="name of an env variable holding an API key")
+    parser.add_argument("--server-pid", type=int, default=0)
+    parser.add_argument("--check", default="", help="JSON the result must equal (or contain, for a dict)")
+    parser.add_argument("--bursts", type=int, default=5)
+    parser.add_argument("--tag", default="", help="unique text for {tag} in templates")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--event", default="cloudsync.credentials.query", help="subscribe mode: event name")
+    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for late replies")
+    return parser.parse_args(argv)
+
+
+def load_from(args: argparse.Namespace) -> Load:
+    """Build a Load from parsed options."""
+    tag = args.tag or f"{os.getpid()}x{time.time_ns() % 10**9}"
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        raise SystemExit(f"environment variable {args.api_key_env} is empty")
+    return Load(
+        target=args.target,
+        method=args.method,
+        build=compile_template(orjson.loads(args.params), tag, random.Random(args.seed)),
+        connections=args.connections,
+        inflight=args.inflight,
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        api_key=api_key,
+        server_pid=args.server_pid or None,
+        check=orjson.loads(args.check) if args.check else None,
+        bursts=args.bursts,
+        drain_s=args.drain,
+        event=args.event,
+    )
+
+
+async def run(args: argparse.Namespace) -> LoadResult:
+    """Run the selected mode."""
+    load = load_from(args)
+    if args.mode == "rpc":
+        return await run_rpc(load)
+    if args.mode == "burst":
+        return await run_burst(load)
+    if args.mode == "http":
+        from bench.httpload import run_http
+
+        return await run_http(load)
+    from bench.subload import run_subscribe
+
+    return await run_subscribe(load)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run and print the result as one JSON line."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        import uvloop
+
+        result = uvloop.run(run(args))
+    except ImportError:
+        result = asyncio.run(run(args))
+    sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

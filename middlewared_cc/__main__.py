@@ -1,0 +1,3 @@
+from middlewared_cc.daemon import main
+
+raise SystemExit(main())

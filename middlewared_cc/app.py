@@ -1,0 +1,78 @@
+"""The aiohttp application factory: one create_app(settings), one cleanup context per resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from middlewared_cc.auth.state import AuthState
+from middlewared_cc.context import Services
+from middlewared_cc.events import EventHub
+from middlewared_cc.providers.registry import ProviderRegistry
+from middlewared_cc.rpc import jsonrpc
+from middlewared_cc.rpc.connection import SERVICES
+from middlewared_cc.rpc.registry import MethodSet, Registry
+from middlewared_cc.services import api_keys, auth, core, credentials, users
+from middlewared_cc.settings import Settings
+from middlewared_cc.store import db as _db
+from middlewared_cc.store.keys import load_sealer
+
+log = logging.getLogger("middlewared_cc")
+
+EVENT_NAMES = {credentials.COLLECTION, "core.get_jobs"}
+
+
+def method_sets() -> list[MethodSet]:
+    """Every service module's methods. Adding a service is one line here."""
+    sets = [core.methods, auth.methods, users.methods, api_keys.methods, credentials.methods]
+    for optional in ("middlewared_cc.services.verify", "middlewared_cc.services.keychain",
+                     "middlewared_cc.services.config"):
+        try:
+            module = __import__(optional, fromlist=["methods"])
+        except ModuleNotFoundError as exc:
+            if exc.name != optional:
+                raise
+            continue
+        sets.append(module.methods)
+    return sets
+
+
+def create_app(settings: Settings, *, providers: ProviderRegistry | None = None) -> web.Application:
+    """The daemon's application. Its resources open on startup and close on cleanup."""
+    app = web.Application()
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        engine = _db.create_engine(settings.database_url)
+        try:
+            await _db.migrate(engine)
+            sealer, problem = await load_sealer(settings, engine)
+            services = Services(
+                settings=settings, engine=engine, db=_db.sessionmaker(engine), sealer=sealer,
+                providers=providers or ProviderRegistry.load(), events=EventHub(EVENT_NAMES),
+                auth=AuthState(settings.login_failures_per_minute), methods=Registry(method_sets()),
+                verify_slots=asyncio.Semaphore(settings.max_concurrent_verifies), key_problem=problem,
+            )
+            for name, reason in services.providers.unavailable().items():
+                log.error("provider plugin %s is unavailable: %s", name, reason)
+            app[SERVICES] = services
+            yield
+            for session in list(services.sessions):
+                await session.ws.close(code=1001, message=b"server shutting down")
+            if services.rclone is not None:
+                await services.rclone.stop()
+        finally:
+            await engine.dispose()
+
+    app.cleanup_ctx.append(resources)
+    for path in ("/api/current", "/api/v25.04.0"):
+        app.router.add_get(path, jsonrpc.handle)
+    try:
+        from middlewared_cc.rpc import legacy
+    except ImportError:
+        pass
+    else:
+        app.router.add_get("/websocket", legacy.handle)
+    return app

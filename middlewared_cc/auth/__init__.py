@@ -1,0 +1,1 @@
+"""Authentication: password and API-key hashes, login tokens, failed-login rate limits."""

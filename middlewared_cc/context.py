@@ -1,0 +1,51 @@
+"""What a method handler gets: the daemon's services and the calling session."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from middlewared_cc.events import EventHub
+from middlewared_cc.rpc.session import Principal, Session
+from middlewared_cc.settings import Settings
+from middlewared_cc.store.sealing import Sealer
+
+if TYPE_CHECKING:
+    from middlewared_cc.auth.state import AuthState
+    from middlewared_cc.providers.registry import ProviderRegistry
+    from middlewared_cc.rpc.registry import Registry
+
+
+@dataclass
+class Services:
+    """Everything long-lived that one app owns. Built by app.create_app; never a module global."""
+
+    settings: Settings
+    engine: AsyncEngine
+    db: async_sessionmaker[AsyncSession]
+    sealer: Sealer
+    providers: ProviderRegistry
+    events: EventHub
+    auth: AuthState
+    methods: Registry
+    sessions: set[Session] = field(default_factory=set)
+    verify_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started lazily
+    key_problem: str | None = None  # why secrets cannot be opened, when they cannot
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    services: Services
+    session: Session
+
+    @property
+    def principal(self) -> Principal:
+        assert self.session.principal is not None
+        return self.session.principal
+
+    def can(self, role: str) -> bool:
+        return role in self.session.roles

@@ -1,0 +1,130 @@
+"""The ``middlewared-cc`` command: serve (default) or rotate-key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from middlewared_cc.app import create_app
+from middlewared_cc.logs import setup_logging
+from middlewared_cc.settings import Settings, SettingsError
+from middlewared_cc.store.sealing import KeyFileError
+
+log = logging.getLogger("middlewared_cc")
+
+
+def _notify(message: str) -> None:
+    """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, if systemd gave us one."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(message.encode(), path)
+        except OSError:
+            pass
+
+
+async def _watchdog() -> None:
+    usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    if usec <= 0:
+        return
+    while True:  # pinged from the event loop itself: a stuck loop stops the pings
+        await asyncio.sleep(usec / 2e6)
+        _notify("WATCHDOG=1")
+
+
+async def serve(settings: Settings) -> int:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
+                           access_log=None)
+    await runner.setup()  # opens the database, runs migrations, loads the key
+    sites: list[web.BaseSite] = []
+    sock_path = Path(settings.unix_socket)
+    sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if sock_path.is_socket():
+        sock_path.unlink()
+    sites.append(web.UnixSite(runner, str(sock_path)))
+    if settings.tcp_address is not None:
+        host, port = settings.tcp_address
+        ctx = None
+        if settings.tls:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(settings.tls_certificate, settings.tls_private_key)
+        sites.append(web.TCPSite(runner, host, port, ssl_context=ctx))
+    for site in sites:
+        await site.start()
+    # Any local user may connect; who they are is decided inside the socket (root by SO_PEERCRED).
+    os.chmod(sock_path, 0o666)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("middlewared-cc started: unix %s%s", sock_path,
+             f", {'wss' if settings.tls else 'ws'}://{settings.listen}" if settings.listen else "")
+    _notify("READY=1")
+    watchdog = asyncio.create_task(_watchdog())
+    await stop.wait()
+    _notify("STOPPING=1")
+    log.info("middlewared-cc stopping")
+    watchdog.cancel()
+    await runner.cleanup()  # stops accepting, lets in-flight calls finish up to shutdown_timeout
+    log.info("middlewared-cc stopped")
+    return 0
+
+
+async def rotate_key(settings: Settings) -> int:
+    from middlewared_cc.store import db as _db
+    from middlewared_cc.store.keys import load_sealer, rotate
+
+    engine = _db.create_engine(settings.database_url)
+    try:
+        await _db.migrate(engine)
+        sealer, problem = await load_sealer(settings, engine)
+        if problem:
+            print(f"middlewared-cc: cannot rotate: {problem}", file=sys.stderr)
+            return 1
+        count = await rotate(engine, settings.key_file, sealer)
+    finally:
+        await engine.dispose()
+    print(f"re-encrypted {count} sealed rows under a new key")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="middlewared-cc", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (default: built-in defaults)")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "rotate-key"])
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load(args.config)
+    except SettingsError as exc:
+        print(f"middlewared-cc: bad setting: {exc}", file=sys.stderr)
+        return 2
+    os.umask(0o077)  # the database, key and logs are ours alone
+    setup_logging(settings)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    else:
+        runner = uvloop.run  # type: ignore[assignment]
+    try:
+        return runner(rotate_key(settings) if args.command == "rotate-key" else serve(settings))
+    except KeyFileError as exc:
+        print(f"middlewared-cc: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1

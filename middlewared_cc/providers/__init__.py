@@ -1,0 +1,31 @@
+"""Cloud providers: plugin declarations, their registry, and what is derived from them.
+
+Plugins declare ``PROVIDER = Provider(...)`` (see ``plugins/README.md``); everything else here is
+derived from those declarations: validation, redaction, the JSON Schema listing and rclone rendering.
+"""
+
+from middlewared_cc.providers.declaration import (
+    DEFAULT_MAX_LENGTH,
+    LONG_MAX_LENGTH,
+    REDACTED,
+    Field,
+    Kind,
+    Provider,
+)
+from middlewared_cc.providers.oauth import oauth_fields
+from middlewared_cc.providers.obscure import obscure, reveal
+from middlewared_cc.providers.registry import ENTRY_POINT_GROUP, ProviderRegistry
+
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "ENTRY_POINT_GROUP",
+    "LONG_MAX_LENGTH",
+    "REDACTED",
+    "Field",
+    "Kind",
+    "Provider",
+    "ProviderRegistry",
+    "oauth_fields",
+    "obscure",
+    "reveal",
+]

@@ -1,0 +1,186 @@
+"""Translation of a Query's filters and order to SQLAlchemy expressions with exactly the Python meaning.
+
+Anything that cannot be said in SQL with the same meaning makes the whole translation None, and the
+caller filters or sorts in Python instead. `=` and `^` on a plain text column become `col = :v` and
+`col >= :p AND col < :next` so SQLite serves them from an index.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy import and_, case, false, func, not_, null, or_, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from .evaluate import BOOL, NULL, NUMBER, OTHER, TEXT, casefold, value_class
+from .model import Condition, Json, Node, Or, Query
+from .sql_field import CASEFOLD_FUNCTION, MATCH_FUNCTION, Resolver, TypedField, Untranslatable, typed
+
+_INT64: Final = (-(2**63), 2**63 - 1)
+_MAX_CHAR: Final = 0x10FFFF
+_SURROGATES: Final = range(0xD800, 0xE000)
+_ORDERING_SQL: Final = {">": "__gt__", ">=": "__ge__", "<": "__lt__", "<=": "__le__"}
+
+
+def sql_where(q: Query, resolve: Resolver) -> ColumnElement[bool] | None:
+    """The WHERE clause for q's filters (true() when there are none), or None if any part has no exact SQL."""
+    try:
+        return _and([_node(node, resolve) for node in q.filters])
+    except Untranslatable:
+        return None
+
+
+def sql_order(q: Query, resolve: Resolver) -> list[ColumnElement[Any]] | None:
+    """ORDER BY terms for q.order_by ([] when empty), or None if a key has no exact SQL.
+
+    Python keeps ties in incoming order, so append the row id (ascending) as the last term and feed
+    Python the rows in id order.
+    """
+    terms: list[ColumnElement[Any]] = []
+    try:
+        for key in q.order_by:
+            field = _resolve(resolve, key.path)
+            nulls = case((_missing_or_null(field), 1), else_=0)
+            terms.append(nulls.desc() if key.nulls_first else nulls.asc())
+            value = field.value
+            if field.json_type is not None:
+                jt = field.json_type
+                rank = case(
+                    (jt.in_(("true", "false")), 1),
+                    (jt.in_(("integer", "real")), 2),
+                    (jt == "text", 3),
+                    else_=4,
+                )
+                terms.append(rank.desc() if key.descending else rank.asc())
+                value = case((jt.in_(("array", "object")), null()), else_=value)
+            terms.append(value.desc() if key.descending else value.asc())
+    except Untranslatable:
+        return None
+    return terms
+
+
+def _resolve(resolve: Resolver, path: tuple[str, ...]) -> TypedField:
+    field = resolve(path)
+    if field is None:
+        raise Untranslatable(f"no SQL for {path!r}")
+    return typed(field)
+
+
+def _missing_or_null(field: TypedField) -> ColumnElement[bool]:
+    if field.present is None:
+        return field.is_null()
+    return or_(not_(field.present), field.is_null())
+
+
+def _and(parts: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    return and_(true(), *parts) if parts else true()
+
+
+def _node(node: Node, resolve: Resolver) -> ColumnElement[bool]:
+    if isinstance(node, Or):
+        return or_(false(), *(_and([_node(sub, resolve) for sub in branch]) for branch in node.branches))
+    field = _resolve(resolve, node.path)
+    predicate = _condition(field, node)
+    return predicate if field.present is None else and_(field.present, predicate)
+
+
+def _condition(field: TypedField, c: Condition) -> ColumnElement[bool]:
+    """The predicate for a present value; it is never NULL there, so NOT can negate it."""
+    value: ColumnElement[Any] = getattr(func, CASEFOLD_FUNCTION)(field.value) if c.casefold else field.value
+    operand: Json = casefold(c.value) if c.casefold else c.value  # type: ignore[assignment]
+    op = c.op
+    if op in ("=", "!="):
+        equal = _equal(field, value, operand)
+        return equal if op == "=" else not_(equal)
+    if op in _ORDERING_SQL:
+        cls = value_class(operand)
+        bound = int(operand) if cls == BOOL and field.kind == "json" else _bind(operand)  # type: ignore[arg-type]
+        compared: ColumnElement[bool] = getattr(value, _ORDERING_SQL[op])(bound)
+        return and_(field.is_class(cls), compared)
+    if op == "~":
+        assert c.pattern is not None
+        text_match = and_(field.is_class(TEXT), getattr(func, MATCH_FUNCTION)(c.pattern.pattern, value) == 1)
+        return or_(field.is_null(), text_match) if c.pattern.match("") else text_match
+    if op in ("in", "nin"):
+        if not isinstance(operand, list):
+            raise Untranslatable("substring form of in/nin")
+        member = _member(field, value, operand)
+        return member if op == "in" else and_(not_(field.is_null()), not_(member))
+    if op in ("rin", "rnin"):
+        return _reverse_member(field, value, operand, op == "rin")
+    assert isinstance(operand, str)
+    if op in ("^", "!^"):
+        affix = _prefix(value, operand)
+    else:
+        affix = func.substr(value, -len(operand)) == operand if operand else true()
+    return and_(field.is_class(TEXT), affix if op in ("^", "$") else not_(affix))
+
+
+def _bind(value: Json) -> Json:
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        raise Untranslatable("integer outside SQLite's range")
+    return value
+
+
+def _equal(field: TypedField, value: ColumnElement[Any], operand: Json) -> ColumnElement[bool]:
+    cls = value_class(operand)
+    if cls == OTHER:
+        raise Untranslatable("equality with a list or object")
+    if cls == NULL:
+        return field.is_null()
+    if cls == BOOL and field.json_type is not None:
+        return field.json_type == ("true" if operand else "false")
+    return and_(field.is_class(cls), value == _bind(operand))
+
+
+def _member(field: TypedField, value: ColumnElement[Any], items: list[Json]) -> ColumnElement[bool]:
+    groups: dict[int, list[Json]] = {}
+    for item in items:
+        groups.setdefault(value_class(item), []).append(item)
+    if OTHER in groups:
+        raise Untranslatable("membership in a list holding lists or objects")
+    parts: list[ColumnElement[bool]] = []
+    if NULL in groups:
+        parts.append(field.is_null())
+    for cls in (BOOL, NUMBER, TEXT):
+        members = groups.get(cls)
+        if members:
+            if cls == BOOL and field.json_type is not None:
+                members = [int(m) for m in members]  # type: ignore[arg-type]
+            parts.append(and_(field.is_class(cls), value.in_([_bind(m) for m in members])))
+    return or_(false(), *parts)
+
+
+def _reverse_member(
+    field: TypedField, value: ColumnElement[Any], operand: Json, positive: bool
+) -> ColumnElement[bool]:
+    if field.kind == "json":
+        raise Untranslatable("rin/rnin on a JSON value (it may be a list or object)")
+    if field.kind != "text" or not isinstance(operand, str):
+        return false()  # numbers and booleans contain nothing; a string only contains strings
+    found = func.instr(value, operand) > 0
+    return and_(field.is_class(TEXT), found if positive else not_(found))
+
+
+def _prefix(value: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
+    """Starts-with as a range, which an index serves; exact because UTF-8 byte order is code point order."""
+    if not prefix:
+        return true()
+    upper = _successor(prefix)
+    lower_bound = value >= prefix
+    return lower_bound if upper is None else and_(lower_bound, value < upper)
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix` (None: no such bound)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code in _SURROGATES:
+            code = _SURROGATES.stop
+        if code <= _MAX_CHAR:
+            return "".join(chars) + chr(code)
+    return None
+
+
+__all__ = ["sql_order", "sql_where"]

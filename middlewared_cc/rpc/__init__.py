@@ -1,0 +1,1 @@
+"""The wire layer: method registry, JSON-RPC 2.0 and legacy websocket protocols, sessions, error mapping."""

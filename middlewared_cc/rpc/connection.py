@@ -1,0 +1,67 @@
+"""What both websocket protocols share: the upgrade, the peer's identity, the frame loop's limits."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from middlewared_cc.context import Services
+from middlewared_cc.rpc.session import Principal, Session
+
+PRELOGIN_FRAME_LIMIT = 8 * 1024
+FRAME_LIMIT = 64 * 1024
+SERVICES = web.AppKey("services", Services)
+
+
+def peer_uid(request: web.Request) -> int | None:
+    """The uid of a unix-socket peer (SO_PEERCRED), or None for TCP."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+@asynccontextmanager
+async def open_session(request: web.Request, protocol: str) -> AsyncIterator[Session]:
+    """Upgrade the request and yield its Session; cleans up (calls cancelled, subscriptions dropped)."""
+    services = request.app[SERVICES]
+    # aiohttp closes with 1009 past max_msg_size; the smaller pre-login cap is checked per frame.
+    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, autoping=True, heartbeat=None)
+    await ws.prepare(request)
+    uid = peer_uid(request)
+    source = f"unix:{uid}" if uid is not None else (request.remote or "unknown")
+    session = Session(ws=ws, source=source, max_outbox=services.settings.max_outgoing_queue,
+                      protocol=protocol, peer_uid=uid)
+    if uid == 0:
+        session.principal = Principal.root()
+    services.sessions.add(session)
+    try:
+        yield session
+    finally:
+        services.sessions.discard(session)
+        services.events.drop(session)
+        await session.close()
+
+
+async def frames(session: Session) -> AsyncIterator[str]:
+    """Text frames of the session; refuses oversize and binary frames as the contract says."""
+    ws = session.ws
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            data: str = msg.data
+            if session.principal is None and len(data) > PRELOGIN_FRAME_LIMIT:
+                await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"frame too large before login")
+                return
+            yield data
+        elif msg.type == WSMsgType.BINARY:
+            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary frames are not supported")
+            return
+        elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return

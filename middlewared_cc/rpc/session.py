@@ -1,0 +1,106 @@
+"""A connected client: who it is, what it may do, what it subscribed to, and its bounded outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from middlewared_cc import roles as _roles
+
+log = logging.getLogger("middlewared_cc.rpc")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A logged-in identity. ``roles`` is already expanded (see roles.expand)."""
+
+    username: str
+    roles: frozenset[str]
+    uid: int | None = None
+    api_key_id: int | None = None
+    mechanism: str = "PASSWORD_PLAIN"
+
+    @classmethod
+    def root(cls, mechanism: str = "UNIX_SOCKET", api_key_id: int | None = None) -> Principal:
+        return cls("root", _roles.expand([_roles.FULL_ADMIN]), uid=0, api_key_id=api_key_id,
+                   mechanism=mechanism)
+
+
+# Encodes one event for this session's protocol: (msg, collection, id, fields) -> a text frame.
+EventFormatter = Callable[[str, str, Any, Any], bytes]
+
+
+@dataclass(eq=False)
+class Session:
+    """One websocket connection, on either protocol."""
+
+    ws: web.WebSocketResponse
+    source: str  # "unix:<uid>" or the peer's IP address: the key of login rate limits
+    max_outbox: int
+    protocol: str = "jsonrpc"
+    peer_uid: int | None = None
+    principal: Principal | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    subscriptions: dict[str, str] = field(default_factory=dict)  # subscription id -> event name
+    inflight: int = 0
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    format_event: EventFormatter | None = None
+    legacy_shapes: bool = False
+    closed: bool = False
+    _outbox: asyncio.Queue[bytes] = field(init=False)
+    _writer: asyncio.Task[None] | None = field(default=None, init=False)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self._outbox = asyncio.Queue(self.max_outbox)
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    @property
+    def authenticated(self) -> bool:
+        return self.principal is not None
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return self.principal.roles if self.principal else frozenset()
+
+    def send(self, frame: bytes) -> None:
+        """Queue one text frame. A client that lets its outbox overflow is dropped, never waited for."""
+        if self.closed:
+            return
+        try:
+            self._outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.warning("dropping connection %s: outgoing queue overflowed (client too slow)", self.id)
+            self.abort()
+
+    def abort(self) -> None:
+        """Close the connection without waiting for the client."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+        asyncio.get_running_loop().create_task(self.ws.close(code=1008, message=b"slow consumer"))
+
+    async def _write(self) -> None:
+        ws, outbox = self.ws, self._outbox
+        try:
+            while True:
+                frame = await outbox.get()
+                await ws.send_str(frame.decode())
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            return
+
+    async def close(self) -> None:
+        """Stop the writer and cancel the calls still running (the client has gone)."""
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+        if self._writer is not None:
+            self._writer.cancel()

@@ -1,0 +1,1 @@
+"""Service modules: each declares its RPC methods in a MethodSet named ``methods``."""

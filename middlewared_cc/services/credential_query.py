@@ -1,0 +1,92 @@
+"""cloudsync.credentials.query: filters run in SQL where the data allows, in Python otherwise.
+
+Name, provider type and non-secret attributes live in plain columns or queryable JSON, so conditions on
+them become SQL (served by the name index for ``=`` and ``^``). Anything else — a secret attribute,
+an untranslatable operator — falls back to the query engine's Python evaluation over opened rows, which
+has exactly the same meaning.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func
+
+from middlewared_cc import roles as _roles
+from middlewared_cc.errors import FieldError, ValidationErrors
+from middlewared_cc.query import SqlField, filter_rows, finish, parse_query, sql_order, sql_where
+from middlewared_cc.store import credentials as store
+from middlewared_cc.store.models import CloudCredential
+
+if TYPE_CHECKING:
+    from middlewared_cc.context import Call
+    from middlewared_cc.providers.registry import ProviderRegistry
+    from middlewared_cc.services.credential_shapes import Shape
+
+WHAT = "Cloud credential"
+
+
+def _secret_names(registry: ProviderRegistry) -> frozenset[str]:
+    names: set[str] = set()
+    for provider in registry:
+        names |= provider.secret_names
+    return frozenset(names)
+
+
+def _resolver(shape: Shape, secrets: frozenset[str]) -> Any:
+    columns = {("id",): CloudCredential.id, ("name",): CloudCredential.name, shape.type_path: CloudCredential.provider}
+    prefix = shape.attr_prefix
+
+    def resolve(path: tuple[str, ...]) -> SqlField | None:
+        column = columns.get(path)
+        if column is not None:
+            return SqlField(column)
+        if len(path) == len(prefix) + 1 and path[:-1] == prefix and path[-1] not in secrets \
+                and path != shape.type_path:
+            key = path[-1].replace('"', '""')
+            doc = CloudCredential.attributes
+            return SqlField(func.json_extract(doc, f'$."{key}"'),
+                            func.json_type(doc, f'$."{key}"').is_not(None))
+        return None
+
+    return resolve
+
+
+def _refuse_secret_paths(q: Any, shape: Shape, secrets: frozenset[str]) -> None:
+    prefix = shape.attr_prefix
+    bad = sorted(".".join(p) for p in q.referenced_paths()
+                 if len(p) > len(prefix) and p[:len(prefix)] == prefix and p[len(prefix)] in secrets)
+    if bad:
+        raise ValidationErrors([FieldError("cloudsync_credentials_query.filters",
+                                           f"Secret attribute {p} cannot be used in filters, order_by or "
+                                           "select without the CLOUD_SYNC_WRITE role") for p in bad])
+
+
+async def run(call: Call, filters: list[Any], options: dict[str, Any]) -> Any:
+    """Run a query for the caller, with its shape and its view of secrets."""
+    from middlewared_cc.services.credentials import shape_of, view
+
+    services = call.services
+    q = parse_query(filters, options)
+    shape = shape_of(call.session)
+    writer = _roles.CLOUD_SYNC_WRITE in call.session.roles
+    secrets = _secret_names(services.providers)
+    if not writer:
+        _refuse_secret_paths(q, shape, secrets)
+    resolve = _resolver(shape, secrets)
+    where = sql_where(q, resolve) if q.filters else None
+    in_sql = where is not None or not q.filters
+    order = sql_order(q, resolve) if in_sql and q.order_by else None
+    async with services.db() as db:
+        stored = await store.select(db, services.sealer, where, order)
+    rows = [view(services, c, shape, True) for c in stored]
+    if not in_sql:
+        rows = filter_rows(rows, q)
+    if not writer:
+        rows = [view(services, c, shape, False) for c in _by_id(stored, rows)]
+    return finish(rows, q, ordered=order is not None, what=WHAT)
+
+
+def _by_id(stored: list[store.StoredCredential], rows: list[dict[str, Any]]) -> list[store.StoredCredential]:
+    index = {c.id: c for c in stored}
+    return [index[r["id"]] for r in rows]

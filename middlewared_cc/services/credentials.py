@@ -1,0 +1,201 @@
+"""cloudsync.providers and cloudsync.credentials.*: the stored credentials, on both wire shapes."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from middlewared_cc import roles as _roles
+from middlewared_cc.context import Call, Services
+from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.providers.declaration import Provider
+from middlewared_cc.rpc.registry import MethodSet
+from middlewared_cc.rpc.session import Session
+from middlewared_cc.services import credential_query
+from middlewared_cc.services.credential_shapes import LEGACY, NEW, Shape, Submitted
+from middlewared_cc.store import credentials as store
+from middlewared_cc.store.models import KeychainCredential
+
+log = logging.getLogger("middlewared_cc.credentials")
+methods = MethodSet()
+COLLECTION = "cloudsync.credentials.query"
+WHAT = "Cloud credential"
+
+
+def shape_of(session: Session) -> Shape:
+    return LEGACY if session.legacy_shapes else NEW
+
+
+def view(services: Services, cred: store.StoredCredential, shape: Shape, can_see_secrets: bool) -> dict[str, Any]:
+    """The entry as a caller sees it: its shape, secrets redacted unless it holds CLOUD_SYNC_WRITE."""
+    attrs = cred.attributes
+    if cred.provider in services.providers:
+        provider = services.providers.get(cred.provider)
+        if not can_see_secrets:
+            attrs = provider.redact(attrs)
+        elif cred.undecryptable:
+            attrs = {k: v for k, v in attrs.items() if k not in provider.secret_names}
+    elif not can_see_secrets:
+        attrs = {}
+    if cred.provider in services.providers:
+        attrs = {f.name: attrs[f.name] for f in provider.fields if f.name in attrs}  # declared order
+    entry = shape.entry(cred.id, cred.name, cred.provider, attrs)
+    if cred.undecryptable:
+        entry["undecryptable"] = f"secrets cannot be decrypted: {cred.undecryptable}"
+    return entry
+
+
+def publish(services: Services, msg: str, cred: store.StoredCredential | None, ident: int) -> None:
+    def render(session: Session) -> dict[str, Any] | None:
+        if cred is None:
+            return None
+        return view(services, cred, shape_of(session), _roles.CLOUD_SYNC_WRITE in session.roles)
+
+    services.events.publish(COLLECTION, msg, ident, render)
+
+
+@methods.method("cloudsync.providers", role=_roles.CLOUD_SYNC_READ)
+async def providers(call: Call) -> list[dict[str, Any]]:
+    """Every available provider with the JSON Schema of its attributes, sorted by title."""
+    return call.services.providers.listing()
+
+
+@methods.method("cloudsync.credentials.query", role=_roles.CLOUD_SYNC_READ)
+async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
+    """Stored credentials, filtered and shaped by ``filters`` and ``options`` (CONTRACT §4).
+
+    Callers without CLOUD_SYNC_WRITE see secrets as "********" and may not filter, sort or select on them.
+    """
+    return await credential_query.run(call, filters, options)
+
+
+@methods.method("cloudsync.credentials.get_instance", role=_roles.CLOUD_SYNC_READ)
+async def get_instance(call: Call, id: int, options: dict[str, Any] = {}) -> Any:  # noqa: B006
+    """One credential by id; ENOENT when it does not exist."""
+    return await credential_query.run(call, [["id", "=", id]], {**options, "get": True})
+
+
+async def _provider(services: Services, sub: Submitted, type_path: str) -> Provider:
+    if sub.type not in services.providers:
+        raise ValidationErrors([FieldError(type_path, f"Unknown provider type: {str(sub.type)[:64]}")])
+    return services.providers.get(str(sub.type))
+
+
+def _type_path(shape: Shape, schema: str) -> str:
+    return f"{schema}.provider" if shape.legacy else f"{schema}.provider.type"
+
+
+async def _check_references(call: Call, provider: Provider, attrs: dict[str, Any], path: str) -> None:
+    """An SFTP private_key names a keychain key pair that must exist."""
+    key_id = attrs.get("private_key") if provider.type == "SFTP" else None
+    if key_id is None:
+        return
+    async with call.services.db() as db:
+        row = await db.get(KeychainCredential, key_id)
+    if row is None or row.type != "SSH_KEY_PAIR":
+        raise ValidationErrors([FieldError(f"{path}.private_key", "SSH key pair does not exist")])
+
+
+async def _name_taken(call: Call, name: str, exclude: int | None = None) -> bool:
+    from middlewared_cc.store.models import CloudCredential
+
+    stmt = sa.select(CloudCredential.id).where(CloudCredential.name == name)
+    if exclude is not None:
+        stmt = stmt.where(CloudCredential.id != exclude)
+    async with call.services.db() as db:
+        return (await db.execute(stmt)).first() is not None
+
+
+def _taken(schema: str) -> ValidationErrors:
+    return ValidationErrors([FieldError(f"{schema}.name", "Object with this name already exists")])
+
+
+@methods.method("cloudsync.credentials.create", role=_roles.CLOUD_SYNC_WRITE, raw=True,
+                schema="cloud_sync_credentials_create")
+async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
+    """Store a new credential ``{"name", "provider": {"type", ...attributes}}``; returns the full entry."""
+    schema, shape, services = "cloud_sync_credentials_create", shape_of(call.session), call.services
+    sub = shape.read(data, schema, partial=False)
+    provider = await _provider(services, sub, _type_path(shape, schema))
+    errors = ValidationErrors()
+    attrs: dict[str, Any] = {}
+    try:
+        attrs = provider.validate(sub.attributes, sub.attr_path)
+    except ValidationErrors as exc:
+        errors.extend(exc)
+    if sub.name is not None and await _name_taken(call, sub.name):
+        errors.extend(_taken(schema))
+    errors.check()
+    assert sub.name is not None
+    await _check_references(call, provider, attrs, sub.attr_path)
+    try:
+        async with services.db() as db, db.begin():
+            cred = await store.insert(db, services.sealer, sub.name, provider.type, attrs, provider.secret_names)
+    except IntegrityError:  # a concurrent create took the name between our check and the insert
+        raise _taken(schema) from None
+    log.info("cloud credential %d created (%s)", cred.id, provider.type)
+    publish(services, "added", cred, cred.id)
+    return view(services, cred, shape, True)
+
+
+@methods.method("cloudsync.credentials.update", role=_roles.CLOUD_SYNC_WRITE, raw=True,
+                schema="cloud_sync_credentials_update")
+async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Change a credential. Attributes left out, and secrets sent back as "********", keep their stored
+    values; changing the provider type needs that provider's full attribute set."""
+    schema, shape, services = "cloud_sync_credentials_update", shape_of(call.session), call.services
+    if type(id) is not int:
+        raise ValidationErrors([FieldError(f"{schema}.id", "Input should be a valid integer")])
+    sub = shape.read(data, schema, partial=True)
+    async with services.db() as db:
+        stored = await store.get(db, services.sealer, id)
+    if stored is None:
+        raise InstanceNotFound(f"{WHAT} {id}")
+    errors = ValidationErrors()
+    ptype = sub.type or stored.provider
+    sub = Submitted(sub.name, ptype, sub.attributes, sub.attr_path if sub.type else
+                    (sub.attr_path if shape.legacy else f"{sub.attr_path}.{ptype}"))
+    provider = await _provider(services, sub, _type_path(shape, schema))
+    same_type = ptype == stored.provider
+    if stored.undecryptable and same_type and sub.attributes is None:
+        raise CallError(f"{WHAT} {stored.name!r} cannot be decrypted with the current key; send every "
+                        "secret attribute to replace them", errno.EIO)
+    base = stored.attributes if same_type else None
+    attrs = stored.attributes
+    try:
+        attrs = provider.validate(sub.attributes if sub.attributes is not None else {}, sub.attr_path,
+                                  base=base)
+    except ValidationErrors as exc:
+        errors.extend(exc)
+    name = sub.name if sub.name is not None else stored.name
+    if sub.name is not None and await _name_taken(call, sub.name, exclude=id):
+        errors.extend(_taken(schema))
+    errors.check()
+    await _check_references(call, provider, attrs, sub.attr_path)
+    try:
+        async with services.db() as db, db.begin():
+            cred = await store.replace(db, services.sealer, id, name, provider.type, attrs,
+                                       provider.secret_names)
+    except IntegrityError:
+        raise _taken(schema) from None
+    if cred is None:
+        raise InstanceNotFound(f"{WHAT} {id}")
+    log.info("cloud credential %d updated (%s)", id, provider.type)
+    publish(services, "changed", cred, id)
+    return view(services, cred, shape, True)
+
+
+@methods.method("cloudsync.credentials.delete", role=_roles.CLOUD_SYNC_WRITE)
+async def delete(call: Call, id: int) -> bool:
+    """Delete a credential."""
+    async with call.services.db() as db, db.begin():
+        if not await store.delete(db, id):
+            raise InstanceNotFound(f"{WHAT} {id}")
+    log.info("cloud credential %d deleted", id)
+    publish(call.services, "removed", None, id)
+    return True
+

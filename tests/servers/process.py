@@ -1,0 +1,160 @@
+"""Starting, waiting for and stopping the test servers' processes.
+
+Every server listens on 127.0.0.1 only. Secrets never go on a server's argv (the canary tests scan process
+argument lists): they travel through stdin or 0600 files instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, NoReturn
+
+import pytest
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+RCLONE = VENV_BIN / "rclone"
+TEST_TOOLS = REPO / ".test-tools"
+INSTALL_HINT = "run scripts/install-test-servers.sh as root"
+
+
+def missing(reason: str) -> NoReturn:
+    """Fail (in CI) or skip (elsewhere) because a server's program is not installed."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} ({INSTALL_HINT})", pytrace=False)
+    pytest.skip(f"{reason} ({INSTALL_HINT})")
+
+
+def require_program(path: Path, what: str) -> Path:
+    """Return path if it is an executable file, else fail or skip the test that needs it."""
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        missing(f"{what} not found at {path}")
+    return path
+
+
+def require_module(name: str) -> None:
+    """Fail or skip when a Python package a server runs on is not importable."""
+    try:
+        __import__(name)
+    except ImportError:
+        missing(f"Python package {name} is not installed")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the caller binds it soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        return True
+    return False
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a server or rclone: no proxy, AWS, SSL or rclone variables leak in."""
+    dropped = ("AWS_", "SSL_", "RCLONE_", "SSH_AUTH_SOCK", "REQUESTS_CA", "CURL_CA")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.upper().startswith(dropped) and not key.upper().endswith("_PROXY")
+    }
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class ServerProcess:
+    """A running server process in its own process group, with its output going to a log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log, for error messages."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def wait_for_port(self, port: int, timeout: float = 30.0) -> None:
+        """Block until the server accepts connections on port; fail with its log if it dies or hangs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode} before listening:\n{self.log_tail()}"
+                )
+            if port_accepts(port):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen on {HOST}:{port} within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the server and every process of its group: TERM, then KILL after 5 s."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5)
+        # Children that outlived the leader (e.g. sshd's per-connection processes) share its group id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(
+    name: str,
+    argv: Sequence[str | Path],
+    log_path: Path,
+    port: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin_data: bytes | None = None,
+    cwd: Path | None = None,
+    timeout: float = 30.0,
+) -> Iterator[ServerProcess]:
+    """Start argv in a new process group, wait until it listens on port, and stop it on exit.
+
+    stdin_data (e.g. a JSON config holding passwords) is written to the process's stdin, which is then closed.
+    """
+    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing after we return
+    try:
+        popen = subprocess.Popen(
+            [str(arg) for arg in argv],
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+    server = ServerProcess(name, popen, log_path)
+    try:
+        if stdin_data is not None:
+            assert popen.stdin is not None
+            popen.stdin.write(stdin_data)
+            popen.stdin.close()
+        server.wait_for_port(port, timeout)
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,144 @@
+"""middlewared_cc.client against a small real websocket server that answers in an order the test picks.
+
+The daemon answers quickly and in order most of the time; this server makes the client's harder paths
+(out-of-order replies, notifications between replies, a server that vanishes mid-call) happen on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import WSMsgType, web
+
+from middlewared_cc.client import Client, ClientCallError, ClientConnectError, parse_uri
+
+
+async def _handler(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    request.app[SEEN].append(request.path)
+    held: list[dict[str, Any]] = []
+    async for msg in ws:
+        if msg.type != WSMsgType.TEXT:
+            continue
+        call = orjson.loads(msg.data)
+        method, params, call_id = call["method"], call["params"], call["id"]
+        if method == "hold":  # answered later, by "release", in reverse order
+            held.append(call)
+        elif method == "release":
+            await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "method": "collection_update",
+                                            "params": {"collection": "x", "msg": "added"}}).decode())
+            for h in reversed(held):
+                await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": h["id"], "result": h["params"]}).decode())
+            held.clear()
+            await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": call_id, "result": None}).decode())
+        elif method == "fail":
+            error = {"code": -32001, "message": "Method call error",
+                     "data": {"error": 2, "errname": "ENOENT", "reason": "[ENOENT] thing does not exist",
+                              "trace": None, "extra": None}}
+            await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": call_id, "error": error}).decode())
+        elif method == "hangup":
+            await ws.close()
+        else:
+            await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": call_id, "result": [method, params]}).decode())
+    return ws
+
+
+SEEN = web.AppKey("seen", list)
+
+
+def _app() -> web.Application:
+    app = web.Application()
+    app[SEEN] = []
+    app.router.add_get("/{tail:.*}", _handler)
+    return app
+
+
+@pytest.fixture
+async def tcp_uri() -> AsyncIterator[tuple[str, web.Application]]:
+    app = _app()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"ws://127.0.0.1:{port}", app
+    await runner.cleanup()
+
+
+async def test_out_of_order_replies_reach_their_callers(tcp_uri: tuple[str, web.Application]) -> None:
+    uri, app = tcp_uri
+    async with Client(uri) as client:
+        holds = [asyncio.create_task(client.call("hold", i, {"n": i})) for i in range(5)]
+        await asyncio.sleep(0.05)
+        assert not any(h.done() for h in holds)
+        await client.call("release")
+        assert await asyncio.gather(*holds) == [[i, {"n": i}] for i in range(5)]
+        # The notification sent between the replies was not mistaken for one.
+        assert await asyncio.wait_for(client.next_notification(), 1) == (
+            "collection_update", {"collection": "x", "msg": "added"})
+    assert app[SEEN] == ["/api/current"]
+
+
+async def test_error_reply_raises_with_reason(tcp_uri: tuple[str, web.Application]) -> None:
+    async with Client(tcp_uri[0]) as client:
+        with pytest.raises(ClientCallError) as info:
+            await client.call("fail")
+        assert info.value.code == -32001
+        assert info.value.errno == 2
+        assert info.value.reason == "[ENOENT] thing does not exist"
+        # The connection is still usable after an error reply.
+        assert await client.call("echo", 1) == ["echo", [1]]
+
+
+async def test_server_hangup_fails_pending_calls(tcp_uri: tuple[str, web.Application]) -> None:
+    async with Client(tcp_uri[0]) as client:
+        pending = asyncio.create_task(client.call("hold", 1))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ClientConnectError):
+            await asyncio.wait_for(client.call("hangup"), 2)
+        with pytest.raises(ClientConnectError):
+            await asyncio.wait_for(pending, 2)
+        with pytest.raises(ClientConnectError):
+            await asyncio.wait_for(client.next_notification(), 2)
+
+
+async def test_call_timeout(tcp_uri: tuple[str, web.Application]) -> None:
+    async with Client(tcp_uri[0]) as client:
+        with pytest.raises(TimeoutError):
+            await client.call("hold", timeout=0.1)
+        assert await client.call("echo") == ["echo", []]
+
+
+async def test_unix_socket_and_explicit_path(tmp_path: Path) -> None:
+    app = _app()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = tmp_path / "s.sock"
+    await web.UnixSite(runner, str(sock)).start()
+    try:
+        async with Client(f"ws+unix://{sock}") as client:
+            assert await client.call("core.ping") == ["core.ping", []]
+    finally:
+        await runner.cleanup()
+    assert app[SEEN] == ["/api/current"]
+
+
+async def test_cannot_connect(tmp_path: Path) -> None:
+    with pytest.raises(ClientConnectError):
+        async with Client(f"ws+unix://{tmp_path}/missing.sock"):
+            pass
+
+
+def test_parse_uri() -> None:
+    assert str(parse_uri("ws://127.0.0.1:6000")[0]) == "ws://127.0.0.1:6000/api/current"
+    assert str(parse_uri("wss://h:1/websocket")[0]) == "wss://h:1/websocket"
+    assert parse_uri("ws+unix:///run/x/m.sock")[1] == "/run/x/m.sock"
+    for bad in ("http://h:1", "ws+unix://", "nonsense"):
+        with pytest.raises(ValueError):
+            parse_uri(bad)

@@ -1,0 +1,132 @@
+"""Shared sample data for the provider tests: valid attributes per provider and CONTRACT.md §3 as a table."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from typing import Any
+
+from middlewared_cc.providers import Provider, ProviderRegistry
+
+TOKEN = json.dumps(
+    {
+        "access_token": "ya29.sample",
+        "token_type": "Bearer",
+        "refresh_token": "1//refresh",
+        "expiry": "2030-01-01T00:00:00Z",
+    }
+)
+OLD_TOKEN = json.dumps({"AccessToken": "old-form", "RefreshToken": "r", "Expiry": "2030-01-01T00:00:00Z"})
+SERVICE_ACCOUNT = json.dumps(
+    {
+        "type": "service_account",
+        "project_id": "sample-project-42",
+        "private_key_id": "abc",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+        "client_email": "svc@sample-project-42.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    },
+    indent=2,
+)
+AZURE_KEY = base64.b64encode(b"sample azure key material").decode()
+
+VALID: dict[str, dict[str, Any]] = {
+    "S3": {"access_key_id": "AKIDSAMPLE", "secret_access_key": "s3-secret"},
+    "B2": {"account": "key-id", "key": "b2-key"},
+    "BOX": {"token": TOKEN},
+    "DROPBOX": {"token": TOKEN, "client_id": "cid", "client_secret": "csecret"},
+    "FTP": {"host": "127.0.0.1", "user": "ftpuser", "pass": ""},
+    "GOOGLE_CLOUD_STORAGE": {"service_account_credentials": SERVICE_ACCOUNT},
+    "GOOGLE_DRIVE": {"token": TOKEN},
+    "HTTP": {"url": "http://127.0.0.1:8080/files/"},
+    "HUBIC": {"token": "hubic-token"},
+    "MEGA": {"user": "someone@example.com", "pass": "mega-pass"},
+    "AZUREBLOB": {"account": "devstoreaccount1", "key": AZURE_KEY},
+    "ONEDRIVE": {"token": TOKEN, "drive_type": "BUSINESS", "drive_id": "b!abc"},
+    "OPENSTACK_SWIFT": {"user": "swiftuser", "key": "swift-key", "auth": "http://127.0.0.1:5000/v3"},
+    "PCLOUD": {"token": TOKEN},
+    "SFTP": {"host": "sftp.example.com", "user": "sftpuser", "pass": "sftp-pass"},
+    "WEBDAV": {"url": "https://dav.example.com/dav/", "vendor": "NEXTCLOUD", "user": "davuser", "pass": "dav-pass"},
+    "YANDEX": {"token": TOKEN},
+}
+
+REQ = object()  # marks a required attribute in CONTRACT
+OAUTH = {"client_id": ("", True), "client_secret": ("", True), "token": (REQ, True)}
+SWIFT_OPTIONAL = ("user_id", "domain", "tenant", "tenant_id", "tenant_domain", "region", "storage_url")
+SWIFT_OPTIONAL += ("application_credential_id", "application_credential_name")
+
+# type → (title, {attribute: (default or REQ, secret)}, buckets, bucket_title)
+CONTRACT: dict[str, tuple[str, dict[str, tuple[object, bool]], bool]] = {
+    "S3": (
+        "Amazon S3",
+        {
+            "access_key_id": (REQ, True),
+            "secret_access_key": (REQ, True),
+            "endpoint": ("", False),
+            "region": ("", False),
+            "skip_region": (False, False),
+            "signatures_v2": (False, False),
+            "max_upload_parts": (10000, False),
+        },
+        True,
+    ),
+    "B2": ("Backblaze B2", {"account": (REQ, True), "key": (REQ, True)}, True),
+    "BOX": ("Box", OAUTH, False),
+    "DROPBOX": ("Dropbox", OAUTH, False),
+    "FTP": ("FTP", {"host": (REQ, False), "port": (21, False), "user": (REQ, False), "pass": (REQ, True)}, False),
+    "GOOGLE_CLOUD_STORAGE": ("Google Cloud Storage", {"service_account_credentials": (REQ, True)}, True),
+    "GOOGLE_DRIVE": ("Google Drive", {**OAUTH, "team_drive": ("", False)}, False),
+    "HTTP": ("HTTP", {"url": (REQ, False)}, False),
+    "HUBIC": ("Hubic", {"token": (REQ, True)}, True),
+    "MEGA": ("Mega", {"user": (REQ, False), "pass": (REQ, True)}, False),
+    "AZUREBLOB": (
+        "Microsoft Azure Blob Storage",
+        {"account": (REQ, False), "key": (REQ, True), "endpoint": ("", False)},
+        True,
+    ),
+    "ONEDRIVE": ("Microsoft OneDrive", {**OAUTH, "drive_type": (REQ, False), "drive_id": (REQ, False)}, False),
+    "OPENSTACK_SWIFT": (
+        "OpenStack Swift",
+        {
+            "user": (REQ, False),
+            "key": (REQ, True),
+            "auth": (REQ, False),
+            **{name: ("", False) for name in SWIFT_OPTIONAL},
+            "auth_token": ("", True),
+            "application_credential_secret": ("", True),
+            "auth_version": (None, False),
+            "endpoint_type": (None, False),
+        },
+        True,
+    ),
+    "PCLOUD": ("pCloud", {**OAUTH, "hostname": ("", False)}, False),
+    "SFTP": (
+        "SFTP",
+        {
+            "host": (REQ, False),
+            "port": (22, False),
+            "user": (REQ, False),
+            "pass": (None, True),
+            "private_key": (None, False),
+        },
+        False,
+    ),
+    "WEBDAV": (
+        "WebDav",
+        {"url": (REQ, False), "vendor": (REQ, False), "user": (REQ, False), "pass": (REQ, True)},
+        False,
+    ),
+    "YANDEX": ("Yandex", OAUTH, False),
+}
+
+
+@functools.cache
+def installed() -> ProviderRegistry:
+    """The registry built from the installed entry points, as the daemon builds it (immutable: cached)."""
+    return ProviderRegistry.load()
+
+
+def provider(type_id: str) -> Provider:
+    """An installed provider by type id."""
+    return installed().get(type_id)
