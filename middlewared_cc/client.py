@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -121,7 +122,7 @@ class Client:
             await self._session.close()
             self._session = None
             where = self.socket_path or str(self.url)
-            raise ClientConnectError(f"cannot connect to {where}: {exc.__class__.__name__}: {exc}") from exc
+            raise ClientConnectError(f"cannot connect to {where}: {_describe(exc)}") from exc
         self._reader = asyncio.create_task(self._read_loop())
 
     async def close(self) -> None:
@@ -231,3 +232,16 @@ class Client:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a failed connection ("Connection refused"), without aiohttp's repetition."""
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError):
+        # asyncio's strerror is "Connect call failed (...)"; the errno's own text is clearer.
+        return os.strerror(os_error.errno) if os_error.errno else str(os_error)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"websocket handshake refused (HTTP {exc.status})"
+    return str(exc) or exc.__class__.__name__

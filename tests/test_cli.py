@@ -75,8 +75,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
                                 stdin=subprocess.DEVNULL)
     d = Daemon(proc, env, f"ws://127.0.0.1:{port}", state, log)
     try:
-        ready = d.cli("waitready", "-t", "60", timeout=90)
-        assert ready.returncode == 0, (ready.stderr, log.read_text())
+        for _ in range(60):  # waitready in short steps, so a daemon that died is seen at once
+            if d.cli("waitready", "-t", "1").returncode == 0:
+                break
+            assert proc.poll() is None, log.read_text()
+        else:
+            pytest.fail(f"the daemon never answered: {log.read_text()}")
         created = _ok(d.cli("call", "api_key.create", '{"name": "admin"}'))
         d.api_key = created["key"]
         d.key_file = state.parent / "admin.key"
@@ -107,6 +111,7 @@ def test_unix_socket_as_root(daemon: Daemon) -> None:
 def test_tcp_with_api_key_and_key_file(daemon: Daemon) -> None:
     assert daemon.key_file is not None
     me = _ok(daemon.tcp("-K", daemon.api_key, "call", "auth.me"))
+    assert me["pw_name"] == "root" and "FULL_ADMIN" in me["privilege"]["roles"]
     assert me == _ok(daemon.tcp("-K", str(daemon.key_file), "call", "auth.me"))
     # Options also work after the command.
     assert _ok(daemon.tcp("call", "-K", str(daemon.key_file), "core.ping")) == "pong"
@@ -158,7 +163,7 @@ def test_stdin_dash_keeps_the_secret_out_of_argv(daemon: Daemon) -> None:
     assert CANARY_PASSWORD not in out.decode()
     # The password from the environment (never argv) logs in over TCP.
     me = _ok(daemon.tcp("-U", "alice", "call", "auth.me", env={"MIDCLT_CC_PASSWORD": CANARY_PASSWORD}))
-    assert me["username"] == "alice"
+    assert me["pw_name"] == "alice"
     wrong = daemon.tcp("-U", "alice", "call", "auth.me", env={"MIDCLT_CC_PASSWORD": "not-the-password"})
     assert wrong.returncode == 4
     assert "login failed" in wrong.stderr

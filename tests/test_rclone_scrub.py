@@ -46,6 +46,13 @@ def test_excerpt_strips_prefixes_and_takes_first_line() -> None:
     assert excerpt("error in ListJSON: couldn't list files: 401 Unauthorized") == "401 Unauthorized"
     assert excerpt("2026/01/02 03:04:05 ERROR : error listing: directory not found") == "directory not found"
     assert excerpt("\n\n") is None
+    azure = ("error in ListJSON: GET http://127.0.0.1:1/devstoreaccount1\n-----\nRESPONSE 403: 403 Server failed"
+             " to authenticate the request.\nERROR CODE: AuthorizationFailure\n-----\n")
+    assert excerpt(azure) == "RESPONSE 403: 403 Server failed to authenticate the request."
+    s3 = ("error in ListJSON: operation error S3: ListBuckets, https response error StatusCode: 403, RequestID: A1,"
+          " HostID: B2=, api error SignatureDoesNotMatch: nope")
+    assert excerpt(s3) == ("operation error S3: ListBuckets, https response error StatusCode: 403,"
+                           " api error SignatureDoesNotMatch: nope")
 
 
 def test_scrub_every_form_of_a_secret() -> None:

@@ -158,9 +158,14 @@ def test_daemon_serves_without_write_execute_memory(tmp_path: Path) -> None:
                                 stdin=subprocess.DEVNULL)
     try:
         cli = str(Path(sys.executable).parent / "midclt-cc")
-        ready = subprocess.run([cli, "waitready", "-t", "60"], env=env, capture_output=True, text=True,
-                               timeout=90, check=False)
-        assert ready.returncode == 0, (ready.stderr, log.read_text())
+        for _ in range(60):
+            ready = subprocess.run([cli, "waitready", "-t", "1"], env=env, capture_output=True, timeout=30,
+                                   check=False)
+            assert proc.poll() is None, log.read_text()
+            if ready.returncode == 0:
+                break
+        else:
+            pytest.fail(f"the daemon never answered: {log.read_text()}")
         providers = subprocess.run([cli, "call", "cloudsync.providers"], env=env, capture_output=True,
                                    text=True, timeout=60, check=False)
         assert providers.returncode == 0, (providers.stderr, log.read_text())

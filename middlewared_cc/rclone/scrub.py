@@ -43,6 +43,11 @@ _PREFIXES = re.compile(
     r"|failed to list: |list: |operations/list: )",
     re.IGNORECASE,
 )
+_LOG_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (?:ERROR|CRITICAL|NOTICE) ?: ")
+# Request ids say nothing to a user and make every excerpt unique.
+_NOISE = re.compile(r"RequestID: [^,]*, HostID: [^,]*, ")
+# Azure's SDK opens with the bare request line and rules of dashes before the actual response.
+_NOT_MEANINGFUL = re.compile(r"-+|(?:GET|HEAD|PUT|POST|DELETE|PATCH|PROPFIND) \S+")
 
 
 def secret_values(
@@ -110,12 +115,12 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 def excerpt(text: str) -> str | None:
     """The first meaningful line of an error with rclone's wrapping prefixes stripped."""
     for line in text.splitlines():
-        line = line.strip()
-        line = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (?:ERROR|CRITICAL|NOTICE) ?: ", "", line)
+        line = _LOG_PREFIX.sub("", line.strip())
         previous = None
         while previous != line:
             previous, line = line, _PREFIXES.sub("", line).strip()
-        if line:
+        line = _NOISE.sub("", line)
+        if line and not _NOT_MEANINGFUL.fullmatch(line):
             return line
     return None
 

@@ -32,17 +32,13 @@ def shape_of(session: Session) -> Shape:
 
 def view(services: Services, cred: store.StoredCredential, shape: Shape, can_see_secrets: bool) -> dict[str, Any]:
     """The entry as a caller sees it: its shape, secrets redacted unless it holds CLOUD_SYNC_WRITE."""
-    attrs = cred.attributes
-    if cred.provider in services.providers:
+    if cred.provider not in services.providers:  # its plugin is unavailable: show no attributes
+        attrs: dict[str, Any] = {}
+    else:
         provider = services.providers.get(cred.provider)
-        if not can_see_secrets:
-            attrs = provider.redact(attrs)
-        elif cred.undecryptable:
-            attrs = {k: v for k, v in attrs.items() if k not in provider.secret_names}
-    elif not can_see_secrets:
-        attrs = {}
-    if cred.provider in services.providers:
-        attrs = {f.name: attrs[f.name] for f in provider.fields if f.name in attrs}  # declared order
+        shown = provider.redact(cred.attributes) if not can_see_secrets else cred.attributes
+        hidden = provider.secret_names if cred.undecryptable and can_see_secrets else frozenset()
+        attrs = {f.name: shown[f.name] for f in provider.fields if f.name in shown and f.name not in hidden}
     entry = shape.entry(cred.id, cred.name, cred.provider, attrs)
     if cred.undecryptable:
         entry["undecryptable"] = f"secrets cannot be decrypted: {cred.undecryptable}"

@@ -64,7 +64,7 @@ def running_azure(workdir: Path) -> Iterator[AzureServer]:
     data.mkdir()
     port = free_port()
     endpoint = f"http://{HOST}:{port}/{ACCOUNT}"
-    argv = [
+    argv: list[str | Path] = [
         azurite,
         "--blobHost",
         HOST,

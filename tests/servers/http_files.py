@@ -33,7 +33,16 @@ def running_http(workdir: Path) -> Iterator[HTTPServer]:
         (root / name).write_bytes(body)
     port = free_port()
     url = f"http://{HOST}:{port}/"
-    argv = [sys.executable, "-m", "http.server", str(port), "--bind", HOST, "--directory", root]
+    argv: list[str | Path] = [
+        sys.executable,
+        "-m",
+        "http.server",
+        str(port),
+        "--bind",
+        HOST,
+        "--directory",
+        root,
+    ]
     with running("http.server", argv, workdir / "http.log", port):
         yield HTTPServer(
             provider="HTTP",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,12 +78,16 @@ def _build_app(book: TokenBook, calls: CallLog, client_id: str, client_secret: s
     async def token(request: web.Request) -> web.Response:
         form = await request.post()
         basic = request.headers.get("Authorization", "")
-        client = TokenBook.client_from(basic, str(form.get("client_id", "")), str(form.get("client_secret", "")))
+        client = TokenBook.client_from(
+            basic, str(form.get("client_id", "")), str(form.get("client_secret", ""))
+        )
         if client != (client_id, client_secret):
             book.note_failed_refresh()
             return _token_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
         if form.get("grant_type") != "refresh_token":
-            return _token_error(400, "unsupported_grant_type", "AADSTS70003: The grant type is not supported.")
+            return _token_error(
+                400, "unsupported_grant_type", "AADSTS70003: The grant type is not supported."
+            )
         issued = book.rotate(str(form.get("refresh_token", "")))
         if issued is None:
             return _token_error(
@@ -107,8 +110,12 @@ def _build_app(book: TokenBook, calls: CallLog, client_id: str, client_secret: s
         if state == "valid":
             return None
         if state == "expired":
-            return _graph_error(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
-        return _graph_error(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
+            return _graph_error(
+                401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+            )
+        return _graph_error(
+            401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience."
+        )
 
     def parent(item_id: str | None = None) -> dict[str, Any]:
         ref: dict[str, Any] = {"driveId": DRIVE_ID, "driveType": "business"}
@@ -200,14 +207,17 @@ def running_oauth(workdir: Path) -> Iterator[OAuthServer]:
             "drive_type": "BUSINESS",
             "drive_id": DRIVE_ID,
         }
-        bad_token = json.loads(token) | {"access_token": "EwB" + secrets.token_urlsafe(40)}
+        bad_token = json.loads(token) | {
+            "access_token": "EwB" + secrets.token_urlsafe(40),
+            "refresh_token": "M.R3_" + secrets.token_urlsafe(40),
+        }
         yield OAuthServer(
             provider="ONEDRIVE",
             host=HOST,
             port=port,
             attributes=frozen(attributes),
             secret_attribute="token",
-            # Well-formed and unexpired, but an access token the server never issued.
+            # Well-formed and unexpired, but tokens the server never issued.
             wrong_secret=json.dumps(bad_token),
             rclone_overrides=frozen({"token_url": base + TOKEN_PATH, "tenant_url": base + TENANT_PREFIX}),
             token_url=base + TOKEN_PATH,

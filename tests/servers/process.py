@@ -101,7 +101,9 @@ class ServerProcess:
             if port_accepts(port):
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not listen on {HOST}:{port} within {timeout}s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"{self.name} did not listen on {HOST}:{port} within {timeout}s:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """Stop the server and every process of its group: TERM, then KILL after 5 s."""

@@ -69,7 +69,7 @@ def running_s3(workdir: Path) -> Iterator[S3Server]:
     require_module("boto3")
     port = free_port()
     endpoint = f"http://{HOST}:{port}"
-    argv = [moto, "-H", HOST, "-p", str(port)]
+    argv: list[str | Path] = [moto, "-H", HOST, "-p", str(port)]
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "4", "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
     with running("moto_server", argv, workdir / "moto.log", port, env=env):
         key_id, secret = _provision(endpoint)

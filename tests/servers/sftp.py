@@ -136,7 +136,14 @@ def running_sftp(workdir: Path) -> Iterator[SFTPServer]:
             port = free_port()
             config = workdir / "sshd_config"
             config.write_text(_sshd_config(base, port, user, authorized_keys))
-            argv = [sshd, "-D", "-f", config.resolve(), "-E", (workdir / "sshd.log").resolve()]
+            argv: list[str | Path] = [
+                sshd,
+                "-D",
+                "-f",
+                config.resolve(),
+                "-E",
+                (workdir / "sshd.log").resolve(),
+            ]
             with running("sshd", argv, workdir / "sshd.out", port):
                 yield SFTPServer(
                     provider="SFTP",

@@ -35,7 +35,11 @@ _UNAUTHORIZED_HTML = (
     "document you requested.</p></html>"
 )
 _KEYSTONE_401 = {
-    "error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}
+    "error": {
+        "code": 401,
+        "title": "Unauthorized",
+        "message": "The request you have made requires authentication.",
+    }
 }
 
 
@@ -118,8 +122,13 @@ def _build_app(account: _Account, calls: CallLog) -> web.Application:
         if user.get("name") != account.user and user.get("id") != account.user:
             return keystone_401()
         endpoints = [
-            {"id": f"ep-{interface}", "interface": interface, "region": REGION, "region_id": REGION,
-             "url": _storage_url(request, interface)}
+            {
+                "id": f"ep-{interface}",
+                "interface": interface,
+                "region": REGION,
+                "region_id": REGION,
+                "url": _storage_url(request, interface),
+            }
             for interface in ("public", "internal", "admin")
         ]
         domain = {"id": "default", "name": DOMAIN}
@@ -152,7 +161,9 @@ def _build_app(account: _Account, calls: CallLog) -> web.Application:
             return web.Response(status=401, text=_UNAUTHORIZED_HTML, content_type="text/html")
         if request.method == "HEAD":
             return web.Response(status=204, headers=account_headers())
-        listing = [{"name": CONTAINER, "count": 1, "bytes": len(OBJECT_BODY), "last_modified": _expiry(0)[:-1]}]
+        listing = [
+            {"name": CONTAINER, "count": 1, "bytes": len(OBJECT_BODY), "last_modified": _expiry(0)[:-1]}
+        ]
         if request.query.get("marker", "") >= CONTAINER:
             listing = []
         return web.json_response(listing, headers=account_headers())
@@ -167,7 +178,7 @@ def _build_app(account: _Account, calls: CallLog) -> web.Application:
             return web.Response(status=204, headers=headers)
         entry = {
             "name": OBJECT_NAME,
-            "hash": hashlib.md5(OBJECT_BODY).hexdigest(),  # noqa: S324 - Swift's ETag is an MD5
+            "hash": hashlib.md5(OBJECT_BODY).hexdigest(),  # Swift's ETag is an MD5
             "bytes": len(OBJECT_BODY),
             "content_type": "text/plain",
             "last_modified": _expiry(0)[:-1],
@@ -182,7 +193,7 @@ def _build_app(account: _Account, calls: CallLog) -> web.Application:
         if (request.match_info["container"], request.match_info["object"]) != (CONTAINER, OBJECT_NAME):
             return web.Response(status=404, text="<html><h1>Not Found</h1></html>", content_type="text/html")
         headers = {
-            "ETag": hashlib.md5(OBJECT_BODY).hexdigest(),  # noqa: S324 - Swift's ETag is an MD5
+            "ETag": hashlib.md5(OBJECT_BODY).hexdigest(),  # Swift's ETag is an MD5
             "Last-Modified": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
             "X-Timestamp": f"{time.time():.5f}",
         }
@@ -216,7 +227,9 @@ def running_swift(workdir: Path) -> Iterator[SwiftServer]:
             provider="OPENSTACK_SWIFT",
             host=HOST,
             port=port,
-            attributes=frozen({"user": USER, "key": account.key, "auth": f"{base}/auth/v1.0", "auth_version": 1}),
+            attributes=frozen(
+                {"user": USER, "key": account.key, "auth": f"{base}/auth/v1.0", "auth_version": 1}
+            ),
             secret_attribute="key",
             wrong_secret=secrets.token_urlsafe(16),
             auth_v1_url=f"{base}/auth/v1.0",

@@ -1,0 +1,163 @@
+"""Shared fixtures: a real daemon (TCP + unix socket) on a temp SQLite file and key, and raw websocket peers."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from middlewared_cc.app import create_app
+from middlewared_cc.context import Services
+from middlewared_cc.rpc.connection import SERVICES
+from middlewared_cc.settings import Settings
+
+pytest_plugins = ["tests.servers.conftest_plugin"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(state: Path, **overrides: str) -> Settings:
+    env = {"MIDDLEWARED_CC_STATE_DIR": str(state), "MIDDLEWARED_CC_LISTEN": "",
+           "MIDDLEWARED_CC_LOG_LEVEL": "INFO", "HOME": str(state)}
+    env.update({f"MIDDLEWARED_CC_{k.upper()}": v for k, v in overrides.items()})
+    return Settings.load(env=env)
+
+
+class Peer:
+    """A raw websocket client: send any frame, read replies and notifications, or make a call."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self.notifications: list[dict[str, Any]] = []
+        self._pending: dict[Any, dict[str, Any]] = {}
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"connection closed: {msg.type} {msg.data} {msg.extra}")
+        return orjson.loads(msg.data)  # type: ignore[no-any-return]
+
+    async def request(self, method: str, *params: Any, timeout: float = 30) -> dict[str, Any]:
+        """The whole reply to one call (notifications that arrive meanwhile are kept)."""
+        ident = next(self._ids)
+        await self.send({"jsonrpc": "2.0", "id": ident, "method": method, "params": list(params)})
+        while ident not in self._pending:
+            reply = await self.recv(timeout)
+            if "id" not in reply:
+                self.notifications.append(reply)
+            else:
+                self._pending[reply["id"]] = reply
+        return self._pending.pop(ident)
+
+    async def call(self, method: str, *params: Any, timeout: float = 30) -> Any:
+        reply = await self.request(method, *params, timeout=timeout)
+        if "error" in reply:
+            raise CallFailed(reply["error"])
+        return reply["result"]
+
+    async def notification(self, timeout: float = 10) -> dict[str, Any]:
+        if self.notifications:
+            return self.notifications.pop(0)
+        while True:
+            reply = await self.recv(timeout)
+            if "id" not in reply:
+                return reply
+            self._pending[reply["id"]] = reply
+
+
+class CallFailed(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message"))
+        self.error = error
+        self.code = error["code"]
+        self.data = error.get("data") or {}
+
+
+@dataclass
+class Daemon:
+    app: web.Application
+    url: str
+    unix_path: str
+    session: aiohttp.ClientSession
+    unix_session: aiohttp.ClientSession
+    state_dir: Path
+    admin_key: str = ""
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    async def connect(self, *, unix: bool = False, path: str = "/api/current") -> Peer:
+        if unix:
+            ws = await self.unix_session.ws_connect(f"http://localhost{path}")
+        else:
+            ws = await self.session.ws_connect(f"{self.url}{path}")
+        return Peer(ws)
+
+    async def root(self) -> Peer:
+        return await self.connect(unix=True)
+
+    async def admin(self) -> Peer:
+        """A TCP peer logged in with a FULL_ADMIN API key."""
+        peer = await self.connect()
+        assert await peer.call("auth.login_with_api_key", self.admin_key) is True
+        return peer
+
+    async def user(self, username: str, roles: list[str], password: str = "pa55word-test") -> Peer:
+        """A TCP peer logged in as a (new) local user with ``roles``."""
+        root = await self.root()
+        found = await root.call("user.query", [["username", "=", username]])
+        if not found:
+            await root.call("user.create", {"username": username, "password": password, "roles": roles})
+        await root.ws.close()
+        peer = await self.connect()
+        assert await peer.call("auth.login", username, password) is True
+        return peer
+
+
+async def start_daemon(settings: Settings, **app_kwargs: Any) -> tuple[web.AppRunner, str]:
+    app = create_app(settings, **app_kwargs)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.UnixSite(runner, settings.unix_socket).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: str) -> Settings:
+        return make_settings(tmp_path / "state", **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def daemon(settings_factory: Callable[..., Settings]) -> AsyncIterator[Daemon]:
+    settings = settings_factory()
+    runner, url = await start_daemon(settings)
+    async with aiohttp.ClientSession() as session, \
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix_session:
+        d = Daemon(runner.app, url, settings.unix_socket, session, unix_session, settings.state_dir)
+        root = await d.root()
+        d.admin_key = (await root.call("api_key.create", {"name": "test-admin"}))["key"]
+        await root.ws.close()
+        yield d
+    await runner.cleanup()
