@@ -1,4 +1,4 @@
-"""A small async JSON-RPC 2.0 websocket client for middlewared-cc (shared by the CLI, the tests and the bench).
+"""A small async JSON-RPC 2.0 websocket client for middlewared-cc, shared by the CLI, the tests and the bench.
 
 URIs: ``ws://host:port[/path]``, ``wss://host:port[/path]`` and ``ws+unix:///path/to/socket``. The path
 defaults to ``/api/current``. Many calls may be in flight at once; replies are matched to calls by id, so
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -167,7 +168,10 @@ class Client:
         return bool(await self.call("auth.login", username, password, timeout=timeout))
 
     async def next_notification(self) -> tuple[str, Any]:
-        """The next ``(method, params)`` notification; :class:`ClientConnectError` once the connection is gone."""
+        """The next ``(method, params)`` notification.
+
+        Raises :class:`ClientConnectError` once the connection is gone.
+        """
         if not self.notifications.empty():
             return self.notifications.get_nowait()
         reader = self._reader
@@ -236,7 +240,12 @@ class Client:
 
 def _describe(exc: BaseException) -> str:
     """A short reason for a failed connection ("Connection refused"), without aiohttp's repetition."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        detail = getattr(exc.certificate_error, "verify_message", "") or str(exc.certificate_error)
+        return f"TLS certificate verify failed: {detail} (--insecure skips the check)"
     os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, ssl.SSLError):
+        return f"TLS: {os_error.reason or os_error}"
     if isinstance(os_error, OSError):
         # asyncio's strerror is "Connect call failed (...)"; the errno's own text is clearer.
         return os.strerror(os_error.errno) if os_error.errno else str(os_error)

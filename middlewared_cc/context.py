@@ -33,6 +33,9 @@ class Services:
     methods: Registry
     sessions: set[Session] = field(default_factory=set)
     verify_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    # Held by every write that seals secrets and by key rotation, so no row is sealed under a key
+    # that is being replaced.
+    seal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started lazily
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot
 

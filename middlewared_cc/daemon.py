@@ -84,10 +84,23 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
+async def _daemon_running(settings: Settings) -> bool:
+    try:
+        _reader, writer = await asyncio.open_unix_connection(settings.unix_socket)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
 async def rotate_key(settings: Settings) -> int:
     from middlewared_cc.store import db as _db
     from middlewared_cc.store.keys import load_sealer, rotate
 
+    if await _daemon_running(settings):
+        print("middlewared-cc: the daemon is running; rotate with `midclt-cc call config.rotate_secret_key` "
+              "or stop it first", file=sys.stderr)
+        return 1
     engine = _db.create_engine(settings.database_url)
     try:
         await _db.migrate(engine)

@@ -16,18 +16,34 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# Run a command with its output kept aside; show the output only if it fails.
+quietly() {
+    out=$(mktemp)
+    status=0
+    "$@" >"$out" 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then
+        cat "$out" >&2
+    fi
+    rm -f "$out"
+    return "$status"
+}
+
+apt_install_sshd() {
+    apt-get install -y -q --no-install-recommends openssh-server
+}
+
 if [ ! -x /usr/sbin/sshd ]; then
     export DEBIAN_FRONTEND=noninteractive
-    # Only refresh the package lists when apt has none, or the install fails without a refresh.
+    # Refresh the package lists only when apt has none, or when the install fails without a refresh.
     if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
-        apt-get update -qq
+        quietly apt-get update -q
     fi
-    if ! apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; then
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+    if ! quietly apt_install_sshd 2>/dev/null; then
+        quietly apt-get update -q
+        quietly apt_install_sshd
     fi
-    # The package enables and starts a system sshd on port 22 where an init system runs;
-    # the fixtures start their own, so leave the system one as the package left it.
+    # Where an init system runs, the package also starts a system sshd on port 22. The fixtures start
+    # their own on free ports, so the system one is left as the package set it up.
 fi
 
 installed_version() {
@@ -41,6 +57,6 @@ if [ ! -x "$tools/node_modules/.bin/azurite-blob" ] || [ "$(installed_version)" 
         exit 1
     fi
     mkdir -p "$tools"
-    npm install --prefix "$tools" --no-audit --no-fund --loglevel=error --save-exact \
-        "azurite@$azurite_version" >/dev/null
+    quietly npm install --prefix "$tools" --no-audit --no-fund --loglevel=error --save-exact \
+        "azurite@$azurite_version"
 fi

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import pty
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,8 @@ class Daemon:
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run midclt-cc with this daemon's environment (so its default URI is the daemon's socket)."""
         return subprocess.run(
-            [MIDCLT, *args], input=stdin.decode() if stdin is not None else None, capture_output=True, text=True, check=False,
+            [MIDCLT, *args], input=stdin.decode() if stdin is not None else None,
+            capture_output=True, text=True, check=False,
             env={**self.env, **(env or {})}, timeout=timeout,
             stdin=subprocess.DEVNULL if stdin is None else None,
         )
@@ -61,19 +64,18 @@ def _ok(result: subprocess.CompletedProcess[str]) -> Any:
     return orjson.loads(result.stdout)
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    if os.geteuid() != 0:
-        pytest.fail("test_cli needs root: the first API key is created by root over the unix socket")
-    state = tmp_path_factory.mktemp("state")
-    log = state.parent / "daemon.log"
+@contextmanager
+def running_daemon(state: Path, scheme: str = "ws", **settings: str) -> Iterator[Daemon]:
+    """Start middlewared-cc as the README does (state dir, TCP port from the environment); kill it after."""
+    log = state.parent / f"{state.name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDDLEWARED_CC_", "MIDCLT_CC_"))}
     port = _free_port()
     env.update(MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN=f"127.0.0.1:{port}")
+    env.update({f"MIDDLEWARED_CC_{k.upper()}": v for k, v in settings.items()})
     with open(log, "wb") as log_fh:
         proc = subprocess.Popen([DAEMON], env=env, stdout=log_fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-    d = Daemon(proc, env, f"ws://127.0.0.1:{port}", state, log)
+    d = Daemon(proc, env, f"{scheme}://127.0.0.1:{port}", state, log)
     try:
         for _ in range(60):  # waitready in short steps, so a daemon that died is seen at once
             if d.cli("waitready", "-t", "1").returncode == 0:
@@ -81,11 +83,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             assert proc.poll() is None, log.read_text()
         else:
             pytest.fail(f"the daemon never answered: {log.read_text()}")
-        created = _ok(d.cli("call", "api_key.create", '{"name": "admin"}'))
-        d.api_key = created["key"]
-        d.key_file = state.parent / "admin.key"
-        d.key_file.write_text(d.api_key + "\n")
-        d.key_file.chmod(0o600)
         yield d
     finally:
         if proc.poll() is None:
@@ -93,9 +90,26 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    if os.geteuid() != 0:
+        pytest.fail("test_cli needs root: the first API key is created by root over the unix socket")
+    with running_daemon(tmp_path_factory.mktemp("state")) as d:
+        created = _ok(d.cli("call", "api_key.create", '{"name": "admin"}'))
+        d.api_key = created["key"]
+        d.key_file = d.state_dir.parent / "admin.key"
+        d.key_file.write_text(d.api_key + "\n")
+        d.key_file.chmod(0o600)
+        yield d
+
+
 def _argv_of(pid: int) -> str:
-    """What `ps` shows as the process's command line."""
-    return subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=False).stdout
+    """What `ps` shows as the process's command line (read where ps reads it when procps is missing)."""
+    if shutil.which("ps") is None:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    ps = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)],
+                        capture_output=True, text=True, check=False)
+    return ps.stdout
 
 
 def test_unix_socket_as_root(daemon: Daemon) -> None:
@@ -246,6 +260,15 @@ def test_subscribe_prints_events_as_json_lines(daemon: Daemon) -> None:
     assert event["msg"] == "added" and event["collection"] == "cloudsync.credentials.query"
     assert event["id"] in created
     assert event["fields"]["provider"] == {"type": "HTTP", "url": "http://127.0.0.1:9/"}
+
+
+def test_subscribe_timeouts_and_unknown_events(daemon: Daemon) -> None:
+    listen = daemon.cli("subscribe", "cloudsync.credentials.query", "-t", "1")
+    assert (listen.returncode, listen.stdout) == (0, "")  # no -n: -t is how long to listen
+    short = daemon.cli("subscribe", "cloudsync.credentials.query", "-n", "1", "-t", "1")
+    assert short.returncode == 1 and "timed out" in short.stderr
+    unknown = daemon.cli("subscribe", "no.such.event", "-n", "1")
+    assert unknown.returncode == 1 and "no.such.event" in unknown.stderr
 
 
 def test_sigterm_stops_the_daemon_with_exit_0(daemon: Daemon) -> None:

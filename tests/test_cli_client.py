@@ -18,6 +18,10 @@ from aiohttp import WSMsgType, web
 from middlewared_cc.client import Client, ClientCallError, ClientConnectError, parse_uri
 
 
+async def _reply(ws: web.WebSocketResponse, call_id: int, result: Any) -> None:
+    await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": call_id, "result": result}).decode())
+
+
 async def _handler(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
@@ -34,9 +38,9 @@ async def _handler(request: web.Request) -> web.WebSocketResponse:
             await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "method": "collection_update",
                                             "params": {"collection": "x", "msg": "added"}}).decode())
             for h in reversed(held):
-                await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": h["id"], "result": h["params"]}).decode())
+                await _reply(ws, h["id"], h["params"])
             held.clear()
-            await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": call_id, "result": None}).decode())
+            await _reply(ws, call_id, None)
         elif method == "fail":
             error = {"code": -32001, "message": "Method call error",
                      "data": {"error": 2, "errname": "ENOENT", "reason": "[ENOENT] thing does not exist",
@@ -45,7 +49,7 @@ async def _handler(request: web.Request) -> web.WebSocketResponse:
         elif method == "hangup":
             await ws.close()
         else:
-            await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": call_id, "result": [method, params]}).decode())
+            await _reply(ws, call_id, [method, params])
     return ws
 
 

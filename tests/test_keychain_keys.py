@@ -44,22 +44,28 @@ def test_ssh_keygen_agrees(tmp_path: Path) -> None:
     path = tmp_path / "id"
     path.write_text(pair["private_key"])
     path.chmod(0o600)
-    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, check=True)
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(path)], capture_output=True, text=True, check=True
+    )
     assert derived.stdout.split()[:2] == pair["public_key"].split()[:2]
 
 
 def test_pkcs8_pem_accepted() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     assert public_key_from_private(pem).startswith("ecdsa-sha2-nistp256 AAAA")
 
 
-@pytest.mark.parametrize("garbage", [
-    "CANARY-not-a-key-7f3a",
-    "-----BEGIN OPENSSH PRIVATE KEY-----\nCANARY-not-a-key-7f3a\n-----END OPENSSH PRIVATE KEY-----\n",
-    "",
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "CANARY-not-a-key-7f3a",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nCANARY-not-a-key-7f3a\n-----END OPENSSH PRIVATE KEY-----\n",
+        "",
+    ],
+)
 def test_garbage_is_refused_without_echo(garbage: str) -> None:
     with pytest.raises(ValueError) as caught:
         public_key_from_private(garbage)
@@ -71,8 +77,11 @@ def test_garbage_is_refused_without_echo(garbage: str) -> None:
 
 def test_encrypted_keys_are_refused(tmp_path: Path) -> None:
     key = serialization.load_ssh_private_key(generate_ssh_key_pair()["private_key"].encode(), password=None)
-    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.BestAvailableEncryption(b"pw")).decode()
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    ).decode()
     path = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "pw", "-f", str(path)], check=True)
     for encrypted in (pkcs8, path.read_text()):

@@ -47,16 +47,21 @@ VALID: dict[str, dict[str, Any]] = {
     "OPENSTACK_SWIFT": {"user": "swiftuser", "key": "swift-key", "auth": "http://127.0.0.1:5000/v3"},
     "PCLOUD": {"token": TOKEN},
     "SFTP": {"host": "sftp.example.com", "user": "sftpuser", "pass": "sftp-pass"},
-    "WEBDAV": {"url": "https://dav.example.com/dav/", "vendor": "NEXTCLOUD", "user": "davuser", "pass": "dav-pass"},
+    "WEBDAV": {
+        "url": "https://dav.example.com/dav/",
+        "vendor": "NEXTCLOUD",
+        "user": "davuser",
+        "pass": "dav-pass",
+    },
     "YANDEX": {"token": TOKEN},
 }
 
 REQ = object()  # marks a required attribute in CONTRACT
 OAUTH = {"client_id": ("", True), "client_secret": ("", True), "token": (REQ, True)}
-SWIFT_OPTIONAL = ("user_id", "domain", "tenant", "tenant_id", "tenant_domain", "region", "storage_url")
-SWIFT_OPTIONAL += ("application_credential_id", "application_credential_name")
+SWIFT_OPTIONAL: tuple[str, ...] = ("user_id", "domain", "tenant", "tenant_id", "tenant_domain", "region")
+SWIFT_OPTIONAL += ("storage_url", "application_credential_id", "application_credential_name")
 
-# type → (title, {attribute: (default or REQ, secret)}, buckets, bucket_title)
+# type → (title, {attribute: (default or REQ, secret)}, buckets)
 CONTRACT: dict[str, tuple[str, dict[str, tuple[object, bool]], bool]] = {
     "S3": (
         "Amazon S3",
@@ -74,7 +79,11 @@ CONTRACT: dict[str, tuple[str, dict[str, tuple[object, bool]], bool]] = {
     "B2": ("Backblaze B2", {"account": (REQ, True), "key": (REQ, True)}, True),
     "BOX": ("Box", OAUTH, False),
     "DROPBOX": ("Dropbox", OAUTH, False),
-    "FTP": ("FTP", {"host": (REQ, False), "port": (21, False), "user": (REQ, False), "pass": (REQ, True)}, False),
+    "FTP": (
+        "FTP",
+        {"host": (REQ, False), "port": (21, False), "user": (REQ, False), "pass": (REQ, True)},
+        False,
+    ),
     "GOOGLE_CLOUD_STORAGE": ("Google Cloud Storage", {"service_account_credentials": (REQ, True)}, True),
     "GOOGLE_DRIVE": ("Google Drive", {**OAUTH, "team_drive": ("", False)}, False),
     "HTTP": ("HTTP", {"url": (REQ, False)}, False),
@@ -85,7 +94,11 @@ CONTRACT: dict[str, tuple[str, dict[str, tuple[object, bool]], bool]] = {
         {"account": (REQ, False), "key": (REQ, True), "endpoint": ("", False)},
         True,
     ),
-    "ONEDRIVE": ("Microsoft OneDrive", {**OAUTH, "drive_type": (REQ, False), "drive_id": (REQ, False)}, False),
+    "ONEDRIVE": (
+        "Microsoft OneDrive",
+        {**OAUTH, "drive_type": (REQ, False), "drive_id": (REQ, False)},
+        False,
+    ),
     "OPENSTACK_SWIFT": (
         "OpenStack Swift",
         {

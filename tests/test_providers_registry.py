@@ -92,7 +92,14 @@ def test_listing_sorted_by_title_with_exact_keys() -> None:
     assert titles == sorted(titles, key=str.casefold)
     assert titles.index("pCloud") < titles.index("SFTP")  # case-insensitive, as TrueNAS sorts
     for entry in listing:
-        assert set(entry) == {"name", "title", "credentials_schema", "credentials_oauth", "buckets", "bucket_title"}
+        assert set(entry) == {
+            "name",
+            "title",
+            "credentials_schema",
+            "credentials_oauth",
+            "buckets",
+            "bucket_title",
+        }
         assert entry["credentials_oauth"] is None
         assert isinstance(entry["buckets"], bool)
         for item in entry["credentials_schema"]:
@@ -113,7 +120,14 @@ def test_schema_shapes() -> None:
     assert "writeOnly" not in _schema("S3", "region")
     assert _schema("S3", "endpoint")["format"] == "uri"
     port = _schema("FTP", "port")
-    assert port == {**port, "type": "integer", "default": 21, "minimum": 1, "maximum": 65535, "_required_": False}
+    assert port == {
+        **port,
+        "type": "integer",
+        "default": 21,
+        "minimum": 1,
+        "maximum": 65535,
+        "_required_": False,
+    }
     assert _schema("ONEDRIVE", "drive_type")["enum"] == ["PERSONAL", "BUSINESS", "DOCUMENT_LIBRARY"]
     version = _schema("OPENSTACK_SWIFT", "auth_version")
     assert version["type"] == ["integer", "null"] and version["enum"] == [0, 1, 2, 3, None]
@@ -134,12 +148,18 @@ def test_broken_plugins_are_unavailable_and_the_rest_load(caplog: pytest.LogCapt
         FakeEntryPoint("IMPORTFAIL", _failing_import),
         FakeEntryPoint("JUNK", lambda: 42),
         FakeEntryPoint("MISNAMED", lambda: _sample("OTHER")),
-        FakeEntryPoint("DUPFIELD", lambda: _sample("DUPFIELD", Field("a", Kind.STRING), Field("a", Kind.INT))),
+        FakeEntryPoint(
+            "DUPFIELD", lambda: _sample("DUPFIELD", Field("a", Kind.STRING), Field("a", Kind.INT))
+        ),
         FakeEntryPoint("BADKIND", lambda: _sample("BADKIND", Field("a", "strin"))),  # type: ignore[arg-type]
         FakeEntryPoint("BADDEFAULT", lambda: _sample("BADDEFAULT", Field("port", Kind.INT, default="21"))),
-        FakeEntryPoint("REQDEFAULT", lambda: _sample("REQDEFAULT", Field("a", Kind.STRING, required=True, default="x"))),
+        FakeEntryPoint(
+            "REQDEFAULT", lambda: _sample("REQDEFAULT", Field("a", Kind.STRING, required=True, default="x"))
+        ),
         FakeEntryPoint("NOCHOICES", lambda: _sample("NOCHOICES", Field("a", Kind.CHOICE))),
-        FakeEntryPoint("BADPATTERN", lambda: _sample("BADPATTERN", Field("a", Kind.STRING, default="", pattern="("))),
+        FakeEntryPoint(
+            "BADPATTERN", lambda: _sample("BADPATTERN", Field("a", Kind.STRING, default="", pattern="("))
+        ),
         FakeEntryPoint("NOBACKEND", lambda: replace(_sample("NOBACKEND"), rclone_type=None)),
         FakeEntryPoint("S3", lambda: _sample("S3")),  # a second plugin claiming a taken type id
     ]
@@ -165,7 +185,9 @@ def test_broken_plugins_are_unavailable_and_the_rest_load(caplog: pytest.LogCapt
 
 def test_from_providers_builds_and_refuses_invalid() -> None:
     sample = _sample()
-    registry = ProviderRegistry.from_providers([sample, _sample("BAD", Field("x", Kind.INT, default=True)), "junk"])
+    registry = ProviderRegistry.from_providers(
+        [sample, _sample("BAD", Field("x", Kind.INT, default=True)), "junk"]
+    )
     assert registry.types() == ["SAMPLE"]
     assert registry.get("SAMPLE") is sample
     assert set(registry.unavailable()) == {"BAD", "'junk'"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -58,7 +59,9 @@ def test_non_dict_is_one_error_at_path(type_id: str, attrs: object) -> None:
     path = f"cloud_sync_credentials_update.provider.{type_id}"
     with pytest.raises(ValidationErrors) as caught:
         provider(type_id).validate(attrs, path)
-    assert [(e.attribute, e.message) for e in caught.value.errors] == [(path, "Input should be a valid dictionary")]
+    assert [(e.attribute, e.message) for e in caught.value.errors] == [
+        (path, "Input should be a valid dictionary")
+    ]
 
 
 @pytest.mark.parametrize("type_id", TYPES)
@@ -74,7 +77,9 @@ def test_every_string_field_rejects_wrong_types_length_and_control_characters(ty
         assert found == {spec.name: message for spec in strings}
     too_long = {spec.name: "a" * (spec.max_length + 1) for spec in strings}
     found = errors_of(type_id, {**VALID[type_id], **too_long})
-    assert found == {spec.name: f"String should have at most {spec.max_length} characters" for spec in strings}
+    assert found == {
+        spec.name: f"String should have at most {spec.max_length} characters" for spec in strings
+    }
     single_line = [spec for spec in strings if spec.kind not in (Kind.JSON, Kind.TOKEN)]
     for control in ("a\rb", "a\nb", "a\x00b", "a\tb", "a\x1bb", "a\x7fb", "a\x85b") if single_line else ():
         found = errors_of(type_id, {**VALID[type_id], **{spec.name: control for spec in single_line}})
@@ -84,6 +89,7 @@ def test_every_string_field_rejects_wrong_types_length_and_control_characters(ty
 @pytest.mark.parametrize("type_id", TYPES)
 def test_bool_and_int_fields_do_not_coerce(type_id: str) -> None:
     for spec in fields_of(type_id, Kind.BOOL):
+        bad: object
         for bad in (1, 0, "true", None):
             assert errors_of(type_id, {**VALID[type_id], spec.name: bad}) == {
                 spec.name: "Input should be a valid boolean"
@@ -97,7 +103,9 @@ def test_bool_and_int_fields_do_not_coerce(type_id: str) -> None:
 
 @pytest.mark.parametrize("type_id", ["FTP", "SFTP"])
 def test_ports(type_id: str) -> None:
-    assert errors_of(type_id, {**VALID[type_id], "port": 0}) == {"port": "Input should be greater than or equal to 1"}
+    assert errors_of(type_id, {**VALID[type_id], "port": 0}) == {
+        "port": "Input should be greater than or equal to 1"
+    }
     assert errors_of(type_id, {**VALID[type_id], "port": 70000}) == {
         "port": "Input should be less than or equal to 65535"
     }
@@ -107,7 +115,13 @@ def test_ports(type_id: str) -> None:
 
 @pytest.mark.parametrize(
     ("type_id", "name"),
-    [("HTTP", "url"), ("WEBDAV", "url"), ("OPENSTACK_SWIFT", "auth"), ("S3", "endpoint"), ("AZUREBLOB", "endpoint")],
+    [
+        ("HTTP", "url"),
+        ("WEBDAV", "url"),
+        ("OPENSTACK_SWIFT", "auth"),
+        ("S3", "endpoint"),
+        ("AZUREBLOB", "endpoint"),
+    ],
 )
 @pytest.mark.parametrize(
     "bad",
@@ -168,12 +182,18 @@ def test_token_forms_accepted() -> None:
     [
         ("{", "Invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
         ("[]", "Input should be a JSON object"),
-        ('{"type": "service_account"}', "JSON object lacks a non-empty string at: project_id, private_key, client_email"),
+        (
+            '{"type": "service_account"}',
+            "JSON object lacks a non-empty string at: project_id, private_key, client_email",
+        ),
         (
             json.dumps({**json.loads(SERVICE_ACCOUNT), "project_id": ""}),
             "JSON object lacks a non-empty string at: project_id",
         ),
-        (json.dumps({**json.loads(SERVICE_ACCOUNT), "client_email": 3}), "JSON object lacks a non-empty string at: client_email"),
+        (
+            json.dumps({**json.loads(SERVICE_ACCOUNT), "client_email": 3}),
+            "JSON object lacks a non-empty string at: client_email",
+        ),
     ],
 )
 def test_malformed_service_account(bad: str, message: str) -> None:
@@ -184,7 +204,9 @@ def test_malformed_service_account(bad: str, message: str) -> None:
 
 @pytest.mark.parametrize("bad", ["not base64!", "YWJj=", "YW Jj", "", "abc"])
 def test_azure_key_must_be_base64(bad: str) -> None:
-    assert errors_of("AZUREBLOB", {**VALID["AZUREBLOB"], "key": bad}) == {"key": "Input should be valid base64"}
+    assert errors_of("AZUREBLOB", {**VALID["AZUREBLOB"], "key": bad}) == {
+        "key": "Input should be valid base64"
+    }
 
 
 @pytest.mark.parametrize("bad", ["Upper", "with space", "under_score", ""])
@@ -224,7 +246,9 @@ def test_sftp_needs_password_or_key() -> None:
     assert errors_of("SFTP", {**base, "pass": None, "private_key": None}) == {"pass": either}
     assert provider("SFTP").validate({**base, "private_key": 3}, "p")["private_key"] == 3
     assert provider("SFTP").validate({**base, "pass": "pw"}, "p")["private_key"] is None
-    assert errors_of("SFTP", {**base, "private_key": 0}) == {"private_key": "Input should be greater than or equal to 1"}
+    assert errors_of("SFTP", {**base, "private_key": 0}) == {
+        "private_key": "Input should be greater than or equal to 1"
+    }
     # A bad port and the missing credential come back together; a bad pass is not reported twice.
     assert errors_of("SFTP", {**base, "port": 0}) == {
         "port": "Input should be greater than or equal to 1",
@@ -245,7 +269,14 @@ def test_required_strings_are_non_empty_but_ftp_password_may_be_empty() -> None:
 def test_all_errors_of_a_call_come_together() -> None:
     found = errors_of(
         "S3",
-        {"access_key_id": 1, "endpoint": "nope", "region": "a\nb", "skip_region": 0, "max_upload_parts": 0, "x": 1},
+        {
+            "access_key_id": 1,
+            "endpoint": "nope",
+            "region": "a\nb",
+            "skip_region": 0,
+            "max_upload_parts": 0,
+            "x": 1,
+        },
     )
     assert set(found) == {
         "access_key_id",
@@ -261,7 +292,7 @@ def test_all_errors_of_a_call_come_together() -> None:
 @pytest.mark.parametrize("type_id", [t for t in TYPES if provider(t).secret_names])
 def test_messages_never_hold_a_secret(type_id: str) -> None:
     secrets = [provider(type_id).field(name) for name in sorted(provider(type_id).secret_names)]
-    bad = {spec.name: f"{CANARY}\n{'x' * spec.max_length}" for spec in secrets}
+    bad: dict[str, object] = {spec.name: f"{CANARY}\n{'x' * spec.max_length}" for spec in secrets}
     bad.update({f"{CANARY}-{spec.name}": 1 for spec in secrets[:1]})  # keys are not secret, values are
     path = "p"
     with pytest.raises(ValidationErrors) as caught:
@@ -319,12 +350,15 @@ def test_redacted_placeholder_without_stored_value_is_refused() -> None:
 def test_redact_keeps_non_secrets_and_unknown_keys() -> None:
     stored = provider("SFTP").validate({**VALID["SFTP"], "private_key": 4}, "p")
     assert provider("SFTP").redact(stored) == {**stored, "pass": REDACTED}
-    assert provider("AZUREBLOB").redact({"account": "a", "key": AZURE_KEY}) == {"account": "a", "key": REDACTED}
+    assert provider("AZUREBLOB").redact({"account": "a", "key": AZURE_KEY}) == {
+        "account": "a",
+        "key": REDACTED,
+    }
     assert provider("HTTP").secret_names == frozenset()
 
 
 def test_custom_provider_check_hook_is_skipped_for_failed_fields() -> None:
-    def check(attrs: dict[str, Any]) -> list[tuple[str, str]]:
+    def check(attrs: Mapping[str, Any]) -> list[tuple[str, str]]:
         return [("a", "hook says no"), ("b", "hook says no")]
 
     custom = Provider(

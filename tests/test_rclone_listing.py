@@ -17,8 +17,6 @@ from middlewared_cc.rclone.listing import list_buckets, list_directory, onedrive
 from tests.servers.process import free_port
 from tests.test_rclone_verify import Overridden, attributes, target
 
-#SHIM pytest_plugins = ["tests.servers.conftest_plugin"]
-
 RCLONE = str(Path(sys.executable).parent / "rclone")
 
 
@@ -45,8 +43,15 @@ async def test_s3_buckets_and_objects(registry: ProviderRegistry, rcd: RcloneDae
     assert buckets.items[0]["IsDir"] is True and buckets.items[0]["IsBucket"] is True
     assert buckets.token is None
     listed = await list_directory(rcd, provider, attrs, s3_server.bucket, "")
-    assert listed.items == [{"Path": s3_server.object_key, "Name": s3_server.object_key, "Size": 16,
-                             "ModTime": listed.items[0]["ModTime"], "IsDir": False}]
+    assert listed.items == [
+        {
+            "Path": s3_server.object_key,
+            "Name": s3_server.object_key,
+            "Size": 16,
+            "ModTime": listed.items[0]["ModTime"],
+            "IsDir": False,
+        }
+    ]
     assert (await list_directory(rcd, provider, attrs, s3_server.bucket, "/nothing-here/")).items == []
 
 
@@ -60,7 +65,9 @@ async def test_ftp_folder(registry: ProviderRegistry, rcd: RcloneDaemon, ftp_ser
     assert all(item["Path"] == item["Name"] for item in listed.items)
 
 
-async def test_listing_errors_are_scrubbed(registry: ProviderRegistry, rcd: RcloneDaemon, s3_server: Any) -> None:
+async def test_listing_errors_are_scrubbed(
+    registry: ProviderRegistry, rcd: RcloneDaemon, s3_server: Any
+) -> None:
     provider = target(registry, s3_server)
     bad = attributes(registry, s3_server, s3_server.bad_attributes())
     with pytest.raises(CallError) as caught:
@@ -71,11 +78,16 @@ async def test_listing_errors_are_scrubbed(registry: ProviderRegistry, rcd: Rclo
         await list_directory(rcd, provider, bad, "../etc", "")
 
 
-async def test_closed_port_listing_fails(registry: ProviderRegistry, rcd: RcloneDaemon, s3_server: Any) -> None:
+async def test_closed_port_listing_fails(
+    registry: ProviderRegistry, rcd: RcloneDaemon, s3_server: Any
+) -> None:
     closed = free_port()
     with pytest.raises(CallError, match="connection refused"):
-        await list_buckets(rcd, target(registry, s3_server, closed),
-                           attributes(registry, s3_server, s3_server.attributes, closed))
+        await list_buckets(
+            rcd,
+            target(registry, s3_server, closed),
+            attributes(registry, s3_server, s3_server.attributes, closed),
+        )
 
 
 async def test_hubic_listing_refused(registry: ProviderRegistry, rcd: RcloneDaemon) -> None:
@@ -83,12 +95,14 @@ async def test_hubic_listing_refused(registry: ProviderRegistry, rcd: RcloneDaem
         await list_buckets(rcd, registry.get("HUBIC"), {"token": "x"})
 
 
-async def test_oauth_listing_returns_refreshed_token(registry: ProviderRegistry, rcd: RcloneDaemon,
-                                                     oauth_server: Any) -> None:
+async def test_oauth_listing_returns_refreshed_token(
+    registry: ProviderRegistry, rcd: RcloneDaemon, oauth_server: Any
+) -> None:
     provider = target(registry, oauth_server)
     expired = oauth_server.mint_token(expired=True)
-    listed = await list_directory(rcd, provider, attributes(registry, oauth_server,
-                                                            oauth_server.attributes_with(expired)), None, "")
+    listed = await list_directory(
+        rcd, provider, attributes(registry, oauth_server, oauth_server.attributes_with(expired)), None, ""
+    )
     assert [item["Name"] for item in listed.items] == [oauth_server.file_name]
     assert listed.token is not None
     assert json.loads(listed.token)["refresh_token"] == oauth_server.book.latest_refresh_token
@@ -96,11 +110,16 @@ async def test_oauth_listing_returns_refreshed_token(registry: ProviderRegistry,
 
 
 async def test_onedrive_drives(oauth_server: Any) -> None:
-    drives = await onedrive_list_drives(oauth_server.client_id, oauth_server.client_secret,
-                                        oauth_server.attributes["token"], graph_url=oauth_server.graph_url,
-                                        token_url=oauth_server.token_url)
-    assert drives == [{"drive_id": oauth_server.drive_id, "drive_type": "BUSINESS", "name": "OneDrive",
-                       "description": ""}]
+    drives = await onedrive_list_drives(
+        oauth_server.client_id,
+        oauth_server.client_secret,
+        oauth_server.attributes["token"],
+        graph_url=oauth_server.graph_url,
+        token_url=oauth_server.token_url,
+    )
+    assert drives == [
+        {"drive_id": oauth_server.drive_id, "drive_type": "BUSINESS", "name": "OneDrive", "description": ""}
+    ]
 
 
 async def test_onedrive_drives_refreshes_expired_token(oauth_server: Any) -> None:
@@ -110,9 +129,14 @@ async def test_onedrive_drives_refreshes_expired_token(oauth_server: Any) -> Non
         seen.append(token)
 
     refreshes = oauth_server.book.refresh_count
-    drives = await onedrive_list_drives(oauth_server.client_id, oauth_server.client_secret,
-                                        oauth_server.mint_token(expired=True), graph_url=oauth_server.graph_url,
-                                        token_url=oauth_server.token_url, on_token=keep)
+    drives = await onedrive_list_drives(
+        oauth_server.client_id,
+        oauth_server.client_secret,
+        oauth_server.mint_token(expired=True),
+        graph_url=oauth_server.graph_url,
+        token_url=oauth_server.token_url,
+        on_token=keep,
+    )
     assert [d["drive_id"] for d in drives] == [oauth_server.drive_id]
     assert oauth_server.book.refresh_count == refreshes + 1
     assert len(seen) == 1 and json.loads(seen[0])["refresh_token"] == oauth_server.book.latest_refresh_token
@@ -121,16 +145,30 @@ async def test_onedrive_drives_refreshes_expired_token(oauth_server: Any) -> Non
 async def test_onedrive_drives_bad_client_or_token(oauth_server: Any) -> None:
     expired = oauth_server.mint_token(expired=True)
     with pytest.raises(CallError) as caught:
-        await onedrive_list_drives(oauth_server.client_id, "wrong-secret-CANARY", expired,
-                                   graph_url=oauth_server.graph_url, token_url=oauth_server.token_url)
+        await onedrive_list_drives(
+            oauth_server.client_id,
+            "wrong-secret-CANARY",
+            expired,
+            graph_url=oauth_server.graph_url,
+            token_url=oauth_server.token_url,
+        )
     assert "CANARY" not in caught.value.message and "refresh" in caught.value.message.lower()
     with pytest.raises(CallError, match="token"):
-        await onedrive_list_drives(oauth_server.client_id, oauth_server.client_secret, "{}",
-                                   graph_url=oauth_server.graph_url, token_url=oauth_server.token_url)
+        await onedrive_list_drives(
+            oauth_server.client_id,
+            oauth_server.client_secret,
+            "{}",
+            graph_url=oauth_server.graph_url,
+            token_url=oauth_server.token_url,
+        )
     with pytest.raises(CallError, match="Cannot reach"):
-        await onedrive_list_drives(oauth_server.client_id, oauth_server.client_secret,
-                                   oauth_server.attributes["token"], graph_url=f"http://127.0.0.1:{free_port()}",
-                                   token_url=oauth_server.token_url)
+        await onedrive_list_drives(
+            oauth_server.client_id,
+            oauth_server.client_secret,
+            oauth_server.attributes["token"],
+            graph_url=f"http://127.0.0.1:{free_port()}",
+            token_url=oauth_server.token_url,
+        )
 
 
 def test_overridden_is_a_provider(registry: ProviderRegistry) -> None:

@@ -50,15 +50,22 @@ async def test_environment_is_scrubbed(rcd: RcloneDaemon) -> None:
     assert rcd.pid is not None
     env = _environ(rcd.pid)
     assert env["HOME"] == str(rcd.runtime_dir)
-    leaked = [k for k in env if k.startswith(("AWS_", "SSL_", "RCLONE_")) or k.upper().endswith("_PROXY")
-              or k == "SSH_AUTH_SOCK"]
+    leaked = [
+        k
+        for k in env
+        if k.startswith(("AWS_", "SSL_", "RCLONE_")) or k.upper().endswith("_PROXY") or k == "SSH_AUTH_SOCK"
+    ]
     assert leaked == []
     assert "leak-canary" not in Path(f"/proc/{rcd.pid}/environ").read_text(errors="replace").lower()
 
 
 async def test_extra_env_and_args_reach_rcd(tmp_path: Path) -> None:
-    daemon = RcloneDaemon(RCLONE, tmp_path / "run", extra_env={"HTTPS_PROXY": "http://127.0.0.1:9"},
-                          extra_args=["--user-agent", "mwcc-test"])
+    daemon = RcloneDaemon(
+        RCLONE,
+        tmp_path / "run",
+        extra_env={"HTTPS_PROXY": "http://127.0.0.1:9"},
+        extra_args=["--user-agent", "mwcc-test"],
+    )
     await daemon.start()
     try:
         assert daemon.pid is not None
@@ -80,8 +87,11 @@ async def test_private_dir_and_config(rcd: RcloneDaemon) -> None:
 
 async def test_error_reply_is_typed_without_input_echo(rcd: RcloneDaemon) -> None:
     with pytest.raises(RcloneError) as caught:
-        await rcd.call("operations/list", {"fs": {"type": "ftp", "host": "127.0.0.1", "pass": "CANARY-1"},
-                                           "remote": ""}, 5)
+        await rcd.call(
+            "operations/list",
+            {"fs": {"type": "ftp", "host": "127.0.0.1", "pass": "CANARY-1"}, "remote": ""},
+            5,
+        )
     assert caught.value.status == 500
     assert "obscured" in caught.value.text
     assert "CANARY-1" not in caught.value.text and "CANARY-1" not in str(caught.value)
@@ -134,8 +144,9 @@ async def test_call_during_restart_window_fails_then_recovers(rcd: RcloneDaemon)
     os.kill(pid, signal.SIGKILL)
     await asyncio.sleep(0.05)
     # Many calls at once during the restart: each one either succeeds or raises RcloneUnavailable.
-    results = await asyncio.gather(*(rcd.call("rc/noop", {"n": i}, 5) for i in range(20)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(rcd.call("rc/noop", {"n": i}, 5) for i in range(20)), return_exceptions=True
+    )
     assert all(isinstance(r, dict | RcloneUnavailable) for r in results), results
     assert (await rcd.call("rc/noop", {"x": 1}, 5)) == {"x": 1}
 
@@ -147,3 +158,14 @@ async def test_cancelled_call_leaves_daemon_usable(rcd: RcloneDaemon) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert (await rcd.call("rc/noop", {"y": 2}, 5)) == {"y": 2}
+
+
+async def test_log_scrubbing_covers_live_secrets_and_url_passwords(rcd: RcloneDaemon) -> None:
+    # rcd's stderr repeats error texts; no backend seen so far echoes a secret there, but one could.
+    with rcd.redacting({"S3CR3T-value", ""}):
+        assert (
+            rcd._scrub("bad S3CR3T-value at https://u:pw@host/x") == "bad ******** at https://********@host/x"
+        )
+    # Still scrubbed for a grace period: the log line of a call may be read after its reply.
+    assert "S3CR3T" not in rcd._scrub("late S3CR3T-value")
+    assert rcd._scrub("plain line") == "plain line"

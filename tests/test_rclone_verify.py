@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import sys
 import time
@@ -14,17 +16,23 @@ from typing import Any
 import pytest
 
 from middlewared_cc.providers.registry import ProviderRegistry
-from middlewared_cc.rclone import RcloneDaemon
+from middlewared_cc.rclone import RcloneDaemon, RcloneUnavailable
 from middlewared_cc.rclone.remote import ProviderLike
 from middlewared_cc.rclone.verify import VerifyLimiter, verify
 from tests.servers.base import ServerInfo
 from tests.servers.process import free_port
 
-#SHIM pytest_plugins = ["tests.servers.conftest_plugin"]
-
 RCLONE = str(Path(sys.executable).parent / "rclone")
-SERVERS = ["s3_server", "ftp_server", "sftp_server", "webdav_server", "azure_server", "swift_server",
-           "b2_server", "oauth_server"]
+SERVERS = [
+    "s3_server",
+    "ftp_server",
+    "sftp_server",
+    "webdav_server",
+    "azure_server",
+    "swift_server",
+    "b2_server",
+    "oauth_server",
+]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +87,9 @@ def target(registry: ProviderRegistry, server: ServerInfo, port: int | None = No
     return provider
 
 
-def attributes(registry: ProviderRegistry, server: ServerInfo, attrs: Mapping[str, Any],
-               port: int | None = None) -> dict[str, Any]:
+def attributes(
+    registry: ProviderRegistry, server: ServerInfo, attrs: Mapping[str, Any], port: int | None = None
+) -> dict[str, Any]:
     moved = {k: _retarget(v, server.port, port) for k, v in attrs.items()}
     return registry.get(server.provider).validate(moved, "verify")
 
@@ -97,23 +106,27 @@ def _retarget(value: Any, old: int, new: int | None) -> Any:
 
 
 @pytest.mark.parametrize("fixture", SERVERS)
-async def test_good_credentials_are_valid(request: pytest.FixtureRequest, registry: ProviderRegistry,
-                                          rcd: RcloneDaemon, fixture: str) -> None:
+async def test_good_credentials_are_valid(
+    request: pytest.FixtureRequest, registry: ProviderRegistry, rcd: RcloneDaemon, fixture: str
+) -> None:
     server: ServerInfo = request.getfixturevalue(fixture)
-    outcome = await verify(rcd, target(registry, server), attributes(registry, server, server.attributes),
-                           timeout=20)
+    outcome = await verify(
+        rcd, target(registry, server), attributes(registry, server, server.attributes), timeout=20
+    )
     assert outcome.valid, outcome
     assert (outcome.error, outcome.excerpt, outcome.reason, outcome.token) == (None, None, None, None)
 
 
 @pytest.mark.parametrize("fixture", SERVERS)
-async def test_wrong_secret_is_invalid_auth(request: pytest.FixtureRequest, registry: ProviderRegistry,
-                                            rcd: RcloneDaemon, fixture: str) -> None:
+async def test_wrong_secret_is_invalid_auth(
+    request: pytest.FixtureRequest, registry: ProviderRegistry, rcd: RcloneDaemon, fixture: str
+) -> None:
     server: ServerInfo = request.getfixturevalue(fixture)
     canary = server.wrong_secret
     assert canary
-    outcome = await verify(rcd, target(registry, server), attributes(registry, server, server.bad_attributes()),
-                           timeout=20)
+    outcome = await verify(
+        rcd, target(registry, server), attributes(registry, server, server.bad_attributes()), timeout=20
+    )
     assert not outcome.valid
     assert outcome.reason == "invalid_auth", outcome
     assert outcome.error and outcome.excerpt
@@ -122,13 +135,18 @@ async def test_wrong_secret_is_invalid_auth(request: pytest.FixtureRequest, regi
 
 
 @pytest.mark.parametrize("fixture", SERVERS)
-async def test_unreachable_port_is_cannot_connect(request: pytest.FixtureRequest, registry: ProviderRegistry,
-                                                  rcd: RcloneDaemon, fixture: str) -> None:
+async def test_unreachable_port_is_cannot_connect(
+    request: pytest.FixtureRequest, registry: ProviderRegistry, rcd: RcloneDaemon, fixture: str
+) -> None:
     server: ServerInfo = request.getfixturevalue(fixture)
     closed = free_port()
     started = time.monotonic()
-    outcome = await verify(rcd, target(registry, server, closed),
-                           attributes(registry, server, server.attributes, closed), timeout=30)
+    outcome = await verify(
+        rcd,
+        target(registry, server, closed),
+        attributes(registry, server, server.attributes, closed),
+        timeout=30,
+    )
     elapsed = time.monotonic() - started
     assert not outcome.valid
     assert outcome.reason == "cannot_connect", outcome
@@ -139,11 +157,21 @@ async def test_unreachable_port_is_cannot_connect(request: pytest.FixtureRequest
 async def test_sftp_key_pair(registry: ProviderRegistry, rcd: RcloneDaemon, sftp_server: Any) -> None:
     attrs = {k: v for k, v in sftp_server.attributes.items() if k != "pass"} | {"private_key": 1}
     provider = target(registry, sftp_server)
-    good = await verify(rcd, provider, attributes(registry, sftp_server, attrs),
-                        key_pem=sftp_server.private_key_pem, timeout=20)
+    good = await verify(
+        rcd,
+        provider,
+        attributes(registry, sftp_server, attrs),
+        key_pem=sftp_server.private_key_pem,
+        timeout=20,
+    )
     assert good.valid, good
-    bad = await verify(rcd, provider, attributes(registry, sftp_server, attrs),
-                       key_pem=sftp_server.wrong_private_key_pem, timeout=20)
+    bad = await verify(
+        rcd,
+        provider,
+        attributes(registry, sftp_server, attrs),
+        key_pem=sftp_server.wrong_private_key_pem,
+        timeout=20,
+    )
     assert bad.reason == "invalid_auth", bad
     body = sftp_server.wrong_private_key_pem.strip().splitlines()[1]
     assert body not in (bad.error or "") and body not in (bad.excerpt or "")
@@ -158,9 +186,17 @@ async def test_http(registry: ProviderRegistry, rcd: RcloneDaemon, http_server: 
     assert refused.reason == "cannot_connect", refused
 
 
-async def test_hanging_server_times_out(registry: ProviderRegistry, rcd: RcloneDaemon, hanging_port: int) -> None:
-    attrs = registry.get("S3").validate({"access_key_id": "AK", "secret_access_key": "SK-hang",
-                                         "endpoint": f"http://127.0.0.1:{hanging_port}"}, "verify")
+async def test_hanging_server_times_out(
+    registry: ProviderRegistry, rcd: RcloneDaemon, hanging_port: int
+) -> None:
+    attrs = registry.get("S3").validate(
+        {
+            "access_key_id": "AK",
+            "secret_access_key": "SK-hang",
+            "endpoint": f"http://127.0.0.1:{hanging_port}",
+        },
+        "verify",
+    )
     started = time.monotonic()
     outcome = await verify(rcd, registry.get("S3"), attrs, timeout=1.5)
     assert outcome.reason == "timeout" and not outcome.valid
@@ -187,14 +223,23 @@ def _all_cmdlines() -> list[bytes]:
     return found
 
 
-async def test_secret_never_in_any_argv(registry: ProviderRegistry, rcd: RcloneDaemon, hanging_port: int,
-                                        ftp_server: ServerInfo) -> None:
+async def test_secret_never_in_any_argv(
+    registry: ProviderRegistry, rcd: RcloneDaemon, hanging_port: int, ftp_server: ServerInfo
+) -> None:
     canary = "CANARY-argv-" + os.urandom(6).hex()
-    s3 = registry.get("S3").validate({"access_key_id": "AK" + canary, "secret_access_key": canary,
-                                      "endpoint": f"http://127.0.0.1:{hanging_port}"}, "verify")
+    s3 = registry.get("S3").validate(
+        {
+            "access_key_id": "AK" + canary,
+            "secret_access_key": canary,
+            "endpoint": f"http://127.0.0.1:{hanging_port}",
+        },
+        "verify",
+    )
     ftp = attributes(registry, ftp_server, {**ftp_server.attributes, "pass": canary})
-    running = [asyncio.create_task(verify(rcd, registry.get("S3"), s3, timeout=3)),
-               asyncio.create_task(verify(rcd, registry.get("FTP"), ftp, timeout=10))]
+    running = [
+        asyncio.create_task(verify(rcd, registry.get("S3"), s3, timeout=3)),
+        asyncio.create_task(verify(rcd, registry.get("FTP"), ftp, timeout=10)),
+    ]
     scans = 0
     while not all(task.done() for task in running):
         lines = await asyncio.to_thread(_all_cmdlines)
@@ -207,10 +252,13 @@ async def test_secret_never_in_any_argv(registry: ProviderRegistry, rcd: RcloneD
     assert all(canary not in (o.error or "") + (o.excerpt or "") for o in outcomes)
 
 
-async def test_cancelling_the_caller_aborts_cleanly(registry: ProviderRegistry, rcd: RcloneDaemon,
-                                                    hanging_port: int) -> None:
-    attrs = registry.get("S3").validate({"access_key_id": "AK", "secret_access_key": "SK",
-                                         "endpoint": f"http://127.0.0.1:{hanging_port}"}, "verify")
+async def test_cancelling_the_caller_aborts_cleanly(
+    registry: ProviderRegistry, rcd: RcloneDaemon, hanging_port: int
+) -> None:
+    attrs = registry.get("S3").validate(
+        {"access_key_id": "AK", "secret_access_key": "SK", "endpoint": f"http://127.0.0.1:{hanging_port}"},
+        "verify",
+    )
     task = asyncio.create_task(verify(rcd, registry.get("S3"), attrs, timeout=30))
     await asyncio.sleep(0.5)
     started = time.monotonic()
@@ -221,8 +269,9 @@ async def test_cancelling_the_caller_aborts_cleanly(registry: ProviderRegistry, 
     assert (await rcd.call("rc/noop", {"ok": 1}, 5)) == {"ok": 1}
 
 
-async def test_forty_concurrent_s3_verifies(registry: ProviderRegistry, rcd: RcloneDaemon,
-                                            s3_server: ServerInfo) -> None:
+async def test_forty_concurrent_s3_verifies(
+    registry: ProviderRegistry, rcd: RcloneDaemon, s3_server: ServerInfo
+) -> None:
     provider = target(registry, s3_server)
     attrs = attributes(registry, s3_server, s3_server.attributes)
     limiter = VerifyLimiter(16)
@@ -241,19 +290,22 @@ async def test_forty_concurrent_s3_verifies(registry: ProviderRegistry, rcd: Rcl
     assert 1 < peak <= 16
 
 
-async def test_rcd_killed_mid_verify_then_recovers(registry: ProviderRegistry, rcd: RcloneDaemon,
-                                                   hanging_port: int, s3_server: ServerInfo) -> None:
-    from middlewared_cc.rclone import RcloneUnavailable
-
-    attrs = registry.get("S3").validate({"access_key_id": "AK", "secret_access_key": "SK",
-                                         "endpoint": f"http://127.0.0.1:{hanging_port}"}, "verify")
+async def test_rcd_killed_mid_verify_then_recovers(
+    registry: ProviderRegistry, rcd: RcloneDaemon, hanging_port: int, s3_server: ServerInfo
+) -> None:
+    attrs = registry.get("S3").validate(
+        {"access_key_id": "AK", "secret_access_key": "SK", "endpoint": f"http://127.0.0.1:{hanging_port}"},
+        "verify",
+    )
     task = asyncio.create_task(verify(rcd, registry.get("S3"), attrs, timeout=20))
     await asyncio.sleep(0.5)
     assert rcd.pid is not None
     os.kill(rcd.pid, 9)
     with pytest.raises(RcloneUnavailable):
         await asyncio.wait_for(task, 10)
-    good = await verify(rcd, target(registry, s3_server), attributes(registry, s3_server, s3_server.attributes))
+    good = await verify(
+        rcd, target(registry, s3_server), attributes(registry, s3_server, s3_server.attributes)
+    )
     assert good.valid, good
 
 
@@ -261,8 +313,9 @@ async def _remotes(rcd: RcloneDaemon) -> list[str]:
     return list((await rcd.call("config/listremotes", {}, 5)).get("remotes") or [])
 
 
-async def test_oauth_fresh_token_is_not_rewritten(registry: ProviderRegistry, rcd: RcloneDaemon,
-                                                  oauth_server: Any) -> None:
+async def test_oauth_fresh_token_is_not_rewritten(
+    registry: ProviderRegistry, rcd: RcloneDaemon, oauth_server: Any
+) -> None:
     provider = target(registry, oauth_server)
     refreshes = oauth_server.book.refresh_count
     outcome = await verify(rcd, provider, attributes(registry, oauth_server, oauth_server.attributes))
@@ -271,14 +324,15 @@ async def test_oauth_fresh_token_is_not_rewritten(registry: ProviderRegistry, rc
     assert await _remotes(rcd) == []
 
 
-async def test_oauth_expired_token_is_refreshed_and_returned(registry: ProviderRegistry, rcd: RcloneDaemon,
-                                                             oauth_server: Any) -> None:
-    import json
-
+async def test_oauth_expired_token_is_refreshed_and_returned(
+    registry: ProviderRegistry, rcd: RcloneDaemon, oauth_server: Any
+) -> None:
     provider = target(registry, oauth_server)
     expired = oauth_server.mint_token(expired=True)
     refreshes = oauth_server.book.refresh_count
-    outcome = await verify(rcd, provider, attributes(registry, oauth_server, oauth_server.attributes_with(expired)))
+    outcome = await verify(
+        rcd, provider, attributes(registry, oauth_server, oauth_server.attributes_with(expired))
+    )
     assert outcome.valid, outcome
     assert outcome.token is not None
     assert oauth_server.book.refresh_count == refreshes + 1
@@ -287,29 +341,69 @@ async def test_oauth_expired_token_is_refreshed_and_returned(registry: ProviderR
     assert new["refresh_token"] != json.loads(expired)["refresh_token"]
     assert await _remotes(rcd) == []
     # The rotated token works as is next time: no further refresh, nothing to persist.
-    again = await verify(rcd, provider, attributes(registry, oauth_server, oauth_server.attributes_with(outcome.token)))
+    again = await verify(
+        rcd, provider, attributes(registry, oauth_server, oauth_server.attributes_with(outcome.token))
+    )
     assert again.valid and again.token is None, again
     assert oauth_server.book.refresh_count == refreshes + 1
     # Rotation killed the old refresh token: had the new one been dropped, the credential would be dead.
-    stale = await verify(rcd, provider, attributes(registry, oauth_server, oauth_server.attributes_with(expired)))
+    stale = await verify(
+        rcd, provider, attributes(registry, oauth_server, oauth_server.attributes_with(expired))
+    )
     assert stale.reason == "invalid_auth", stale
     old_refresh = json.loads(expired)["refresh_token"]
     assert old_refresh not in (stale.error or "") + (stale.excerpt or "")
 
 
-async def test_oauth_refresh_hang_times_out_and_forgets_remote(registry: ProviderRegistry, rcd: RcloneDaemon,
-                                                               oauth_server: Any, hanging_port: int) -> None:
-    provider = Overridden(registry.get("ONEDRIVE"), {**oauth_server.rclone_overrides,
-                                                     "token_url": f"http://127.0.0.1:{hanging_port}/token"})
-    attrs = attributes(registry, oauth_server, oauth_server.attributes_with(oauth_server.mint_token(expired=True)))
+async def test_oauth_refresh_hang_times_out_and_forgets_remote(
+    registry: ProviderRegistry, rcd: RcloneDaemon, oauth_server: Any, hanging_port: int
+) -> None:
+    provider = Overridden(
+        registry.get("ONEDRIVE"),
+        {**oauth_server.rclone_overrides, "token_url": f"http://127.0.0.1:{hanging_port}/token"},
+    )
+    attrs = attributes(
+        registry, oauth_server, oauth_server.attributes_with(oauth_server.mint_token(expired=True))
+    )
     outcome = await verify(rcd, provider, attrs, timeout=2)
     assert outcome.reason == "timeout", outcome
     assert await _remotes(rcd) == []
 
 
-async def test_oauth_unusable_token_refused_before_rclone(registry: ProviderRegistry, tmp_path: Path,
-                                                          oauth_server: Any) -> None:
+async def test_oauth_unusable_token_refused_before_rclone(
+    registry: ProviderRegistry, tmp_path: Path, oauth_server: Any
+) -> None:
     idle = RcloneDaemon(RCLONE, tmp_path / "idle")
     for token in ("", "not json", '{"refresh_token": "x"}'):
-        outcome = await verify(idle, target(registry, oauth_server), {**oauth_server.attributes, "token": token})
+        outcome = await verify(
+            idle, target(registry, oauth_server), {**oauth_server.attributes, "token": token}
+        )
         assert outcome.reason == "invalid_auth" and "token" in (outcome.error or ""), outcome
+
+
+async def test_rcd_log_lines_are_scrubbed(
+    registry: ProviderRegistry,
+    rcd: RcloneDaemon,
+    ftp_server: Any,
+    oauth_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="middlewared_cc.rclone")
+    canary = "CANARY-log-" + os.urandom(6).hex()
+    closed = free_port()
+    ftp = attributes(registry, ftp_server, {**ftp_server.attributes, "pass": canary})
+    http = registry.get("HTTP").validate({"url": f"http://user:{canary}@127.0.0.1:{closed}/"}, "verify")
+    bad_token = json.dumps(json.loads(oauth_server.mint_token()) | {"access_token": canary})
+    onedrive = attributes(registry, oauth_server, oauth_server.attributes_with(bad_token))
+    outcomes = [
+        await verify(rcd, registry.get("FTP"), ftp),
+        await verify(rcd, registry.get("HTTP"), http),
+        await verify(rcd, target(registry, oauth_server), onedrive),
+    ]
+    assert [o.reason for o in outcomes] == ["invalid_auth", "cannot_connect", "invalid_auth"], outcomes
+    for outcome in outcomes:
+        assert canary not in (outcome.error or "") + (outcome.excerpt or "")
+    await asyncio.sleep(0.2)  # let the stderr reader catch up
+    forwarded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rcd: ")]
+    assert forwarded, "rcd's log lines should reach our logger"
+    assert canary not in caplog.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from tests.servers import process
 from tests.servers.azure import AzureServer
 from tests.servers.b2 import B2Server
 from tests.servers.base import ServerInfo
 from tests.servers.ftp import FTPServer
-from tests.servers.http_files import HTTPServer
+from tests.servers.http_files import HTTPServer, running_http
 from tests.servers.oauth import OAuthServer
 from tests.servers.process import missing
 from tests.servers.rclone import obscure, run_rclone, write_config
@@ -247,3 +249,23 @@ def test_missing_program_fails_only_in_ci(
         monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="sshd not found"):
         missing("sshd not found")
+
+
+def test_port_taken_meanwhile_moves_to_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bound but not listening: the server cannot bind it, and nothing answers there in its place.
+    with socket.socket() as squatter:
+        squatter.bind((process.HOST, 0))
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = process.free_port
+        monkeypatch.setattr(process, "free_port", lambda: next(ports, None) or real_free_port())
+        with running_http(tmp_path) as server:
+            assert server.port != taken
+            assert http_names(server) >= {"hello.txt"}
+        assert "Address already in use" in (tmp_path / "http.log").read_text()
+
+
+def http_names(server: HTTPServer) -> set[str]:
+    """Names listed by rclone at the root of an HTTP server, with a throwaway config."""
+    config = write_config(server.root.parent / "check.conf", "remote", "http", {"url": server.url})
+    return names(run_rclone(config, ["lsjson", "remote:"]))

@@ -43,16 +43,14 @@ def _directives(text: str) -> dict[str, list[str]]:
 def _verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     unit = tmp_path / "middlewared-cc.service"
     unit.write_text(text)
-    return subprocess.run([_systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([_systemd_analyze(), "verify", str(unit)],
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def _with_local_daemon(text: str) -> str:
     # verify checks that ExecStart's binary exists: point it at this venv's daemon.
-    lines = [
-        f"ExecStart={DAEMON} --config /etc/middlewared-cc/middlewared-cc.toml" if line.startswith("ExecStart=")
-        else line
-        for line in text.splitlines()
-    ]
+    exec_start = f"ExecStart={DAEMON} --config /etc/middlewared-cc/middlewared-cc.toml"
+    lines = [exec_start if line.startswith("ExecStart=") else line for line in text.splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -83,7 +81,8 @@ def test_unit_promises() -> None:
     assert d["RuntimeDirectory"] == ["middlewared-cc"]
     assert d["UMask"] == ["0077"]
     env = dict(e.split("=", 1) for e in d["Environment"])
-    assert env["MIDDLEWARED_CC_UNIX_SOCKET"] == "%t/middlewared-cc/middlewared.sock"  # /run/middlewared-cc/...
+    # %t is /run for a system unit: the socket is /run/middlewared-cc/middlewared.sock.
+    assert env["MIDDLEWARED_CC_UNIX_SOCKET"] == "%t/middlewared-cc/middlewared.sock"
     assert env["MIDDLEWARED_CC_STATE_DIR"] == "%S/middlewared-cc"
     assert env["MIDDLEWARED_CC_RUNTIME_DIR"] == "%t/middlewared-cc"
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
@@ -139,8 +138,9 @@ def test_rclone_and_python_run_without_write_execute_memory(tmp_path: Path) -> N
     assert '"Name":"f.txt"' in listing.stdout
     imports = subprocess.run(
         _mdwe(sys.executable, "-c", (
-            "import uvloop, orjson, aiohttp, aiosqlite, sqlalchemy, cryptography.hazmat.primitives.ciphers.aead"
-            " as a, os; a.AESGCM(os.urandom(32)).encrypt(os.urandom(12), b'x', None)")),
+            "import uvloop, orjson, aiohttp, aiosqlite, sqlalchemy, os\n"
+            "from cryptography.hazmat.primitives.ciphers.aead import AESGCM\n"
+            "AESGCM(os.urandom(32)).encrypt(os.urandom(12), b'x', None)")),
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert imports.returncode == 0, imports.stderr

@@ -18,6 +18,7 @@ import sys
 
 from middlewared_cc.cli.commands import ExitCode, Request, run
 from middlewared_cc.cli.inputs import PASSWORD_ENV, UsageError, parse_params, resolve_credentials, resolve_uri
+from middlewared_cc.client import parse_uri
 
 __all__ = ["ExitCode", "build_parser", "main"]
 
@@ -75,10 +76,13 @@ def prepare(args: argparse.Namespace) -> Request:
     if args.command == "subscribe" and args.count < 0:
         raise UsageError("-n: must be 0 or more")
     uri = resolve_uri(args.uri, args.config)
-    if not uri.startswith(("ws://", "wss://", "ws+unix://")):
-        raise UsageError(f"-u: unsupported URI {uri!r}: use ws://, wss://, ws+unix:// or a socket path")
+    try:
+        parse_uri(uri)
+    except ValueError as exc:
+        raise UsageError(f"-u: {exc} (or a socket path)") from None
     if args.command == "waitready":
-        return Request("waitready", uri, resolve_credentials(None, None, None), args.timeout, not args.insecure)
+        no_login = resolve_credentials(None, None, None)
+        return Request("waitready", uri, no_login, args.timeout, not args.insecure)
     credentials = resolve_credentials(args.api_key, args.username, args.password)
     params = parse_params(args.params) if args.command == "call" else []
     return Request(

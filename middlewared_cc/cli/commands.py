@@ -74,8 +74,13 @@ async def run(request: Request) -> ExitCode:
             elif request.command == "ping":
                 print(await client.call("core.ping", timeout=request.timeout), flush=True)
             elif request.command == "subscribe":
-                async with asyncio.timeout(request.timeout):
-                    await subscribe(client, request.event, request.count)
+                try:
+                    async with asyncio.timeout(request.timeout):
+                        await subscribe(client, request.event, request.count)
+                except TimeoutError:
+                    # -n N not reached in time is a failure; with no -n, -t is simply how long to listen.
+                    if request.count > 0:
+                        raise
             return ExitCode.OK
     except ClientConnectError as exc:
         error(str(exc))
@@ -119,7 +124,8 @@ async def waitready(request: Request) -> ExitCode:
             error(f"not ready after {budget:g} s: {last}")
             return ExitCode.CANNOT_CONNECT
         try:
-            async with Client(request.uri, ssl_verify=request.ssl_verify, connect_timeout=remaining) as client:
+            client = Client(request.uri, ssl_verify=request.ssl_verify, connect_timeout=remaining)
+            async with client:
                 if await client.call("core.ping", timeout=remaining) == "pong":
                     return ExitCode.OK
                 last = "core.ping did not answer pong"

@@ -76,7 +76,10 @@ def read_api_key(value: str) -> str:
 def resolve_credentials(
     api_key: str | None, username: str | None, password: str | None, env: dict[str, str] | None = None
 ) -> Credentials:
-    """Pick the login method; with ``-U`` the password is ``-P``, else ``$MIDCLT_CC_PASSWORD``, else a prompt."""
+    """Pick the login method.
+
+    With ``-U`` the password is ``-P``, else ``$MIDCLT_CC_PASSWORD``, else a prompt.
+    """
     env = dict(os.environ) if env is None else env
     if api_key is not None and username is not None:
         raise UsageError("-K and -U cannot be used together")

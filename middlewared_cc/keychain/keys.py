@@ -71,6 +71,8 @@ def _load_private(private_key: str) -> _PrivateKey:
 
 
 def _public_line(key: _PrivateKey) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )

@@ -18,7 +18,6 @@ import base64
 import binascii
 import json
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,6 +28,8 @@ DEFAULT_MAX_LENGTH = 1024
 LONG_MAX_LENGTH = 64 * 1024  # OAuth tokens and service-account JSON; also the wire's frame cap
 REDACTED = "********"
 _JSON_WHITESPACE = frozenset("\t\n\r")
+# Unicode category Cc is exactly these two ranges; a regex scans a 64 KiB token far faster than a loop.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
@@ -110,7 +111,8 @@ class Field:
             found.append(f"{self.name}: rclone_values maps a value that is not a choice")
         if self.required and self.default is not None:
             found.append(f"{self.name}: a required field takes no default")
-        if not self.required and self.check(self.default) is not None:
+        # Only a declaration that is otherwise sound can say whether its default passes.
+        if not found and not self.required and self.check(self.default) is not None:
             found.append(f"{self.name}: default is not a valid {self.kind.value}")
         return found
 
@@ -150,7 +152,12 @@ def _check_kind(spec: Field, value: object) -> str | None:
 
 def has_control(text: str, allowed: frozenset[str] = frozenset()) -> bool:
     """True when ``text`` holds a control character (Unicode category Cc) not in ``allowed``."""
-    return any(unicodedata.category(char) == "Cc" and char not in allowed for char in text)
+    found = _CONTROL.search(text)
+    while found is not None:
+        if found.group() not in allowed:
+            return True
+        found = _CONTROL.search(text, found.end())
+    return False
 
 
 def _check_int(spec: Field, value: object) -> str | None:

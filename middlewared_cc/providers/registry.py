@@ -100,7 +100,9 @@ class ProviderRegistry:
 
     def listing(self) -> list[dict[str, Any]]:
         """The ``cloudsync.providers`` result, sorted by title, ignoring case as TrueNAS does."""
-        ordered = sorted(self._providers.values(), key=lambda provider: (provider.title.casefold(), provider.type))
+        ordered = sorted(
+            self._providers.values(), key=lambda provider: (provider.title.casefold(), provider.type)
+        )
         return [provider.listing_entry() for provider in ordered]
 
 

@@ -37,17 +37,24 @@ def render(provider: Provider, attrs: Mapping[str, Any], key_pem: str | None) ->
             text = key_pem.replace("\r\n", "\n").replace("\n", "\\n")
         else:
             text = _option_text(spec, value)
-        if text == "":
-            continue  # rclone's own default for every option we map is its empty value
+        if text == "" and not spec.required:
+            continue  # leave it to rclone's default, which for every option we map is its empty value
+        # Checked before obscuring too: the obscured form would hide a control character of the plain text.
+        _refuse_control(provider, spec.rclone_option, text)
+        # A required empty value is still written: rclone's FTP cannot reveal an absent password.
         config[spec.rclone_option] = obscure(text) if spec.rclone_obscure else text
     if key_pem is not None and not takes_pem:
         raise ValueError(f"{provider.type} takes no key pair")
     if provider.rclone_extra is not None:
         config.update(provider.rclone_extra(attrs))
     for option, text in config.items():
-        if has_control(option) or has_control(text):
-            raise ValueError(f"rclone option {option!r} of {provider.type} holds a control character")
+        _refuse_control(provider, option, text)
     return config
+
+
+def _refuse_control(provider: Provider, option: str, text: str) -> None:
+    if has_control(option) or has_control(text):
+        raise ValueError(f"rclone option {option!r} of {provider.type} holds a control character")
 
 
 def _option_text(spec: Field, value: object) -> str:

@@ -94,8 +94,7 @@ def _condition(field: TypedField, c: Condition) -> ColumnElement[bool]:
         return equal if op == "=" else not_(equal)
     if op in _ORDERING_SQL:
         cls = value_class(operand)
-        bound = int(operand) if cls == BOOL and field.kind == "json" else _bind(operand)  # type: ignore[arg-type]
-        compared: ColumnElement[bool] = getattr(value, _ORDERING_SQL[op])(bound)
+        compared: ColumnElement[bool] = getattr(value, _ORDERING_SQL[op])(_bind(operand))
         return and_(field.is_class(cls), compared)
     if op == "~":
         assert c.pattern is not None
@@ -117,7 +116,10 @@ def _condition(field: TypedField, c: Condition) -> ColumnElement[bool]:
 
 
 def _bind(value: Json) -> Json:
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+    """The SQL parameter for a scalar: SQLite stores booleans (JSON ones too) as 0 and 1."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
         raise Untranslatable("integer outside SQLite's range")
     return value
 
@@ -145,8 +147,6 @@ def _member(field: TypedField, value: ColumnElement[Any], items: list[Json]) -> 
     for cls in (BOOL, NUMBER, TEXT):
         members = groups.get(cls)
         if members:
-            if cls == BOOL and field.json_type is not None:
-                members = [int(m) for m in members]  # type: ignore[arg-type]
             parts.append(and_(field.is_class(cls), value.in_([_bind(m) for m in members])))
     return or_(false(), *parts)
 

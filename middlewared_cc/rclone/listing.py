@@ -95,12 +95,15 @@ async def _list(
         text = scrub(exc.text, holder[0].secrets) if holder else "rclone refused the credential"
         raise CallError(excerpt(text) or text, errno.EFAULT) from None
     listed = reply.get("list")
-    items = [{k: item.get(k) for k in _ITEM_KEYS} for item in listed if isinstance(item, dict)] if isinstance(
-        listed, list) else []
+    items = (
+        [{k: item.get(k) for k in _ITEM_KEYS} for item in listed if isinstance(item, dict)]
+        if isinstance(listed, list)
+        else []
+    )
     prefix = f"{path}/" if path else ""
     for item in items:
         if isinstance(item["Path"], str) and item["Path"].startswith(prefix):
-            item["Path"] = item["Path"][len(prefix):]
+            item["Path"] = item["Path"][len(prefix) :]
     return Listing(items, holder[0].refreshed_token() if holder else None)
 
 
@@ -137,7 +140,9 @@ async def onedrive_list_drives(
             status, me_drive = await _graph_get(session, f"{graph}/me/drive", current)
             _raise_for(status)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise CallError(f"Cannot reach Microsoft Graph: {type(exc).__name__}", errno.ECONNREFUSED) from None
+            raise CallError(
+                f"Cannot reach Microsoft Graph: {type(exc).__name__}", errno.ECONNREFUSED
+            ) from None
     values = drives.get("value") if isinstance(drives, dict) else None
     result = [_drive(d) for d in values if isinstance(d, dict)] if isinstance(values, list) else []
     if isinstance(me_drive, dict) and me_drive.get("id"):

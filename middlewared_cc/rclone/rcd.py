@@ -31,10 +31,14 @@ CONFIG_NAME = "rclone.conf"
 _KEPT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 _FLAGS = (
     "--rc-no-auth",
-    "--low-level-retries", "1",
-    "--retries", "1",
-    "--contimeout", "10s",
-    "--timeout", "30s",
+    "--low-level-retries",
+    "1",
+    "--retries",
+    "1",
+    "--contimeout",
+    "10s",
+    "--timeout",
+    "30s",
     "--ask-password=false",
 )
 _BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -89,9 +93,12 @@ class RcloneDaemon:
     def argv(self) -> list[str]:
         """rcd's command line; it never holds a secret."""
         return [
-            self.binary, "rcd",
-            "--rc-addr", f"unix://{self.socket_path}",
-            "--config", str(self.config_path),
+            self.binary,
+            "rcd",
+            "--rc-addr",
+            f"unix://{self.socket_path}",
+            "--config",
+            str(self.config_path),
             *_FLAGS,
             *self._extra_args,
         ]
@@ -130,27 +137,42 @@ class RcloneDaemon:
         for a restart) or dies during the call, TimeoutError after ``timeout`` seconds. Cancelling the
         calling task closes the HTTP connection.
         """
+        loop = asyncio.get_running_loop()
+        restart_deadline = loop.time() + min(timeout, _RESTART_WAIT)
+        body = orjson.dumps(payload)
+        async with asyncio.timeout(timeout):
+            while True:
+                session = await self._ready_session(restart_deadline)
+                try:
+                    async with session.post(
+                        f"http://rclone/{path}", data=body, headers={"Content-Type": "application/json"}
+                    ) as resp:
+                        raw = await resp.read()
+                        return _decode(resp.status, raw)
+                except aiohttp.ClientConnectorError:
+                    # Not delivered (rcd just died, the watcher has not noticed yet): safe to send again
+                    # once it is back, within the restart wait.
+                    if loop.time() >= restart_deadline:
+                        raise RcloneUnavailable("rclone daemon is not answering") from None
+                    await asyncio.sleep(0.05)
+                except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+                    # Delivered, then lost: rcd died during the call. Never resent (it may have acted).
+                    raise RcloneUnavailable(
+                        f"rclone daemon died during the call ({type(exc).__name__})"
+                    ) from None
+
+    async def _ready_session(self, deadline: float) -> aiohttp.ClientSession:
+        if self._stopping or self._session is None:
+            raise RcloneUnavailable("rclone daemon is not running")
         if not self._ready.is_set():
-            if self._stopping or self._session is None:
-                raise RcloneUnavailable("rclone daemon is not running")
             try:
-                await asyncio.wait_for(self._ready.wait(), min(timeout, _RESTART_WAIT))
+                async with asyncio.timeout_at(deadline):
+                    await self._ready.wait()
             except TimeoutError:
                 raise RcloneUnavailable("rclone daemon is restarting") from None
-        session = self._session
-        if session is None:
+        if self._session is None:
             raise RcloneUnavailable("rclone daemon is not running")
-        body = orjson.dumps(payload)
-        try:
-            async with asyncio.timeout(timeout):
-                async with session.post(
-                    f"http://rclone/{path}", data=body, headers={"Content-Type": "application/json"}
-                ) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
-            raise RcloneUnavailable(f"rclone daemon unreachable: {type(exc).__name__}") from None
-        return _decode(status, raw)
+        return self._session
 
     @contextlib.contextmanager
     def redacting(self, secrets: Iterable[str]) -> Iterator[None]:

@@ -14,27 +14,75 @@ _URL_USERINFO = re.compile(r"(?<=://)[^/\s@\"']+@")
 # First match wins. Connection failures come first: their text holds host:port, and a port such as
 # 40301 must not read as an HTTP 403.
 _REASON_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("cannot_connect", (
-        "connection refused", "no such host", "dial tcp", "i/o timeout", "network is unreachable",
-        "no route to host", "connection reset", "server misbehaving", "tls: ", "x509: ", "host key mismatch",
-    )),
+    (
+        "cannot_connect",
+        (
+            "connection refused",
+            "no such host",
+            "dial tcp",
+            "i/o timeout",
+            "network is unreachable",
+            "no route to host",
+            "connection reset",
+            "server misbehaving",
+            "tls: ",
+            "x509: ",
+            "host key mismatch",
+        ),
+    ),
     ("timeout", ("context deadline exceeded", "timeout awaiting", r"Client\.Timeout")),
-    ("invalid_auth", (
-        "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "AuthorizationFailure",
-        "AuthenticationFailed", "Authorization Failed", "unable to authenticate", "unauthori[sz]ed",
-        "invalid_grant", "invalid_client", "invalid_access_token", "invalid_token", "authError",
-        "InvalidAuthenticationToken", "Login (?:incorrect|failed)", "Authentication failed", "Not Authorized",
-        r"\b(?:401|403|530)\b", "illegal base64 data", "pem key not formatted", "no key found",
-        "token expired", "empty token found", "Log in failed", r"\(2094\)", r"\(1000\)",
-        "permission denied", "AccountProblem", "InvalidAuth",
-    )),
-    ("not_found", (
-        "directory not found", "NoSuchBucket", "ContainerNotFound", "not found", r"\b404\b",
-        "doesn't exist", "does not exist", "ResourceNotFound",
-    )),
+    (
+        "invalid_auth",
+        (
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "AccessDenied",
+            "AuthorizationFailure",
+            "AuthenticationFailed",
+            "Authorization Failed",
+            "unable to authenticate",
+            "unauthori[sz]ed",
+            "invalid_grant",
+            "invalid_client",
+            "invalid_access_token",
+            "invalid_token",
+            "authError",
+            "InvalidAuthenticationToken",
+            "Login (?:incorrect|failed)",
+            "Authentication failed",
+            "Not Authorized",
+            r"\b(?:401|403|530)\b",
+            "illegal base64 data",
+            "pem key not formatted",
+            "no key found",
+            "token expired",
+            "empty token found",
+            "Log in failed",
+            r"\(2094\)",
+            r"\(1000\)",
+            "permission denied",
+            "AccountProblem",
+            "InvalidAuth",
+        ),
+    ),
+    (
+        "not_found",
+        (
+            "directory not found",
+            "NoSuchBucket",
+            "ContainerNotFound",
+            "not found",
+            r"\b404\b",
+            "doesn't exist",
+            "does not exist",
+            "ResourceNotFound",
+        ),
+    ),
     ("unsupported", ("didn't find backend", "unknown backend", "not supported", "unsupported")),
 )
-_REASONS = tuple((reason, re.compile("|".join(phrases), re.IGNORECASE)) for reason, phrases in _REASON_PHRASES)
+_REASONS = tuple(
+    (reason, re.compile("|".join(phrases), re.IGNORECASE)) for reason, phrases in _REASON_PHRASES
+)
 
 # Wrappers rclone puts around the cause; stripped from the excerpt's front, repeatedly.
 _PREFIXES = re.compile(
@@ -95,8 +143,14 @@ def _token_parts(value: str) -> set[str]:
     if not value.lstrip().startswith("{"):
         return set()
     parts = set()
-    for key in ("access_token", "refresh_token", "private_key", "private_key_id", "AccessToken",
-                "RefreshToken"):
+    for key in (
+        "access_token",
+        "refresh_token",
+        "private_key",
+        "private_key_id",
+        "AccessToken",
+        "RefreshToken",
+    ):
         match = re.search(rf'"{key}"\s*:\s*"((?:[^"\\]|\\.)+)"', value)
         if match:
             parts.add(match.group(1))

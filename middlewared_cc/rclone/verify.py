@@ -93,7 +93,9 @@ async def verify(
     except TimeoutError:
         return _failure(f"Timed out after {timeout:g} seconds", "timeout", _refreshed(holder))
     except RcloneError as exc:
-        secrets = holder[0].secrets if holder else secret_values(attrs, provider.secret_names, key_pem=key_pem)
+        secrets = (
+            holder[0].secrets if holder else secret_values(attrs, provider.secret_names, key_pem=key_pem)
+        )
         message = scrub(exc.text, secrets)
         short = excerpt(message)
         return VerifyOutcome(False, message, short, classify(message), _refreshed(holder))

@@ -32,8 +32,9 @@ def peer_uid(request: web.Request) -> int | None:
 async def open_session(request: web.Request, protocol: str) -> AsyncIterator[Session]:
     """Upgrade the request and yield its Session; cleans up (calls cancelled, subscriptions dropped)."""
     services = request.app[SERVICES]
-    # aiohttp closes with 1009 past max_msg_size; the smaller pre-login cap is checked per frame.
-    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT, autoping=True, heartbeat=None)
+    # aiohttp closes with 1009 at max_msg_size bytes (not past it), hence the + 1: a frame of exactly
+    # 64 KiB is allowed. The smaller pre-login cap is checked per frame.
+    ws = web.WebSocketResponse(max_msg_size=FRAME_LIMIT + 1, autoping=True, heartbeat=None)
     await ws.prepare(request)
     uid = peer_uid(request)
     source = f"unix:{uid}" if uid is not None else (request.remote or "unknown")
@@ -56,7 +57,9 @@ async def frames(session: Session) -> AsyncIterator[str]:
     async for msg in ws:
         if msg.type == WSMsgType.TEXT:
             data: str = msg.data
-            if session.principal is None and len(data) > PRELOGIN_FRAME_LIMIT:
+            # The cap is in bytes (as aiohttp's max_msg_size); a character may take up to four.
+            if session.principal is None and len(data) * 4 > PRELOGIN_FRAME_LIMIT \
+                    and len(data.encode()) > PRELOGIN_FRAME_LIMIT:
                 await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"frame too large before login")
                 return
             yield data

@@ -77,6 +77,8 @@ def _slow_path(session: Session, req: Any) -> None:
         ident = req.get("id") if isinstance(req, dict) and type(req.get("id")) in (int, str) else None
         session.send(_error(ident, INVALID_REQUEST, "Invalid Request"))
         return
+    if "id" not in req:  # a well-formed notification (named params): never answered
+        return
     ident = req.get("id")
     if isinstance(req.get("params"), dict):
         errors = ValidationErrors()

@@ -10,14 +10,15 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from middlewared_cc.errors import FieldError, ValidationErrors
 
 Handler = Callable[..., Awaitable[Any]]
 STRICT = ConfigDict(strict=True, extra="forbid")
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class Model(BaseModel):
@@ -68,7 +69,7 @@ class Method:
                 out.append(args[index])
                 continue
             try:
-                out.append(param.adapter.validate_python(args[index], strict=True))
+                out.append(param.adapter.validate_python(args[index]))
             except ValidationError as exc:
                 base = f"{self.schema}.{param.name}" if param.in_path else self.schema
                 for err in exc.errors(include_url=False, include_input=False):
@@ -114,9 +115,14 @@ class MethodSet:
             params = []
             for pname, p in list(sig.parameters.items())[1:]:
                 ann = hints.get(pname, Any)
-                in_path = not (inspect.isclass(ann) and issubclass(ann, BaseModel)) and \
-                    typing.get_origin(ann) is not dict and ann is not dict
-                params.append(Param(pname, TypeAdapter(ann), p.default, in_path))
+                if ann is int:  # ids reach SQLite, whose integers are signed 64-bit
+                    ann = Int64
+                is_model = inspect.isclass(ann) and issubclass(ann, BaseModel)
+                in_path = not is_model and typing.get_origin(ann) is not dict and ann is not dict
+                # Strict through the adapter's config, not validate_python(strict=True): a run-time
+                # strict flag would override the few fields that opt out (ISO text for datetimes).
+                adapter = TypeAdapter(ann) if is_model else TypeAdapter(ann, config=STRICT)
+                params.append(Param(pname, adapter, p.default, in_path))
             doc = inspect.cleandoc(handler.__doc__ or "")
             if not doc:
                 raise TypeError(f"method {name} needs a docstring")

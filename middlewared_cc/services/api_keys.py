@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
@@ -19,8 +19,20 @@ from middlewared_cc.store.models import ApiKey, User
 
 methods = MethodSet()
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """The stored form: naive UTC. Raises ValueError (a validation error) when UTC cannot hold it."""
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # e.g. year 1 with a positive offset
+        raise ValueError("date is out of range") from None
+
+
 # ISO 8601 text is accepted for expiry: JSON has no datetime type.
-Expiry = Annotated[datetime, Field(strict=False)]
+Expiry = Annotated[datetime, Field(strict=False), AfterValidator(_naive_utc)]
 
 
 class KeyCreate(Model):
@@ -34,12 +46,6 @@ class KeyUpdate(Model):
     expires_at: Expiry | None = None
     revoked: bool | None = None
     reset: bool = False
-
-
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _entry(k: ApiKey) -> dict[str, Any]:
@@ -73,7 +79,7 @@ async def create(call: Call, data: KeyCreate) -> dict[str, Any]:
     secret = new_api_key_secret()
     row = ApiKey(name=data.name, username=None if data.username in (None, "root") else data.username,
                  key_hash=api_key_digest(secret), created_at=datetime.now(UTC).replace(tzinfo=None),
-                 expires_at=_naive_utc(data.expires_at), revoked=False)
+                 expires_at=data.expires_at, revoked=False)
     try:
         async with call.services.db() as db, db.begin():
             db.add(row)
@@ -94,7 +100,7 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
         if data.name is not None:
             row.name = data.name
         if "expires_at" in data.model_fields_set:
-            row.expires_at = _naive_utc(data.expires_at)
+            row.expires_at = data.expires_at
         if data.revoked is not None:
             row.revoked = data.revoked
         if secret is not None:

@@ -8,7 +8,7 @@ map to which stored column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from middlewared_cc.errors import ValidationErrors
@@ -24,6 +24,7 @@ class Submitted:
     type: str | None
     attributes: Any  # unvalidated; None when the provider part was left out (update)
     attr_path: str  # prefix of attribute errors, e.g. "cloud_sync_credentials_create.provider.S3"
+    errors: ValidationErrors = field(default_factory=ValidationErrors)  # found so far, not yet raised
 
 
 class Shape:
@@ -53,7 +54,7 @@ class Shape:
         provider = data.get("provider")
         if provider is None and partial and "provider" not in data:
             errors.check()
-            return Submitted(name, None, None, f"{schema}.provider")
+            return Submitted(name, None, None, f"{schema}.provider", errors)
         if not isinstance(provider, dict):
             errors.add(f"{schema}.provider", "Field required" if provider is None else "Input should be an object")
             raise errors
@@ -81,7 +82,7 @@ class LegacyShape(Shape):
         name = _name(errors, schema, data, partial) if with_name else None
         if partial and "provider" not in data and "attributes" not in data:
             errors.check()
-            return Submitted(name, None, None, f"{schema}.attributes")
+            return Submitted(name, None, None, f"{schema}.attributes", errors)
         attrs = data.get("attributes")
         if attrs is None:
             errors.add(f"{schema}.attributes", "Field required")
@@ -124,7 +125,8 @@ def _typed(errors: ValidationErrors, schema: str, name: str | None, ptype: Any, 
         errors.add(tpath, "Field required")
     elif not isinstance(ptype, str):
         errors.add(tpath, "Input should be a valid string")
-    errors.check()
+    if not isinstance(ptype, str):
+        raise errors  # nothing more can be checked without a type
     # The new shape puts the type into attribute paths: cloud_sync_credentials_create.provider.S3.x
     path = attr_path if type_path else f"{attr_path}.{ptype}"
-    return Submitted(name, ptype, attrs, path)
+    return Submitted(name, ptype, attrs, path, errors)

@@ -75,9 +75,11 @@ async def get_instance(call: Call, id: int, options: dict[str, Any] = {}) -> Any
     return await credential_query.run(call, [["id", "=", id]], {**options, "get": True})
 
 
-async def _provider(services: Services, sub: Submitted, type_path: str) -> Provider:
+def _provider(services: Services, sub: Submitted, type_path: str) -> Provider:
+    """The submitted provider; an unknown type raises with every error found so far."""
     if sub.type not in services.providers:
-        raise ValidationErrors([FieldError(type_path, f"Unknown provider type: {str(sub.type)[:64]}")])
+        sub.errors.add(type_path, f"Unknown provider type: {str(sub.type)[:64]}")
+        raise sub.errors
     return services.providers.get(str(sub.type))
 
 
@@ -116,8 +118,8 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     """Store a new credential ``{"name", "provider": {"type", ...attributes}}``; returns the full entry."""
     schema, shape, services = "cloud_sync_credentials_create", shape_of(call.session), call.services
     sub = shape.read(data, schema, partial=False)
-    provider = await _provider(services, sub, _type_path(shape, schema))
-    errors = ValidationErrors()
+    provider = _provider(services, sub, _type_path(shape, schema))
+    errors = sub.errors
     attrs: dict[str, Any] = {}
     try:
         attrs = provider.validate(sub.attributes, sub.attr_path)
@@ -129,7 +131,7 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     assert sub.name is not None
     await _check_references(call, provider, attrs, sub.attr_path)
     try:
-        async with services.db() as db, db.begin():
+        async with services.seal_lock, services.db() as db, db.begin():
             cred = await store.insert(db, services.sealer, sub.name, provider.type, attrs, provider.secret_names)
     except IntegrityError:  # a concurrent create took the name between our check and the insert
         raise _taken(schema) from None
@@ -151,11 +153,11 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
         stored = await store.get(db, services.sealer, id)
     if stored is None:
         raise InstanceNotFound(f"{WHAT} {id}")
-    errors = ValidationErrors()
     ptype = sub.type or stored.provider
     sub = Submitted(sub.name, ptype, sub.attributes, sub.attr_path if sub.type else
-                    (sub.attr_path if shape.legacy else f"{sub.attr_path}.{ptype}"))
-    provider = await _provider(services, sub, _type_path(shape, schema))
+                    (sub.attr_path if shape.legacy else f"{sub.attr_path}.{ptype}"), sub.errors)
+    provider = _provider(services, sub, _type_path(shape, schema))
+    errors = sub.errors
     same_type = ptype == stored.provider
     if stored.undecryptable and same_type and sub.attributes is None:
         raise CallError(f"{WHAT} {stored.name!r} cannot be decrypted with the current key; send every "
@@ -173,7 +175,7 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
     errors.check()
     await _check_references(call, provider, attrs, sub.attr_path)
     try:
-        async with services.db() as db, db.begin():
+        async with services.seal_lock, services.db() as db, db.begin():
             cred = await store.replace(db, services.sealer, id, name, provider.type, attrs,
                                        provider.secret_names)
     except IntegrityError:

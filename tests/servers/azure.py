@@ -10,12 +10,12 @@ import base64
 import secrets
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .base import ServerInfo, frozen
-from .process import HOST, TEST_TOOLS, free_port, missing, require_program, running
+from .process import HOST, TEST_TOOLS, ServerProcess, missing, on_free_port, require_program, running
 from .rclone import run_rclone, write_config
 
 AZURITE_BLOB = TEST_TOOLS / "node_modules" / ".bin" / "azurite-blob"
@@ -62,23 +62,27 @@ def running_azure(workdir: Path) -> Iterator[AzureServer]:
         missing("node (Azurite's runtime) is not installed")
     data = workdir / "data"
     data.mkdir()
-    port = free_port()
-    endpoint = f"http://{HOST}:{port}/{ACCOUNT}"
-    argv: list[str | Path] = [
-        azurite,
-        "--blobHost",
-        HOST,
-        "--blobPort",
-        str(port),
-        "--location",
-        data,
-        "--skipApiVersionCheck",
-        "--loose",
-        "--silent",
-        # Azurite otherwise reports telemetry to Microsoft: tests must not leave 127.0.0.1.
-        "--disableTelemetry",
-    ]
-    with running("azurite-blob", argv, workdir / "azurite.log", port, cwd=workdir, timeout=60):
+
+    def start(port: int) -> AbstractContextManager[ServerProcess]:
+        argv: list[str | Path] = [
+            azurite,
+            "--blobHost",
+            HOST,
+            "--blobPort",
+            str(port),
+            "--location",
+            data,
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+            # Azurite otherwise reports telemetry to Microsoft: tests must not leave 127.0.0.1.
+            "--disableTelemetry",
+        ]
+        return running("azurite-blob", argv, workdir / "azurite.log", port, cwd=workdir, timeout=60)
+
+    with on_free_port(start) as server:
+        port = server.port
+        endpoint = f"http://{HOST}:{port}/{ACCOUNT}"
         _provision(workdir, endpoint)
         yield AzureServer(
             provider="AZUREBLOB",

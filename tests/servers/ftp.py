@@ -6,12 +6,12 @@ import json
 import secrets
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .base import ServerInfo, frozen
-from .process import HOST, free_port, require_module, running
+from .process import HOST, ServerProcess, on_free_port, require_module, running
 
 FILE_NAME = "hello.txt"
 FILE_BODY = b"hello from pyftpdlib\n"
@@ -57,17 +57,21 @@ def running_ftp(workdir: Path) -> Iterator[FTPServer]:
     root.mkdir()
     (root / FILE_NAME).write_bytes(FILE_BODY)
     password = secrets.token_urlsafe(12)
-    port = free_port()
-    config = {
-        "host": HOST,
-        "port": port,
-        "user": USER,
-        "password": password,
-        "root": str(root),
-        "passive_first": _passive_range_start(port),
-    }
-    argv = [sys.executable, "-c", _SERVER_SCRIPT]
-    with running("pyftpdlib", argv, workdir / "ftpd.log", port, stdin_data=json.dumps(config).encode()):
+
+    def start(port: int) -> AbstractContextManager[ServerProcess]:
+        config = {
+            "host": HOST,
+            "port": port,
+            "user": USER,
+            "password": password,
+            "root": str(root),
+            "passive_first": _passive_range_start(port),
+        }
+        argv = [sys.executable, "-c", _SERVER_SCRIPT]
+        return running("pyftpdlib", argv, workdir / "ftpd.log", port, stdin_data=json.dumps(config).encode())
+
+    with on_free_port(start) as server:
+        port = server.port
         yield FTPServer(
             provider="FTP",
             host=HOST,

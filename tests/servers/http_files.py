@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .base import ServerInfo, frozen
-from .process import HOST, free_port, running
+from .process import HOST, ServerProcess, on_free_port, running
 
 FILES = {"hello.txt": b"hello from http.server\n", "sub/nested.txt": b"nested\n"}
 
@@ -31,19 +31,23 @@ def running_http(workdir: Path) -> Iterator[HTTPServer]:
     for name, body in FILES.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(body)
-    port = free_port()
-    url = f"http://{HOST}:{port}/"
-    argv: list[str | Path] = [
-        sys.executable,
-        "-m",
-        "http.server",
-        str(port),
-        "--bind",
-        HOST,
-        "--directory",
-        root,
-    ]
-    with running("http.server", argv, workdir / "http.log", port):
+
+    def start(port: int) -> AbstractContextManager[ServerProcess]:
+        argv: list[str | Path] = [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            HOST,
+            "--directory",
+            root,
+        ]
+        return running("http.server", argv, workdir / "http.log", port)
+
+    with on_free_port(start) as server:
+        port = server.port
+        url = f"http://{HOST}:{port}/"
         yield HTTPServer(
             provider="HTTP",
             host=HOST,

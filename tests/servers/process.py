@@ -13,10 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, NoReturn, TypeVar
 
 import pytest
 
@@ -26,6 +27,13 @@ VENV_BIN = Path(sys.executable).parent
 RCLONE = VENV_BIN / "rclone"
 TEST_TOOLS = REPO / ".test-tools"
 INSTALL_HINT = "run scripts/install-test-servers.sh as root"
+PORT_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+class ServerExited(RuntimeError):
+    """A server process ended before it listened (most often: its port was taken meanwhile)."""
 
 
 def missing(reason: str) -> NoReturn:
@@ -83,6 +91,7 @@ class ServerProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    port: int
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the server's log, for error messages."""
@@ -95,7 +104,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
-                raise RuntimeError(
+                raise ServerExited(
                     f"{self.name} exited with {self.popen.returncode} before listening:\n{self.log_tail()}"
                 )
             if port_accepts(port):
@@ -150,7 +159,7 @@ def running(
         )
     finally:
         log.close()
-    server = ServerProcess(name, popen, log_path)
+    server = ServerProcess(name, popen, log_path, port)
     try:
         if stdin_data is not None:
             assert popen.stdin is not None
@@ -160,3 +169,22 @@ def running(
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def on_free_port(start: Callable[[int], AbstractContextManager[T]]) -> Iterator[T]:
+    """Enter start(port) on a free port, trying new ports when the server exits at once.
+
+    free_port() cannot reserve the port: another process (other test sessions run in parallel) may bind it
+    before the server does. The server then exits, and we try again elsewhere.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        with contextlib.ExitStack() as stack:
+            try:
+                value = stack.enter_context(start(free_port()))
+            except ServerExited:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+                continue
+            yield value
+            return

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .base import ServerInfo, frozen
-from .process import HOST, VENV_BIN, free_port, require_module, require_program, running
+from .process import HOST, VENV_BIN, ServerProcess, on_free_port, require_module, require_program, running
 
 BUCKET = "mwcc-test-bucket"
 OBJECT_KEY = "hello.txt"
@@ -67,11 +67,16 @@ def running_s3(workdir: Path) -> Iterator[S3Server]:
     """Run moto_server on a free port with auth enforced, and provision a user, key, bucket and object."""
     moto = require_program(VENV_BIN / "moto_server", "moto_server (pip moto[server])")
     require_module("boto3")
-    port = free_port()
-    endpoint = f"http://{HOST}:{port}"
-    argv: list[str | Path] = [moto, "-H", HOST, "-p", str(port)]
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "4", "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
-    with running("moto_server", argv, workdir / "moto.log", port, env=env):
+
+    def start(port: int) -> AbstractContextManager[ServerProcess]:
+        return running(
+            "moto_server", [moto, "-H", HOST, "-p", str(port)], workdir / "moto.log", port, env=env
+        )
+
+    with on_free_port(start) as server:
+        port = server.port
+        endpoint = f"http://{HOST}:{port}"
         key_id, secret = _provision(endpoint)
         yield S3Server(
             provider="S3",

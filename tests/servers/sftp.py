@@ -1,8 +1,7 @@
 """SFTP: a private OpenSSH sshd on a free port, with a throwaway system user made for the session.
 
-The user has a random password and an authorised Ed25519 key. Its home lives in /tmp (pytest's own
-temporary directories are 0700 root, which the user could not enter). The user is deleted at the end;
-``AllowUsers`` keeps every other account of the machine out of this sshd.
+The user (``sftp_user``) has a random password and an authorised Ed25519 key; ``AllowUsers`` keeps every
+other account of the machine out of this sshd.
 """
 
 from __future__ import annotations
@@ -11,10 +10,8 @@ import os
 import pwd
 import secrets
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .base import ServerInfo, frozen
-from .process import HOST, free_port, missing, require_program, running
+from .process import HOST, ServerProcess, on_free_port, require_program, running
+from .sftp_user import make_base_dir, run_quietly, system_user
 
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = Path("/usr/bin/ssh-keygen")
@@ -59,30 +57,6 @@ def _key_pair() -> tuple[str, str]:
     return private, public.decode()
 
 
-def _run(argv: list[str], stdin: str | None = None) -> None:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
-
-
-@contextmanager
-def _system_user(home: Path) -> Iterator[tuple[str, str]]:
-    """Create a user with a random password (chpasswd reads it on stdin); delete it afterwards."""
-    if os.geteuid() != 0:
-        missing("the SFTP server needs root to create its test user")
-    name = f"mwcc{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(12)
-    _run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh", name])
-    try:
-        _run(["chpasswd"], stdin=f"{name}:{password}\n")
-        entry = pwd.getpwnam(name)
-        os.chown(home, entry.pw_uid, entry.pw_gid)
-        yield name, password
-    finally:
-        with suppress(RuntimeError):
-            _run(["userdel", "--force", name])
-
-
 def _sshd_config(base: Path, port: int, user: str, authorized_keys: Path) -> str:
     return "\n".join(
         [
@@ -117,34 +91,30 @@ def running_sftp(workdir: Path) -> Iterator[SFTPServer]:
     keygen = require_program(SSH_KEYGEN, "ssh-keygen (apt openssh-client)")
     # sshd's privilege-separation directory; the package's service normally creates it.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix="mwcc-sftp-"))
+    base = make_base_dir()
     try:
-        base.chmod(0o755)
         home = base / "home"
         home.mkdir(mode=0o755)
         (home / FILE_NAME).write_bytes(FILE_BODY)
-        _run([str(keygen), "-q", "-t", "ed25519", "-N", "", "-f", str(base / "ssh_host_ed25519_key")])
+        run_quietly([str(keygen), "-q", "-t", "ed25519", "-N", "", "-f", str(base / "ssh_host_ed25519_key")])
         host_key = " ".join((base / "ssh_host_ed25519_key.pub").read_text().split()[:2])
         private_pem, public_key = _key_pair()
         wrong_pem, _ = _key_pair()
         authorized_keys = base / "authorized_keys"
         authorized_keys.write_text(public_key + "\n")
         authorized_keys.chmod(0o644)
-        with _system_user(home) as (user, password):
+        with system_user(home) as (user, password):
             entry = pwd.getpwnam(user)
             os.chown(home / FILE_NAME, entry.pw_uid, entry.pw_gid)
-            port = free_port()
-            config = workdir / "sshd_config"
-            config.write_text(_sshd_config(base, port, user, authorized_keys))
-            argv: list[str | Path] = [
-                sshd,
-                "-D",
-                "-f",
-                config.resolve(),
-                "-E",
-                (workdir / "sshd.log").resolve(),
-            ]
-            with running("sshd", argv, workdir / "sshd.out", port):
+            config = (workdir / "sshd_config").resolve()
+            log = (workdir / "sshd.log").resolve()
+
+            def start(port: int) -> AbstractContextManager[ServerProcess]:
+                config.write_text(_sshd_config(base, port, user, authorized_keys))
+                return running("sshd", [sshd, "-D", "-f", config, "-E", log], workdir / "sshd.out", port)
+
+            with on_free_port(start) as server:
+                port = server.port
                 yield SFTPServer(
                     provider="SFTP",
                     host=HOST,

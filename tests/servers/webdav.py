@@ -6,12 +6,12 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .base import ServerInfo, frozen
-from .process import HOST, VENV_BIN, free_port, require_module, require_program, running
+from .process import HOST, VENV_BIN, ServerProcess, on_free_port, require_module, require_program, running
 
 FILE_NAME = "hello.txt"
 FILE_BODY = b"hello from wsgidav\n"
@@ -45,7 +45,7 @@ def _write_config(path: Path, port: int, root: Path, password: str) -> None:
         "verbose": 2,
     }
     # The file holds the password: create it 0600 before writing.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(config, handle)
 
@@ -59,11 +59,15 @@ def running_webdav(workdir: Path) -> Iterator[WebDAVServer]:
     root.mkdir()
     (root / FILE_NAME).write_bytes(FILE_BODY)
     password = secrets.token_urlsafe(12)
-    port = free_port()
     config = workdir / "wsgidav.json"
-    _write_config(config, port, root, password)
-    url = f"http://{HOST}:{port}/"
-    with running("wsgidav", [wsgidav, "--config", config], workdir / "wsgidav.log", port, cwd=workdir):
+
+    def start(port: int) -> AbstractContextManager[ServerProcess]:
+        _write_config(config, port, root, password)
+        return running("wsgidav", [wsgidav, "--config", config], workdir / "wsgidav.log", port, cwd=workdir)
+
+    with on_free_port(start) as server:
+        port = server.port
+        url = f"http://{HOST}:{port}/"
         yield WebDAVServer(
             provider="WEBDAV",
             host=HOST,

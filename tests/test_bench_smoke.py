@@ -1,0 +1,97 @@
+"""Smoke test of the benchmark harness (bench/): it must keep running and keep checking reply ids.
+
+No timing is asserted: the targets are judged by `python -m bench.run`, not by the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import WSMsgType, web
+
+from bench.loadgen import Load, run_rpc
+from bench.params import compile_template
+from bench.stats import percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_measures_daemon_and_limit_server(tmp_path: Path) -> None:
+    """`bench.run --quick --only ping` starts both servers, measures both and writes a report."""
+    report, raw = tmp_path / "RESULTS.md", tmp_path / "rounds.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--only", "ping", "--out", str(report), "--json", str(raw)],
+        cwd=ROOT, capture_output=True, text=True, timeout=100, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rounds = orjson.loads(raw.read_bytes())["rounds"]
+    ping = rounds[0]["ping"]
+    for side in ("daemon", "limit"):
+        run = ping["runs"][side]
+        assert run["calls"] > 0 and run["calls_per_s"] > 0, run
+        assert run["p50_ms"] > 0 and run["max_ms"] >= run["p99_ms"] >= run["p50_ms"], run
+        assert run["id_mismatches"] == 0 and run["errors"] == 0, run
+        assert run["server_cpu_us_per_call"] is not None and run["server_peak_rss_kib"] > 0, run
+    assert ping["metrics"]["ratio"] > 0
+    text = report.read_text()
+    assert "core.ping, 64 connections" in text and "## Machine" in text and "bench.loadgen" in text
+
+
+async def test_loadgen_counts_wrong_ids_and_errors(aiohttp_server: Any) -> None:
+    """A server answering with a wrong id or an error object is caught, not counted as a good call."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            call = orjson.loads(message.data)
+            if call["id"] % 3 == 0:
+                reply = {"jsonrpc": "2.0", "id": call["id"] + 100000, "result": "pong"}
+            elif call["id"] % 3 == 1:
+                reply = {"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32001, "message": "x"}}
+            else:
+                reply = {"jsonrpc": "2.0", "id": call["id"], "result": "pong"}
+            await ws.send_str(orjson.dumps(reply).decode())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/current", handler)
+    server = await aiohttp_server(app)
+    import random
+
+    load = Load(
+        target=f"ws://127.0.0.1:{server.port}/api/current", method="core.ping",
+        build=compile_template([], "t", random.Random(1)), connections=2, inflight=4, warmup_s=0.0,
+        duration_s=0.3, check="pong", drain_s=0.5,
+    )  # fmt: skip
+    result = await run_rpc(load)
+    assert result.id_mismatches > 0
+    assert result.errors > 0
+    assert any("-32001" in sample for sample in result.error_samples)
+
+
+def test_templates_and_percentiles() -> None:
+    """Per-call templates make unique names; percentiles use the nearest rank."""
+    import random
+
+    build = compile_template(
+        [{"name": "n-{tag}-{conn}-{seq}", "id": {"$choice": [7]}}], "T", random.Random(1)
+    )
+    assert build(2, 5) == [{"name": "n-T-2-5", "id": 7}]
+    assert build(2, 6) != build(2, 5)
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50 and percentile(values, 0.99) == 99 and percentile([], 0.5) == 0.0
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_percentile_bounds(fraction: float) -> None:
+    """The extremes stay inside the list."""
+    assert percentile([1.0, 2.0, 3.0], fraction) in (1.0, 3.0)

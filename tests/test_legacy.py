@@ -1,0 +1,412 @@
+"""The legacy /websocket protocol (issue 5): handshake, calls, errors, subscriptions and bad frames,
+over a real websocket against the daemon. Credential methods are in test_legacy_credentials.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from middlewared_cc.settings import Settings
+from tests.conftest import Daemon, start_daemon
+
+EVENT_MSGS = ("added", "changed", "removed")
+ERROR_KEYS = {"error", "type", "reason", "trace", "extra"}
+
+
+class LegacyFailed(Exception):
+    """A result message that carried an error object."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("reason"))
+        self.error = error
+        self.errno = error["error"]
+
+
+class Legacy:
+    """A raw client of the legacy protocol: any frame out; results, events and other messages apart."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self._ids = itertools.count(1)
+        self.results: dict[Any, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.others: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(cls, daemon: Daemon, *, handshake: bool = True, unix: bool = False) -> Legacy:
+        peer = await daemon.connect(unix=unix, path="/websocket")
+        client = cls(peer.ws)
+        if handshake:
+            await client.send({"msg": "connect", "version": "1", "support": ["1"]})
+            reply = await client.recv()
+            assert reply["msg"] == "connected", reply
+            uuid.UUID(reply["session"])
+        return client
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"connection closed: {msg.type} {msg.data} {msg.extra}")
+        data: dict[str, Any] = orjson.loads(msg.data)
+        return data
+
+    async def _pump(self, timeout: float) -> None:
+        reply = await self.recv(timeout)
+        if reply.get("msg") == "result" and "id" in reply:
+            self.results[reply["id"]] = reply
+        elif reply.get("msg") in EVENT_MSGS:
+            self.events.append(reply)
+        else:
+            self.others.append(reply)
+
+    async def request(self, method: str, *params: Any, timeout: float = 30) -> dict[str, Any]:
+        ident = str(uuid.uuid4())
+        await self.send({"msg": "method", "id": ident, "method": method, "params": list(params)})
+        while ident not in self.results:
+            await self._pump(timeout)
+        return self.results.pop(ident)
+
+    async def call(self, method: str, *params: Any, timeout: float = 30) -> Any:
+        reply = await self.request(method, *params, timeout=timeout)
+        if "error" in reply:
+            assert set(reply["error"]) == ERROR_KEYS, reply
+            raise LegacyFailed(reply["error"])
+        assert set(reply) == {"msg", "id", "result"}, reply
+        return reply["result"]
+
+    async def event(self, timeout: float = 10) -> dict[str, Any]:
+        while not self.events:
+            await self._pump(timeout)
+        return self.events.pop(0)
+
+    async def other(self, timeout: float = 10) -> dict[str, Any]:
+        while not self.others:
+            await self._pump(timeout)
+        return self.others.pop(0)
+
+    async def no_event(self, wait: float = 0.3) -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            while True:
+                await self._pump(wait)
+                assert not self.events, self.events
+
+    async def closed(self) -> aiohttp.WSMessage:
+        while True:
+            msg = await self.ws.receive(timeout=10)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                return msg
+
+    async def login(self, daemon: Daemon) -> None:
+        assert await self.call("auth.login_with_api_key", daemon.admin_key) is True
+
+
+async def legacy_admin(daemon: Daemon) -> Legacy:
+    client = await Legacy.open(daemon)
+    await client.login(daemon)
+    return client
+
+
+@pytest.fixture
+async def custom_daemon(settings_factory: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
+    """A daemon started with setting overrides; only the websocket endpoints are needed."""
+    runners = []
+    sessions = []
+
+    async def start(**overrides: str) -> Daemon:
+        settings = settings_factory(**overrides)
+        runner, url = await start_daemon(settings)
+        runners.append(runner)
+        session = aiohttp.ClientSession()
+        unix = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket))
+        sessions.extend([session, unix])
+        return Daemon(runner.app, url, settings.unix_socket, session, unix, settings.state_dir)
+
+    yield start
+    for s in sessions:
+        await s.close()
+    for r in runners:
+        await r.cleanup()
+
+
+# --- handshake and ping ------------------------------------------------------------------------------
+
+async def test_handshake_gives_a_session_uuid_per_connection(daemon: Daemon) -> None:
+    ids = set()
+    for _ in range(2):
+        client = await Legacy.open(daemon, handshake=False)
+        await client.send({"msg": "connect", "version": "1", "support": ["1"]})
+        reply = await client.recv()
+        assert reply["msg"] == "connected" and set(reply) == {"msg", "session"}
+        ids.add(str(uuid.UUID(reply["session"])))
+    assert len(ids) == 2
+
+
+@pytest.mark.parametrize("frame", [
+    {"msg": "connect", "version": "2", "support": ["2"]},
+    {"msg": "connect"},
+    {"msg": "method", "id": "1", "method": "core.ping", "params": []},
+    {"msg": "ping", "id": "p"},
+    {"msg": "sub", "id": "s", "name": "*"},
+    "not json",
+    "[1, 2]",
+    '{"no": "msg"}',
+])
+async def test_anything_but_a_good_connect_first_fails(daemon: Daemon, frame: Any) -> None:
+    client = await Legacy.open(daemon, handshake=False)
+    await client.send(frame)
+    assert await client.recv() == {"msg": "failed", "version": "1"}
+    # The connection stays open: a proper handshake still works.
+    await client.send({"msg": "connect", "version": "1", "support": ["1"]})
+    assert (await client.recv())["msg"] == "connected"
+
+
+async def test_ping_pong_without_login(daemon: Daemon) -> None:
+    client = await Legacy.open(daemon)
+    await client.send({"msg": "ping", "id": "abc"})
+    assert await client.recv() == {"msg": "pong", "id": "abc"}
+    await client.send({"msg": "ping"})
+    assert await client.recv() == {"msg": "pong"}
+    assert await client.call("core.ping") == "pong"
+
+
+# --- authentication --------------------------------------------------------------------------------
+
+async def test_not_authenticated_is_errno_13(daemon: Daemon) -> None:
+    client = await Legacy.open(daemon)
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("cloudsync.credentials.query")
+    assert info.value.error == {"error": errno.EACCES, "type": None, "reason": "Not authenticated",
+                                "trace": None, "extra": None}
+
+
+async def test_auth_methods_over_websocket(daemon: Daemon) -> None:
+    client = await Legacy.open(daemon)
+    assert await client.call("auth.mechanism_choices") == ["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN"]
+    assert await client.call("auth.login_with_api_key", "1-" + "x" * 64) is False
+    await client.login(daemon)
+    me = await client.call("auth.me")
+    assert me["pw_name"] == "root" and "FULL_ADMIN" in me["privilege"]["roles"]
+    token = await client.call("auth.generate_token", 600)
+    assert isinstance(token, str) and token
+    assert await client.call("cloudsync.credentials.query") == []
+
+    root = await daemon.root()
+    await root.call("user.create", {"username": "legacyuser", "password": "pa55word-legacy",
+                                    "roles": ["CLOUD_SYNC_READ"]})
+    other = await Legacy.open(daemon)
+    assert await other.call("auth.login", "legacyuser", "wrong-password") is False
+    assert await other.call("auth.login", "legacyuser", "pa55word-legacy") is True
+    assert await other.call("cloudsync.credentials.query") == []
+    with pytest.raises(LegacyFailed) as info:
+        await other.call("cloudsync.credentials.delete", 1)
+    assert info.value.errno == errno.EACCES and info.value.error["reason"] == "Not authorized"
+
+    by_token = await Legacy.open(daemon)
+    reply = await by_token.call("auth.login_ex", {"mechanism": "TOKEN_PLAIN", "token": token})
+    assert reply["response_type"] == "SUCCESS"
+    assert await by_token.call("core.ping") == "pong"
+    by_password = await Legacy.open(daemon)
+    bad = await by_password.call("auth.login_ex", {"mechanism": "PASSWORD_PLAIN", "username": "legacyuser",
+                                                   "password": "nope"})
+    assert bad == {"response_type": "AUTH_ERR"}
+
+    await client.call("auth.logout")
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("cloudsync.credentials.query")
+    assert info.value.errno == errno.EACCES
+
+
+async def test_unix_socket_root_is_logged_in(daemon: Daemon) -> None:
+    client = await Legacy.open(daemon, unix=True)
+    assert await client.call("cloudsync.credentials.query") == []
+
+
+async def test_login_rate_limit_reaches_legacy(custom_daemon: Callable[..., Any]) -> None:
+    d = await custom_daemon(login_failures_per_minute="1")
+    client = await Legacy.open(d)
+    assert await client.call("auth.login", "nobody", "wrong") is False
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("auth.login", "nobody", "wrong")
+    assert info.value.errno == errno.EBUSY
+    assert "Rate Limit Exceeded" in info.value.error["reason"]
+
+
+# --- error forms -----------------------------------------------------------------------------------
+
+async def test_unknown_method_is_enomethod(daemon: Daemon) -> None:
+    client = await legacy_admin(daemon)
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("cloudsync.credentials.nope")
+    err = info.value.error
+    assert err["error"] == 201 and err["type"] is None
+    assert err["reason"] == '[ENOMETHOD] Method "nope" not found in "cloudsync.credentials"'
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("nodot")
+    assert info.value.errno == errno.EBADMSG and info.value.error["reason"] == "[EBADMSG] Invalid method name"
+
+
+async def test_validation_forms(daemon: Daemon) -> None:
+    client = await legacy_admin(daemon)
+    with pytest.raises(LegacyFailed) as info:  # two errors: EAGAIN
+        await client.call("cloudsync.credentials.create", {"name": "b2", "provider": "B2", "attributes": {}})
+    err = info.value.error
+    assert err["error"] == errno.EAGAIN and err["type"] == "VALIDATION"
+    assert err["trace"] is not None and err["trace"]["frames"] == []  # truenas_api_client needs a trace
+    attrs = {e[0] for e in err["extra"]}
+    assert attrs == {"cloud_sync_credentials_create.attributes.account",
+                     "cloud_sync_credentials_create.attributes.key"}
+    assert all(len(e) == 3 and e[2] == errno.EINVAL for e in err["extra"])
+    assert "[EINVAL] cloud_sync_credentials_create.attributes.account: " in err["reason"]
+
+    with pytest.raises(LegacyFailed) as info:  # a single error keeps its errno
+        await client.call("cloudsync.credentials.get_instance", "one")
+    err = info.value.error
+    assert err["error"] == errno.EINVAL and err["type"] == "VALIDATION" and len(err["extra"]) == 1
+
+
+async def test_missing_instance_is_enoent(daemon: Daemon) -> None:
+    client = await legacy_admin(daemon)
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("cloudsync.credentials.delete", 4242)
+    err = info.value.error
+    assert err["error"] == errno.ENOENT and err["type"] is None
+    assert err["reason"].startswith("[ENOENT] ") and "does not exist" in err["reason"]
+
+
+async def test_unexpected_error_gives_an_incident_only(daemon: Daemon, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(call: Any) -> str:
+        raise RuntimeError("secret-internal-detail")
+
+    registry = daemon.services.methods
+    method = registry.get("core.ping")
+    assert method is not None
+    monkeypatch.setitem(registry._methods, "core.ping", dataclasses.replace(method, handler=broken))
+    client = await Legacy.open(daemon)
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("core.ping")
+    err = info.value.error
+    assert "secret-internal-detail" not in orjson.dumps(err).decode()
+    assert err["error"] == errno.EFAULT and err["trace"] is None and "incident" in err["reason"]
+    incident = err["reason"].split("incident ")[1].rstrip(")")
+    assert incident in caplog.text and "secret-internal-detail" in caplog.text
+
+
+async def test_too_many_calls_in_flight(custom_daemon: Callable[..., Any]) -> None:
+    d = await custom_daemon(max_calls_per_connection="1")
+    client = await Legacy.open(d)
+    # A failing password login spends real scrypt time, so the second call arrives while it runs.
+    await client.send({"msg": "method", "id": "slow", "method": "auth.login", "params": ["nobody", "bad"]})
+    await client.send({"msg": "method", "id": "fast", "method": "core.ping", "params": []})
+    while "slow" not in client.results or "fast" not in client.results:
+        await client._pump(10)
+    assert client.results["slow"]["result"] is False
+    err = client.results["fast"]["error"]
+    assert err["error"] == errno.ETOOMANYREFS
+    assert err["reason"] == "Maximum number of concurrent calls (1) has exceeded."
+    assert await client.call("core.ping") == "pong"  # the slot is free again
+
+
+# --- bad frames --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frame, reason", [
+    ("{not json", "Parse error"),
+    ("[1, 2]", "JSON object"),
+    ('"text"', "JSON object"),
+    ('{"id": "x"}', "'msg' is absent"),
+    ('{"msg": 5}', "'msg' is absent"),
+    ('{"msg": "bogus", "id": "b"}', "Unknown message type: bogus"),
+])
+async def test_malformed_messages_keep_the_connection(daemon: Daemon, frame: str, reason: str) -> None:
+    client = await Legacy.open(daemon)
+    await client.send(frame)
+    reply = await client.other()
+    assert reply["msg"] == "error" and reason in reply["reason"]
+    assert await client.call("core.ping") == "pong"
+
+
+@pytest.mark.parametrize("frame, ident, reason", [
+    ({"msg": "method", "id": "m1", "params": []}, "m1", "'method' is absent."),
+    ({"msg": "method", "id": "m2", "method": 7}, "m2", "'method' must be a string."),
+    ({"msg": "method", "id": "m3", "method": "core.ping", "params": {"a": 1}}, "m3", "'params' must be an array"),
+    ({"msg": "method", "method": "core.ping"}, None, "'id' must be"),
+    ({"msg": "method", "id": [1], "method": "core.ping"}, None, "'id' must be"),
+])
+async def test_malformed_method_messages(daemon: Daemon, frame: dict[str, Any], ident: Any, reason: str) -> None:
+    client = await Legacy.open(daemon)
+    await client.send(frame)
+    while ident not in client.results:
+        await client._pump(10)
+    err = client.results.pop(ident)["error"]
+    assert err["error"] == errno.EINVAL and reason in err["reason"] and set(err) == ERROR_KEYS
+    await client.send({"msg": "method", "id": 5, "method": "core.ping"})  # int ids and missing params work
+    while 5 not in client.results:
+        await client._pump(10)
+    assert client.results[5]["result"] == "pong"
+
+
+async def test_oversize_frame_before_login_closes_1009(daemon: Daemon) -> None:
+    client = await Legacy.open(daemon)
+    await client.send({"msg": "method", "id": "1", "method": "core.ping", "params": ["x" * 9000]})
+    msg = await client.closed()
+    assert client.ws.close_code == 1009, msg
+
+
+async def test_frame_caps_after_login(daemon: Daemon) -> None:
+    client = await legacy_admin(daemon)
+    # Between the caps: allowed once logged in (it is just an invalid argument).
+    with pytest.raises(LegacyFailed) as info:
+        await client.call("cloudsync.credentials.get_instance", "x" * 20000)
+    assert info.value.error["type"] == "VALIDATION"
+    await client.send({"msg": "method", "id": "2", "method": "core.ping", "params": ["x" * 70000]})
+    await client.closed()
+    assert client.ws.close_code == 1009
+
+
+async def test_binary_frame_closes(daemon: Daemon) -> None:
+    client = await Legacy.open(daemon)
+    await client.ws.send_bytes(b'{"msg": "ping"}')
+    await client.closed()
+    assert client.ws.close_code == 1003
+
+
+# --- subscriptions -----------------------------------------------------------------------------------
+
+async def test_sub_before_login_is_refused(daemon: Daemon) -> None:
+    client = await Legacy.open(daemon)
+    await client.send({"msg": "sub", "id": "s1", "name": "cloudsync.credentials.query"})
+    while "s1" not in client.results:
+        await client._pump(10)
+    assert client.results["s1"]["error"]["error"] == errno.EACCES
+    assert client.results["s1"]["error"]["reason"] == "Not authenticated"
+
+
+async def test_sub_ready_nosub_and_unknown_event(daemon: Daemon) -> None:
+    client = await legacy_admin(daemon)
+    await client.send({"msg": "sub", "id": "a", "name": "core.get_jobs"})
+    assert await client.other() == {"msg": "ready", "subs": ["a"]}
+    await client.send({"msg": "sub", "id": "b", "name": "core.get_jobs"})
+    nosub = await client.other()
+    assert nosub["msg"] == "nosub" and nosub["id"] == "b" and nosub["collection"] == "core.get_jobs"
+    assert set(nosub["error"]) == ERROR_KEYS and nosub["error"]["reason"] == "Already subscribed"
+    await client.send({"msg": "sub", "id": "a", "name": "*"})  # the same id again
+    assert (await client.other())["msg"] == "nosub"
+    await client.send({"msg": "sub", "id": "c", "name": "no.such.event"})
+    nosub = await client.other()
+    assert nosub["msg"] == "nosub" and nosub["error"]["type"] == "VALIDATION"
+    # After unsub the name can be subscribed again (unsub itself sends nothing).
+    await client.send({"msg": "unsub", "id": "a"})
+    await client.send({"msg": "sub", "id": "d", "name": "core.get_jobs"})
+    assert await client.other() == {"msg": "ready", "subs": ["d"]}
