@@ -107,7 +107,8 @@ async def drive(
         await send_next()
     while pending:
         now = clock()
-        timeout = None if refill and now < window.end_ns else load.drain_s
+        # Lost replies must not hang the run: wait at most until the window closes plus the drain time.
+        timeout = max(0.0, (window.end_ns - now) / 1e9) + load.drain_s
         try:
             message = await ws.receive(timeout=timeout)
         except TimeoutError:

@@ -215,7 +215,7 @@ async def empty_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ROW, max_size=6), filters=FILTERS, order_by=ORDER_BY)
 async def test_sql_equals_python(
     empty_engine: AsyncEngine, rows: list[dict[str, Any]], filters: list[Any], order_by: list[str]

@@ -50,21 +50,43 @@ async def rcd(tmp_path: Path) -> AsyncIterator[RcloneDaemon]:
         await daemon.stop()
 
 
+@dataclass
+class Hanging:
+    """A TCP listener that accepts connections, reads them, and never answers."""
+
+    port: int
+    open_connections: int = 0
+
+
 @pytest.fixture
-async def hanging_port() -> AsyncIterator[int]:
-    """A TCP listener that accepts connections and never answers."""
+async def hanging() -> AsyncIterator[Hanging]:
+    state = Hanging(0)
     held: list[asyncio.StreamWriter] = []
 
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         held.append(writer)
+        state.open_connections += 1
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            state.open_connections -= 1
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
     try:
-        yield server.sockets[0].getsockname()[1]
+        yield state
     finally:
         for writer in held:
             writer.close()
         server.close()
+
+
+@pytest.fixture
+def hanging_port(hanging: Hanging) -> int:
+    return hanging.port
 
 
 @dataclass(frozen=True)
@@ -253,19 +275,26 @@ async def test_secret_never_in_any_argv(
 
 
 async def test_cancelling_the_caller_aborts_cleanly(
-    registry: ProviderRegistry, rcd: RcloneDaemon, hanging_port: int
+    registry: ProviderRegistry, rcd: RcloneDaemon, hanging: Hanging
 ) -> None:
     attrs = registry.get("S3").validate(
-        {"access_key_id": "AK", "secret_access_key": "SK", "endpoint": f"http://127.0.0.1:{hanging_port}"},
+        {"access_key_id": "AK", "secret_access_key": "SK", "endpoint": f"http://127.0.0.1:{hanging.port}"},
         "verify",
     )
     task = asyncio.create_task(verify(rcd, registry.get("S3"), attrs, timeout=30))
     await asyncio.sleep(0.5)
+    assert hanging.open_connections == 1
     started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - started < 2
+    # Closing our HTTP request cancels rcd's work too: its connection to the server goes away.
+    for _ in range(40):
+        if hanging.open_connections == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert hanging.open_connections == 0
     assert (await rcd.call("rc/noop", {"ok": 1}, 5)) == {"ok": 1}
 
 

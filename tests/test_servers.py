@@ -269,3 +269,19 @@ def http_names(server: HTTPServer) -> set[str]:
     """Names listed by rclone at the root of an HTTP server, with a throwaway config."""
     config = write_config(server.root.parent / "check.conf", "remote", "http", {"url": server.url})
     return names(run_rclone(config, ["lsjson", "remote:"]))
+
+
+def test_no_secret_on_any_command_line(
+    s3_server: S3Server, ftp_server: FTPServer, sftp_server: SFTPServer, webdav_server: WebDAVServer
+) -> None:
+    """The servers got their passwords through stdin or 0600 files, never argv (canary tests scan ps)."""
+    secrets = {s3_server.secret_access_key, ftp_server.password, sftp_server.password, webdav_server.password}
+    command_lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command_lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue  # the process ended meanwhile
+    assert any("moto_server" in line for line in command_lines)
+    leaks = [line for line in command_lines for secret in secrets if secret in line]
+    assert leaks == []

@@ -39,7 +39,7 @@ async def open_session(request: web.Request, protocol: str) -> AsyncIterator[Ses
     uid = peer_uid(request)
     source = f"unix:{uid}" if uid is not None else (request.remote or "unknown")
     session = Session(ws=ws, source=source, max_outbox=services.settings.max_outgoing_queue,
-                      protocol=protocol, peer_uid=uid)
+                      protocol=protocol, peer_uid=uid, transport=request.transport)
     if uid == 0:
         session.principal = Principal.root()
     services.sessions.add(session)

@@ -93,11 +93,12 @@ def _format_event(msg: str, collection: str, ident: Any, fields: Any) -> bytes:
     return orjson.dumps(event)
 
 
-def _protocol_error(reason: str, offending: Any = None) -> bytes:
-    """DDP's answer to a frame that is not a message at all; the connection stays usable."""
+def _protocol_error(reason: str, ident: Any = None) -> bytes:
+    """DDP's answer to a frame that is not a message it knows; the connection stays usable. The frame
+    itself is not echoed back (it may be large, or hold a password)."""
     frame: dict[str, Any] = {"msg": "error", "reason": reason}
-    if offending is not None:
-        frame["offendingMessage"] = offending
+    if type(ident) in (str, int):
+        frame["id"] = ident
     return orjson.dumps(frame)
 
 
@@ -120,6 +121,8 @@ class _Connection:
         self.services = services
         self.session = session
         self.handshake = False
+        # sub/unsub run as tasks; the lock (FIFO) keeps them in the order the client sent them.
+        self.subs_lock = asyncio.Lock()
 
     def receive(self, data: str) -> None:
         session = self.session
@@ -206,6 +209,10 @@ class _Connection:
         session.send(frame)
 
     async def _sub(self, ident: Any, name: Any) -> None:
+        async with self.subs_lock:
+            await self._subscribe(ident, name)
+
+    async def _subscribe(self, ident: Any, name: Any) -> None:
         """Subscribe through core.subscribe, then key the subscription by the client's own id."""
         session = self.session
         if type(ident) not in (str, int) or type(name) is not str:
@@ -231,7 +238,7 @@ class _Connection:
             data = unexpected_data(exc, "core.subscribe")
             self._nosub(ident, name, error_object(data["error"], data["reason"]))
             return
-        # Another sub for the same name may have raced us through the await: keep only the first.
+        # A core.subscribe *method* call may have taken the name meanwhile: keep only the first.
         if key in session.subscriptions or any(
                 sub != internal and held == name for sub, held in session.subscriptions.items()):
             await execute(self.services, session, "core.unsubscribe", [internal])
@@ -249,7 +256,8 @@ class _Connection:
         """Like CORE 13: no reply, an unknown id is ignored."""
         if type(ident) not in (str, int) or self.session.principal is None:
             return
-        try:
-            await execute(self.services, self.session, "core.unsubscribe", [str(ident)])
-        except CallError:
-            return
+        async with self.subs_lock:
+            try:
+                await execute(self.services, self.session, "core.unsubscribe", [str(ident)])
+            except (CallError, ValidationErrors):
+                return

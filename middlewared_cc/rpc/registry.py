@@ -7,6 +7,7 @@ its full attribute path), and the same types give the JSON Schema that ``core.ge
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -99,6 +100,18 @@ class Method:
         }
 
 
+def _is_model(ann: Any) -> bool:
+    return inspect.isclass(ann) and issubclass(ann, BaseModel)
+
+
+def _is_models(ann: Any) -> bool:
+    """Whether ``ann`` is a (possibly Annotated) union of models: like a model, it is the whole payload."""
+    if typing.get_origin(ann) is Annotated:
+        ann = typing.get_args(ann)[0]
+    members = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else ()
+    return bool(members) and all(_is_model(m) for m in members)
+
+
 @dataclass
 class MethodSet:
     """The methods one service module declares; the app collects several into a Registry."""
@@ -117,8 +130,9 @@ class MethodSet:
                 ann = hints.get(pname, Any)
                 if ann is int:  # ids reach SQLite, whose integers are signed 64-bit
                     ann = Int64
-                is_model = inspect.isclass(ann) and issubclass(ann, BaseModel)
-                in_path = not is_model and typing.get_origin(ann) is not dict and ann is not dict
+                is_model = _is_model(ann)
+                in_path = not is_model and not _is_models(ann) and typing.get_origin(ann) is not dict \
+                    and ann is not dict
                 # Strict through the adapter's config, not validate_python(strict=True): a run-time
                 # strict flag would override the few fields that opt out (ISO text for datetimes).
                 adapter = TypeAdapter(ann) if is_model else TypeAdapter(ann, config=STRICT)

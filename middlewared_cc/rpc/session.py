@@ -51,6 +51,7 @@ class Session:
     inflight: int = 0
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     format_event: EventFormatter | None = None
+    transport: asyncio.BaseTransport | None = None
     legacy_shapes: bool = False
     closed: bool = False
     _outbox: asyncio.Queue[bytes] = field(init=False)
@@ -86,7 +87,9 @@ class Session:
         self.closed = True
         for task in list(self.tasks):
             task.cancel()
-        asyncio.get_running_loop().create_task(self.ws.close(code=1008, message=b"slow consumer"))
+        # A polite close frame would queue behind the data the client is not reading: cut the socket.
+        if self.transport is not None:
+            self.transport.abort()  # type: ignore[attr-defined]
 
     async def _write(self) -> None:
         ws, outbox = self.ws, self._outbox

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import pytest
 
@@ -146,8 +146,8 @@ def running(
 
     stdin_data (e.g. a JSON config holding passwords) is written to the process's stdin, which is then closed.
     """
-    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - the child keeps writing after we return
-    try:
+    # The child gets its own copy of the log's descriptor; ours can close at once.
+    with open(log_path, "ab") as log:
         popen = subprocess.Popen(
             [str(arg) for arg in argv],
             stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
@@ -157,14 +157,12 @@ def running(
             cwd=cwd,
             start_new_session=True,
         )
-    finally:
-        log.close()
     server = ServerProcess(name, popen, log_path, port)
     try:
-        if stdin_data is not None:
-            assert popen.stdin is not None
-            popen.stdin.write(stdin_data)
-            popen.stdin.close()
+        if stdin_data is not None and popen.stdin is not None:
+            # A child that died at once is reported by wait_for_port, with its log.
+            with contextlib.suppress(BrokenPipeError), popen.stdin:
+                popen.stdin.write(stdin_data)
         server.wait_for_port(port, timeout)
         yield server
     finally:
