@@ -91,8 +91,11 @@ def machine() -> dict[str, str]:
     rclone = subprocess.run(
         [str(ROOT / ".venv/bin/rclone"), "version"], capture_output=True, text=True, check=False
     )
+    with open("/proc/loadavg") as loadavg:
+        load = " ".join(loadavg.read().split()[:3])
     return {
         "nproc": str(len(os.sched_getaffinity(0))),
+        "load average at the end (1, 5, 15 min)": load,
         "cpu": model,
         "memory": f"{total_kib / 1024 / 1024:.1f} GiB",
         "python": platform.python_version(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,10 +11,11 @@ from middlewared_cc.auth.state import AuthState
 from middlewared_cc.context import Services
 from middlewared_cc.events import EventHub
 from middlewared_cc.providers.registry import ProviderRegistry
+from middlewared_cc.rclone.verify import VerifyLimiter
 from middlewared_cc.rpc import jsonrpc
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.rpc.registry import MethodSet, Registry
-from middlewared_cc.services import api_keys, auth, core, credentials, users
+from middlewared_cc.services import api_keys, auth, config, core, credentials, keychain, users, verify
 from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
 from middlewared_cc.store.keys import load_sealer
@@ -27,17 +27,8 @@ EVENT_NAMES = {credentials.COLLECTION, "core.get_jobs"}
 
 def method_sets() -> list[MethodSet]:
     """Every service module's methods. Adding a service is one line here."""
-    sets = [core.methods, auth.methods, users.methods, api_keys.methods, credentials.methods]
-    for optional in ("middlewared_cc.services.verify", "middlewared_cc.services.keychain",
-                     "middlewared_cc.services.config"):
-        try:
-            module = __import__(optional, fromlist=["methods"])
-        except ModuleNotFoundError as exc:
-            if exc.name != optional:
-                raise
-            continue
-        sets.append(module.methods)
-    return sets
+    return [core.methods, auth.methods, users.methods, api_keys.methods, credentials.methods,
+            verify.methods, keychain.methods, config.methods]
 
 
 def create_app(settings: Settings, *, providers: ProviderRegistry | None = None) -> web.Application:
@@ -53,7 +44,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 settings=settings, engine=engine, db=_db.sessionmaker(engine), sealer=sealer,
                 providers=providers or ProviderRegistry.load(), events=EventHub(EVENT_NAMES),
                 auth=AuthState(settings.login_failures_per_minute), methods=Registry(method_sets()),
-                verify_slots=asyncio.Semaphore(settings.max_concurrent_verifies), key_problem=problem,
+                verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem,
             )
             for name, reason in services.providers.unavailable().items():
                 log.error("provider plugin %s is unavailable: %s", name, reason)

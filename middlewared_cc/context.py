@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from middlewared_cc.events import EventHub
+from middlewared_cc.rclone.verify import VerifyLimiter
 from middlewared_cc.rpc.session import Principal, Session
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.sealing import Sealer
@@ -32,11 +33,12 @@ class Services:
     auth: AuthState
     methods: Registry
     sessions: set[Session] = field(default_factory=set)
-    verify_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
+    verify_slots: VerifyLimiter = field(default_factory=VerifyLimiter)
     # Held by every write that seals secrets and by key rotation, so no row is sealed under a key
     # that is being replaced.
     seal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started lazily
+    rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started on first use
+    rclone_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot
 
 

@@ -45,6 +45,19 @@ async def _watchdog() -> None:
         _notify("WATCHDOG=1")
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TCP listener's TLS context, or None for plain TCP. A bad certificate or key is a bad setting."""
+    if not settings.tls:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(settings.tls_certificate, settings.tls_private_key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+        raise SettingsError(f"tls_certificate: cannot load the certificate and private key ({reason})") from None
+    return ctx
+
+
 async def serve(settings: Settings) -> int:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
@@ -58,11 +71,7 @@ async def serve(settings: Settings) -> int:
     sites.append(web.UnixSite(runner, str(sock_path)))
     if settings.tcp_address is not None:
         host, port = settings.tcp_address
-        ctx = None
-        if settings.tls:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(settings.tls_certificate, settings.tls_private_key)
-        sites.append(web.TCPSite(runner, host, port, ssl_context=ctx))
+        sites.append(web.TCPSite(runner, host, port, ssl_context=tls_context(settings)))
     for site in sites:
         await site.start()
     # Any local user may connect; who they are is decided inside the socket (root by SO_PEERCRED).
@@ -122,11 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.load(args.config)
+        tls_context(settings)  # checked before anything is written
     except SettingsError as exc:
         print(f"middlewared-cc: bad setting: {exc}", file=sys.stderr)
         return 2
     os.umask(0o077)  # the database, key and logs are ours alone
-    setup_logging(settings)
+    try:
+        setup_logging(settings)
+    except OSError as exc:
+        print(f"middlewared-cc: bad setting: log_file: cannot open {settings.log_file}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -41,6 +41,8 @@ class Settings:
     max_outgoing_queue: int
     shutdown_timeout: float
     login_failures_per_minute: int
+    onedrive_graph_url: str
+    onedrive_token_url: str
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -108,6 +110,13 @@ def _num(raw: dict[str, Any], key: str, default: float, kind: type, low: float, 
     return kind(value)
 
 
+def _url(raw: dict[str, Any], key: str, default: str) -> str:
+    value = _str(raw, key, default)
+    if not value.startswith(("https://", "http://")):
+        raise SettingsError(f"{key}: must be an http(s) URL")
+    return value
+
+
 def _listen(value: str) -> str:
     if not value:
         return value
@@ -156,6 +165,9 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         max_outgoing_queue=_num(raw, "max_outgoing_queue", 1024, int, 16, 1_000_000),
         shutdown_timeout=_num(raw, "shutdown_timeout", 10.0, float, 0, 600),
         login_failures_per_minute=_num(raw, "login_failures_per_minute", 10, int, 1, 100000),
+        onedrive_graph_url=_url(raw, "onedrive_graph_url", "https://graph.microsoft.com/v1.0"),
+        onedrive_token_url=_url(raw, "onedrive_token_url",
+                                "https://login.microsoftonline.com/common/oauth2/v2.0/token"),
     )
 
 

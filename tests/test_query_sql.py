@@ -156,11 +156,15 @@ async def test_name_equal_and_prefix_use_the_index(engine: AsyncEngine) -> None:
 
 # --- property: random rows and filters give the same rows in SQL and Python ------------------------
 
-TEXT = st.text(alphabet="aAbBsSß_%*.İ😀", max_size=4)
-INTS = st.one_of(st.sampled_from([0, 1, 2, -1]), st.integers(-(2**63), 2**63 - 1))
-FLOATS = st.sampled_from([0.0, 1.0, 1.5, -2.5, 2.0])
-SCALARS = st.one_of(st.none(), st.booleans(), INTS, FLOATS, TEXT)
+# Small shared pools, so rows and filters often meet on the values where the types differ subtly.
+TEXT = st.one_of(
+    st.sampled_from(["", "a", "A", "ab", "aB", "b", "ß", "ss", "SS", "İ", "i\u0307", "😀", "1", "[1]", "a_", "%"]),
+    st.text(alphabet="aAbBsSß_%*.İ😀", max_size=4),
+)
+NUMBERS = st.one_of(st.sampled_from([0, 1, 2, -1, 1.0, 1.5, 2.0, -2.5]), st.integers(-(2**63), 2**63 - 1))
+SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT)
 JSON_VALUES = st.one_of(
+    SCALARS,
     SCALARS,
     st.lists(SCALARS, max_size=3),
     st.dictionaries(st.sampled_from(["x", "y"]), SCALARS, max_size=2),
@@ -169,7 +173,7 @@ ROW = st.fixed_dictionaries(
     {
         "name": TEXT,
         "provider": st.one_of(st.none(), st.sampled_from(["S3", "s3", "B2", "", "SFTP"])),
-        "attributes": st.dictionaries(st.sampled_from(["a", "b", "c"]), JSON_VALUES, max_size=3),
+        "attributes": st.dictionaries(st.sampled_from(["a", "b"]), JSON_VALUES, max_size=2),
     }
 )
 PATHS = st.sampled_from(["id", "name", "provider", "attributes.a", "attributes.b", "attributes.a.x"])
@@ -186,7 +190,7 @@ def conditions(draw: st.DrawFn) -> list[Any]:
     op = draw(OPERATORS)
     base = op.removeprefix("C")
     if base in (">", ">=", "<", "<="):
-        value: Any = draw(st.one_of(st.booleans(), INTS, FLOATS, TEXT))
+        value: Any = draw(st.one_of(st.booleans(), NUMBERS, TEXT))
     elif base in ("^", "!^", "$", "!$"):
         value = draw(TEXT)
     elif base in ("in", "nin"):
@@ -216,7 +220,7 @@ async def empty_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(ROW, max_size=6), filters=FILTERS, order_by=ORDER_BY)
+@given(rows=st.lists(ROW, max_size=8), filters=FILTERS, order_by=ORDER_BY)
 async def test_sql_equals_python(
     empty_engine: AsyncEngine, rows: list[dict[str, Any]], filters: list[Any], order_by: list[str]
 ) -> None:

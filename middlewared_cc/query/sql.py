@@ -51,7 +51,7 @@ def sql_order(q: Query, resolve: Resolver) -> list[ColumnElement[Any]] | None:
                     (jt == "text", 3),
                     else_=4,
                 )
-                terms.append(rank.desc() if key.descending else rank.asc())
+                pass
                 value = case((jt.in_(("array", "object")), null()), else_=value)
             terms.append(value.desc() if key.descending else value.asc())
     except Untranslatable:

@@ -1,0 +1,168 @@
+"""keychaincredential.*: SSH key pairs for SFTP credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import StringConstraints
+from sqlalchemy.exc import IntegrityError
+
+from middlewared_cc import roles as _roles
+from middlewared_cc.context import Call, Services
+from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.keychain.keys import check_key_pair, generate_ssh_key_pair, public_key_from_private
+from middlewared_cc.providers import REDACTED
+from middlewared_cc.query import parse_query
+from middlewared_cc.rpc.registry import MethodSet, Model
+from middlewared_cc.services.listing import query_rows
+from middlewared_cc.store import credentials as cred_store
+from middlewared_cc.store import keychain as store
+
+log = logging.getLogger("middlewared_cc.keychain")
+methods = MethodSet()
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Pem = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
+
+
+class KeyPairAttributes(Model):
+    private_key: Pem
+    public_key: Annotated[str, StringConstraints(max_length=16384)] | None = None
+
+
+class KeyCreate(Model):
+    name: Name
+    type: Literal["SSH_KEY_PAIR"]
+    attributes: KeyPairAttributes
+
+
+class KeyUpdate(Model):
+    name: Name | None = None
+    attributes: KeyPairAttributes | None = None
+
+
+class DeleteOptions(Model):
+    cascade: bool = False
+
+
+class GenerateOptions(Model):
+    type: Literal["ed25519", "rsa"] = "ed25519"
+    bits: int = 4096  # RSA only
+
+
+def _entry(pair: store.StoredKeyPair, can_see: bool) -> dict[str, Any]:
+    private = pair.private_key if can_see else REDACTED
+    entry: dict[str, Any] = {"id": pair.id, "name": pair.name, "type": pair.type,
+                             "attributes": {"private_key": private, "public_key": pair.public_key}}
+    if pair.undecryptable:
+        entry["attributes"].pop("private_key")
+        entry["undecryptable"] = f"private key cannot be decrypted: {pair.undecryptable}"
+    return entry
+
+
+def _checked(attrs: KeyPairAttributes, path: str) -> tuple[str, str]:
+    """(private, public) after checking the key reads and the public key belongs to it."""
+    try:
+        public = public_key_from_private(attrs.private_key)
+        if attrs.public_key and not check_key_pair(attrs.private_key, attrs.public_key):
+            raise ValidationErrors([FieldError(f"{path}.public_key", "Public key does not match the private key")])
+    except ValueError as exc:
+        raise ValidationErrors([FieldError(f"{path}.private_key", str(exc))]) from None
+    return attrs.private_key, attrs.public_key.strip() if attrs.public_key else public
+
+
+async def private_key_pem(services: Services, ident: int) -> str:
+    """The PEM of key pair ``ident``, for rclone; a clear error when it is missing or sealed shut."""
+    async with services.db() as db:
+        pair = await store.get(db, services.sealer, ident)
+    if pair is None:
+        raise InstanceNotFound(f"SSH key pair {ident}")
+    if pair.private_key is None:
+        raise CallError(f"SSH key pair {pair.name!r} cannot be decrypted with the current key", errno.EIO)
+    return pair.private_key
+
+
+@methods.method("keychaincredential.query", role=_roles.KEYCHAIN_CREDENTIAL_READ)
+async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
+    """SSH key pairs; private keys are shown only to callers with KEYCHAIN_CREDENTIAL_WRITE."""
+    can_see = call.can(_roles.KEYCHAIN_CREDENTIAL_WRITE)
+    paths = parse_query(filters, options).referenced_paths()
+    if not can_see and any(p[:2] == ("attributes", "private_key") for p in paths):
+        raise ValidationErrors([FieldError("keychaincredential_query.filters",
+                                           "attributes.private_key cannot be used without the write role")])
+    async with call.services.db() as db:
+        rows = [_entry(p, can_see) for p in await store.all_pairs(db, call.services.sealer)]
+    return query_rows(rows, filters, options, "Keychain credential")
+
+
+@methods.method("keychaincredential.create", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
+async def create(call: Call, data: KeyCreate) -> dict[str, Any]:
+    """Store an SSH key pair; the public key is derived from the private key when left out."""
+    private, public = _checked(data.attributes, "keychain_credential_create.attributes")
+    services = call.services
+    try:
+        async with services.seal_lock, services.db() as db, db.begin():
+            pair = await store.save(db, services.sealer, None, data.name, private, public)
+    except IntegrityError:
+        raise ValidationErrors([FieldError("keychain_credential_create.name",
+                                           "Object with this name already exists")]) from None
+    log.info("keychain credential %d created", pair.id)
+    return _entry(pair, True)
+
+
+@methods.method("keychaincredential.update", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
+async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
+    """Rename a key pair or replace its keys."""
+    services = call.services
+    async with services.db() as db:
+        stored = await store.get(db, services.sealer, id)
+    if stored is None:
+        raise InstanceNotFound(f"Keychain credential {id}")
+    if data.attributes is not None:
+        private, public = _checked(data.attributes, "keychain_credential_update.attributes")
+    elif stored.private_key is None:
+        raise CallError("The private key cannot be decrypted; send new attributes", errno.EIO)
+    else:
+        private, public = stored.private_key, stored.public_key
+    try:
+        async with services.seal_lock, services.db() as db, db.begin():
+            pair = await store.save(db, services.sealer, id, data.name or stored.name, private, public)
+    except IntegrityError:
+        raise ValidationErrors([FieldError("keychain_credential_update.name",
+                                           "Object with this name already exists")]) from None
+    return _entry(pair, True)
+
+
+@methods.method("keychaincredential.delete", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
+async def delete(call: Call, id: int, options: DeleteOptions = DeleteOptions()) -> bool:
+    """Delete a key pair. Refused while an SFTP credential uses it, unless ``cascade`` (which deletes
+    those credentials too)."""
+    from middlewared_cc.services.credentials import publish
+    from middlewared_cc.store.models import CloudCredential
+
+    services = call.services
+    async with services.db() as db, db.begin():
+        users = [c for c in await cred_store.select(db, services.sealer, CloudCredential.provider == "SFTP")
+                 if c.attributes.get("private_key") == id]
+        if users and not options.cascade:
+            names = ", ".join(repr(c.name) for c in users)
+            raise CallError(f"SSH key pair {id} is used by cloud credential(s) {names}; delete them first "
+                            "or pass {\"cascade\": true}", errno.EBUSY)
+        for c in users:
+            await cred_store.delete(db, c.id)
+        if not await store.delete(db, id):
+            raise InstanceNotFound(f"Keychain credential {id}")
+    for c in users:
+        publish(services, "removed", None, c.id)
+    return True
+
+
+@methods.method("keychaincredential.generate_ssh_key_pair", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
+async def generate_ssh_key_pair(call: Call, options: GenerateOptions = GenerateOptions()) -> dict[str, str]:
+    """A new key pair ``{private_key, public_key}`` (Ed25519 by default; RSA 4096 with type "rsa")."""
+    try:
+        return await asyncio.to_thread(generate_ssh_key_pair, options.type, options.bits)
+    except ValueError as exc:
+        raise ValidationErrors([FieldError("keychaincredential_generate_ssh_key_pair.bits", str(exc))]) from None

@@ -1,0 +1,44 @@
+"""Writing refreshed OAuth tokens back to the stored credentials that held the old token."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+
+
+from middlewared_cc.context import Services
+from middlewared_cc.store import credentials as store
+from middlewared_cc.store.models import CloudCredential
+
+log = logging.getLogger("middlewared_cc.credentials")
+
+
+async def persist(services: Services, provider_type: str, old_token: Any, new_token: str) -> int:
+    """Replace ``old_token`` by ``new_token`` in every stored ``provider_type`` credential holding it.
+
+    One transaction; a ``changed`` event per credential. Returns how many were updated.
+    """
+    from middlewared_cc.services.credentials import publish
+
+    if not isinstance(old_token, str) or old_token == new_token or provider_type not in services.providers:
+        return 0
+    provider = services.providers.get(provider_type)
+    changed: list[store.StoredCredential] = []
+    async with services.seal_lock, services.db() as db, db.begin():
+        where = CloudCredential.provider == provider_type
+        for cred in await store.select(db, services.sealer, where):
+            if cred.undecryptable or cred.attributes.get("token") != old_token:
+                continue
+            attrs = {**cred.attributes, "token": new_token}
+            updated = await store.replace(db, services.sealer, cred.id, cred.name, cred.provider, attrs,
+                                          provider.secret_names)
+            if updated is not None:
+                changed.append(updated)
+    for cred in changed:
+        log.info("cloud credential %d: refreshed OAuth token saved", cred.id)
+        publish(services, "changed", cred, cred.id)
+    return len(changed)
+
+
+

@@ -1,0 +1,156 @@
+"""cloudsync.credentials.verify and the listings the screen needs, through one supervised rclone rcd.
+
+Any operation that makes rclone refresh an OAuth token writes the new token back, in one transaction,
+to every stored credential that held the old one (with a ``changed`` event): a provider that rotates
+refresh tokens (Box) would otherwise kill the credential.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import Any
+
+from middlewared_cc import roles as _roles
+from middlewared_cc.context import Call, Services
+from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.providers.declaration import Provider
+from middlewared_cc.rclone import listing as rclone_listing
+from middlewared_cc.rclone.rcd import RcloneDaemon
+from middlewared_cc.rclone.verify import verify as rclone_verify
+from middlewared_cc.rpc.registry import MethodSet, Model
+from middlewared_cc.services import tokens
+from middlewared_cc.services.credentials import shape_of
+from middlewared_cc.services.keychain import private_key_pem
+from middlewared_cc.store import credentials as store
+
+log = logging.getLogger("middlewared_cc.verify")
+methods = MethodSet()
+SCHEMA = "cloud_sync_credentials_verify"
+
+
+async def engine(services: Services) -> RcloneDaemon:
+    """The rcd, started on first use (start-up stays fast and needs no rclone)."""
+    async with services.rclone_lock:
+        if services.rclone is None:
+            rcd = RcloneDaemon(services.settings.rclone_binary, services.settings.runtime_dir / "rclone")
+            try:
+                await rcd.start()
+            except OSError as exc:
+                raise CallError(f"Cannot start rclone ({services.settings.rclone_binary}): {exc.strerror}",
+                                errno.ENOENT) from None
+            services.rclone = rcd
+        return services.rclone  # type: ignore[no-any-return]
+
+
+async def _key_pem(services: Services, provider: Provider, attrs: dict[str, Any]) -> str | None:
+    key_id = attrs.get("private_key") if provider.type == "SFTP" else None
+    return await private_key_pem(services, key_id) if isinstance(key_id, int) else None
+
+
+@methods.method("cloudsync.credentials.verify", role=_roles.CLOUD_SYNC_WRITE, raw=True, schema=SCHEMA)
+async def verify(call: Call, data: dict[str, Any]) -> dict[str, Any]:
+    """Connect to the provider with these credentials and list its root.
+
+    Returns ``{valid, error, excerpt, reason}``; bad credentials are a result, never an error.
+    ``reason`` is one of invalid_auth, cannot_connect, not_found, timeout, discontinued, unsupported.
+    """
+    services = call.services
+    sub = shape_of(call.session).read(data, SCHEMA, partial=False, with_name=False)
+    if sub.type not in services.providers:
+        sub.errors.add(f"{SCHEMA}.provider" if call.session.legacy_shapes else f"{SCHEMA}.type",
+                       f"Unknown provider type: {str(sub.type)[:64]}")
+        raise sub.errors
+    provider = services.providers.get(str(sub.type))
+    try:
+        attrs = provider.validate(sub.attributes, sub.attr_path)
+    except ValidationErrors as exc:
+        sub.errors.extend(exc)
+    sub.errors.check()
+    key_pem = await _key_pem(services, provider, attrs)
+    async with services.verify_slots:
+        try:
+            outcome = await rclone_verify(await engine(services), provider, attrs, key_pem=key_pem,
+                                          timeout=services.settings.verify_timeout)
+        except ValueError as exc:  # a value rclone's config could not carry safely
+            raise ValidationErrors([FieldError(sub.attr_path, str(exc))]) from None
+    if outcome.token is not None:
+        await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
+    return outcome.result()
+
+
+async def _stored(call: Call, ident: Any, path: str) -> tuple[Provider, store.StoredCredential]:
+    if type(ident) is not int:
+        raise ValidationErrors([FieldError(path, "Input should be a valid integer")])
+    services = call.services
+    async with services.db() as db:
+        cred = await store.get(db, services.sealer, ident)
+    if cred is None:
+        raise InstanceNotFound(f"Cloud credential {ident}")
+    if cred.undecryptable:
+        raise CallError(f"Cloud credential {cred.name!r} cannot be decrypted with the current key", errno.EIO)
+    if cred.provider not in services.providers:
+        raise CallError(f"Provider {cred.provider} is unavailable", errno.EOPNOTSUPP)
+    return services.providers.get(cred.provider), cred
+
+
+@methods.method("cloudsync.list_buckets", role=_roles.CLOUD_SYNC_WRITE)
+async def list_buckets(call: Call, credentials_id: int) -> list[dict[str, Any]]:
+    """The buckets (containers) a stored credential can see."""
+    provider, cred = await _stored(call, credentials_id, "cloudsync_list_buckets.credentials_id")
+    if not provider.buckets:
+        raise CallError(f"{provider.title} has no buckets", errno.EINVAL)
+    services = call.services
+    async with services.verify_slots:
+        found = await rclone_listing.list_buckets(
+            await engine(services), provider, cred.attributes,
+            key_pem=await _key_pem(services, provider, cred.attributes), timeout=services.settings.verify_timeout)
+    if found.token is not None:
+        await tokens.persist(services, provider.type, cred.attributes.get("token"), found.token)
+    return found.items
+
+
+class DirectoryAttributes(Model):
+    bucket: str = ""
+    folder: str = ""
+
+
+class DirectoryArgs(Model):
+    credentials: int
+    attributes: DirectoryAttributes = DirectoryAttributes()
+    args: str = ""
+
+
+@methods.method("cloudsync.list_directory", role=_roles.CLOUD_SYNC_WRITE)
+async def list_directory(call: Call, data: DirectoryArgs) -> list[dict[str, Any]]:
+    """Items of ``attributes.bucket``/``attributes.folder`` with Path, Name, Size, ModTime, IsDir."""
+    provider, cred = await _stored(call, data.credentials, "cloudsync_list_directory.credentials")
+    services = call.services
+    async with services.verify_slots:
+        found = await rclone_listing.list_directory(
+            await engine(services), provider, cred.attributes, data.attributes.bucket or None,
+            data.attributes.folder, key_pem=await _key_pem(services, provider, cred.attributes),
+            timeout=services.settings.verify_timeout)
+    if found.token is not None:
+        await tokens.persist(services, provider.type, cred.attributes.get("token"), found.token)
+    return found.items
+
+
+class OneDriveArgs(Model):
+    client_id: str = ""
+    client_secret: str = ""
+    token: str
+
+
+@methods.method("cloudsync.onedrive_list_drives", role=_roles.CLOUD_SYNC_WRITE)
+async def onedrive_list_drives(call: Call, data: OneDriveArgs) -> list[dict[str, str]]:
+    """The OneDrive drives a token's account can use: ``[{drive_id, drive_type, name, description}]``."""
+    services = call.services
+
+    async def refreshed(token: str) -> None:
+        await tokens.persist(services, "ONEDRIVE", data.token, token)
+
+    settings = services.settings
+    return await rclone_listing.onedrive_list_drives(
+        data.client_id, data.client_secret, data.token, on_token=refreshed,
+        graph_url=settings.onedrive_graph_url, token_url=settings.onedrive_token_url)
