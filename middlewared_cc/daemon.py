@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     else:
-        runner = uvloop.run  # type: ignore[assignment]
+        runner = uvloop.run
     try:
         return runner(rotate_key(settings) if args.command == "rotate-key" else serve(settings))
     except KeyFileError as exc:

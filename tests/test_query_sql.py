@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from middlewared_cc.errors import InstanceNotFound, ValidationErrors
 from middlewared_cc.query import (
     Query,
     SqlField,
@@ -112,10 +113,12 @@ async def run_sql(engine: AsyncEngine, q: Query) -> Any:
 
 
 @pytest.mark.parametrize(("case", "filters", "options", "expected"), CASES, ids=[c[0] for c in CASES])
-async def test_table_in_sql(engine: AsyncEngine, case: str, filters: Any, options: Any, expected: Any) -> None:
+async def test_table_in_sql(
+    engine: AsyncEngine, case: str, filters: Any, options: Any, expected: Any
+) -> None:
     try:
         q = parse_query(filters, options)
-    except Exception:
+    except ValidationErrors:
         check(expected, lambda: parse_query(filters, options))
         return
     translated = sql_where(q, resolve) is not None and sql_order(q, resolve) is not None
@@ -123,11 +126,11 @@ async def test_table_in_sql(engine: AsyncEngine, case: str, filters: Any, option
     outcome: Any
     try:
         outcome = await run_sql(engine, q)
-    except Exception as exc:  # handed to check() so notfound cases compare the same way
+    except InstanceNotFound as exc:  # handed to check() so notfound cases compare the same way
         outcome = exc
 
     def replay() -> Any:
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, InstanceNotFound):
             raise outcome
         return outcome
 
@@ -149,7 +152,9 @@ async def test_name_equal_and_prefix_use_the_index(engine: AsyncEngine) -> None:
         assert where is not None
         compiled = sa.select(TABLE.c.id).where(where).compile(engine.sync_engine)
         async with engine.connect() as conn:
-            plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params.values()))
+            plan = await conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params.values())
+            )
             details = " ".join(str(row[-1]) for row in plan)
         assert "USING INDEX" in details or "USING COVERING INDEX" in details, (filters, details)
 
@@ -158,7 +163,9 @@ async def test_name_equal_and_prefix_use_the_index(engine: AsyncEngine) -> None:
 
 # Small shared pools, so rows and filters often meet on the values where the types differ subtly.
 TEXT = st.one_of(
-    st.sampled_from(["", "a", "A", "ab", "aB", "b", "ß", "ss", "SS", "İ", "i\u0307", "😀", "1", "[1]", "a_", "%"]),
+    st.sampled_from(
+        ["", "a", "A", "ab", "aB", "b", "ß", "ss", "SS", "İ", "i\u0307", "😀", "1", "[1]", "a_", "%"]
+    ),
     st.text(alphabet="aAbBsSß_%*.İ😀", max_size=4),
 )
 NUMBERS = st.one_of(st.sampled_from([0, 1, 2, -1, 1.0, 1.5, 2.0, -2.5]), st.integers(-(2**63), 2**63 - 1))
@@ -235,3 +242,68 @@ async def test_sql_equals_python(
     assert order is not None  # every path above has an exact SQL order
     got = await fetch(empty_engine, sa.select(TABLE).order_by(*order, TABLE.c.id))
     assert [r["id"] for r in got] == [r["id"] for r in order_rows(rows, q.order_by)]
+
+
+KINDS = sa.Table(
+    "kinds",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=True),
+    sa.Column("ratio", sa.Float, nullable=True),
+    sa.Column("label", sa.String(collation="NOCASE"), nullable=True),
+)
+KIND_ROWS: list[dict[str, Any]] = [
+    {"id": 1, "enabled": True, "ratio": 1.0, "label": "a"},
+    {"id": 2, "enabled": False, "ratio": 2.5, "label": "B"},
+    {"id": 3, "enabled": None, "ratio": None, "label": None},
+]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        [["enabled", "=", True]],
+        [["enabled", "!=", True]],
+        [["enabled", "=", 1]],
+        [["enabled", ">", False]],
+        [["enabled", "in", [False, None]]],
+        [["enabled", "nin", [True, 0]]],
+        [["enabled", "C=", False]],
+        [["ratio", "=", 1]],
+        [["ratio", ">=", 1.5]],
+        [["ratio", "=", True]],
+        [["ratio", "in", [2.5, "1.0"]]],
+        [["ratio", "^", "1"]],
+        [["ratio", "rin", "1"]],
+    ],
+)
+async def test_boolean_and_float_columns(tmp_path: Path, filters: list[Any]) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'kinds.sqlite'}")
+    sa.event.listen(engine.sync_engine, "connect", lambda dbapi, _record: register_sqlite_functions(dbapi))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(KINDS.metadata.create_all)
+            await conn.execute(KINDS.insert(), KIND_ROWS)
+        q = parse_query(filters, {"order_by": ["-enabled", "ratio"]})
+        where = sql_where(q, lambda path: SqlField(KINDS.c[path[0]]))
+        order = sql_order(q, lambda path: SqlField(KINDS.c[path[0]]))
+        assert where is not None and order is not None
+        async with engine.connect() as conn:
+            got = [
+                dict(r._mapping) for r in await conn.execute(sa.select(KINDS).where(where).order_by(*order))
+            ]
+        assert got == order_rows(filter_rows(KIND_ROWS, q), q.order_by)
+    finally:
+        await engine.dispose()
+
+
+def test_collated_column_is_left_to_python() -> None:
+    q = parse_query([["label", "=", "b"]], {"order_by": ["label"]})
+    assert sql_where(q, lambda path: SqlField(KINDS.c[path[0]])) is None
+    assert sql_order(q, lambda path: SqlField(KINDS.c[path[0]])) is None
+
+
+def test_json_attribute_refuses_unquotable_keys() -> None:
+    assert json_attribute(TABLE.c.attributes, ('a"b',)) is None
+    assert json_attribute(TABLE.c.attributes, ()) is None
+    assert json_attribute(TABLE.c.attributes, ("dot.key",)) is not None

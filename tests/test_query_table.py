@@ -35,7 +35,12 @@ ROWS: list[dict[str, Any]] = [
         "attributes": {"region": "EU-West", "port": 22, "skip": False, "maybe": "text", "one": 1},
     },
     {"id": 3, "name": "Straße", "provider": "FTP", "attributes": {"port": "21", "skip": 1, "maybe": 5}},
-    {"id": 4, "name": "alphabet", "provider": "S3", "attributes": {"region": "us-west-2", "port": 2121, "skip": None}},
+    {
+        "id": 4,
+        "name": "alphabet",
+        "provider": "S3",
+        "attributes": {"region": "us-west-2", "port": 2121, "skip": None},
+    },
     {"id": 5, "name": "GAMMA.one", "provider": None, "attributes": {}},
     {"id": 6, "name": "a_b%c*", "provider": "SFTP", "attributes": {"region": "", "port": 22.0}},
 ]
@@ -194,14 +199,24 @@ CASES: list[tuple[str, Any, Any, Any]] = [
         {"select": ["name", "attributes.region", ["attributes.port", "port"]]},
         ("rows", [{"name": "Alpha", "attributes": {"region": "us-east-1"}, "port": 21}]),
     ),
-    ("select-missing-left-out", f(["id", "=", 5]), {"select": ["attributes.nosuch", "id"]}, ("rows", [{"id": 5}])),
+    (
+        "select-missing-left-out",
+        f(["id", "=", 5]),
+        {"select": ["attributes.nosuch", "id"]},
+        ("rows", [{"id": 5}]),
+    ),
     (
         "select-escaped-dot",
         f(["id", "=", 1]),
         {"select": ["attributes.dot\\.key"]},
         ("rows", [{"attributes": {"dot.key": "dotted"}}]),
     ),
-    ("select-get", f(["name", "=", "beta"]), {"get": True, "select": [["provider", "p"]]}, ("get_rows", {"p": "B2"})),
+    (
+        "select-get",
+        f(["name", "=", "beta"]),
+        {"get": True, "select": [["provider", "p"]]},
+        ("get_rows", {"p": "B2"}),
+    ),
     (
         "select-after-paging",
         [],
@@ -218,7 +233,12 @@ CASES: list[tuple[str, Any, Any, Any]] = [
     # malformed filters and options: exact attribute path
     ("err-filters-type", "x", NO, ("error", "filters", "must be a list")),
     ("err-operator", f(["name", "xx", "a"]), NO, ("error", "filters.0.1", "Invalid operator 'xx'")),
-    ("err-C~", f(["name", "=", "a"], ["name", "C~", "a"]), NO, ("error", "filters.1.1", "'C~' is not a valid")),
+    (
+        "err-C~",
+        f(["name", "=", "a"], ["name", "C~", "a"]),
+        NO,
+        ("error", "filters.1.1", "'C~' is not a valid"),
+    ),
     (
         "err-or-depth",
         f(["OR", [["OR", [["OR", [["OR", [["id", "=", 1]]]]]]]]]),
@@ -231,7 +251,12 @@ CASES: list[tuple[str, Any, Any, Any]] = [
     ("err-path-empty-segment", f(["a..b", "=", "a"]), NO, ("error", "filters.0.0", "empty segment")),
     ("err-prefix-value", f(["name", "^", 1]), NO, ("error", "filters.0.2", "needs a string")),
     ("err-regex", f(["name", "~", "("]), NO, ("error", "filters.0.2", "Invalid regular expression")),
-    ("err-gt-null", f(["name", ">", None]), NO, ("error", "filters.0.2", "needs a string, number or boolean")),
+    (
+        "err-gt-null",
+        f(["name", ">", None]),
+        NO,
+        ("error", "filters.0.2", "needs a string, number or boolean"),
+    ),
     ("err-in-value", f(["name", "in", 5]), NO, ("error", "filters.0.2", "needs a list")),
     ("err-nan", f(["name", "=", float("nan")]), NO, ("error", "filters.0.2", "finite")),
     ("err-filter-type", f("name"), NO, ("error", "filters.0", "A filter must be")),
@@ -289,7 +314,9 @@ def check(expected: Any, call: Any) -> None:
         assert result == expected[1]
 
 
-@pytest.mark.parametrize(("filters", "options", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("filters", "options", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_table(filters: Any, options: Any, expected: Any) -> None:
     check(expected, lambda: run_python(filters, options))
 

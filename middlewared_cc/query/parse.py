@@ -61,7 +61,9 @@ def _parse_node(item: Any, where: str, depth: int, errors: ValidationErrors) -> 
 
 def _parse_or(item: Any, where: str, depth: int, errors: ValidationErrors) -> Or | None:
     if item[0] != "OR":
-        errors.add(where, 'A two-item filter must be ["OR", [branch, ...]]; a filter is [path, operator, value]')
+        errors.add(
+            where, 'A two-item filter must be ["OR", [branch, ...]]; a filter is [path, operator, value]'
+        )
         return None
     if depth >= MAX_OR_DEPTH:
         errors.add(where, f"OR nesting deeper than {MAX_OR_DEPTH}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sqlalchemy import and_, case, false, func, not_, null, or_, true
+from sqlalchemy import Boolean, and_, case, false, func, literal, not_, null, or_, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from .evaluate import BOOL, NULL, NUMBER, OTHER, TEXT, casefold, value_class
@@ -51,7 +51,7 @@ def sql_order(q: Query, resolve: Resolver) -> list[ColumnElement[Any]] | None:
                     (jt == "text", 3),
                     else_=4,
                 )
-                pass
+                terms.append(rank.desc() if key.descending else rank.asc())
                 value = case((jt.in_(("array", "object")), null()), else_=value)
             terms.append(value.desc() if key.descending else value.asc())
     except Untranslatable:
@@ -94,7 +94,7 @@ def _condition(field: TypedField, c: Condition) -> ColumnElement[bool]:
         return equal if op == "=" else not_(equal)
     if op in _ORDERING_SQL:
         cls = value_class(operand)
-        compared: ColumnElement[bool] = getattr(value, _ORDERING_SQL[op])(_bind(operand))
+        compared: ColumnElement[bool] = getattr(value, _ORDERING_SQL[op])(_bind(field, operand))
         return and_(field.is_class(cls), compared)
     if op == "~":
         assert c.pattern is not None
@@ -115,10 +115,11 @@ def _condition(field: TypedField, c: Condition) -> ColumnElement[bool]:
     return and_(field.is_class(TEXT), affix if op in ("^", "$") else not_(affix))
 
 
-def _bind(value: Json) -> Json:
-    """The SQL parameter for a scalar: SQLite stores booleans (JSON ones too) as 0 and 1."""
+def _bind(field: TypedField, value: Json) -> Any:
+    """The SQL parameter for a scalar. JSON booleans read as 0/1; a Boolean column wants a bool."""
     if isinstance(value, bool):
-        return int(value)
+        # An explicit bind: SQLAlchemy refuses `col > True` written with a bare Python bool.
+        return literal(value, Boolean()) if field.kind == "bool" else int(value)
     if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
         raise Untranslatable("integer outside SQLite's range")
     return value
@@ -132,7 +133,7 @@ def _equal(field: TypedField, value: ColumnElement[Any], operand: Json) -> Colum
         return field.is_null()
     if cls == BOOL and field.json_type is not None:
         return field.json_type == ("true" if operand else "false")
-    return and_(field.is_class(cls), value == _bind(operand))
+    return and_(field.is_class(cls), value == _bind(field, operand))
 
 
 def _member(field: TypedField, value: ColumnElement[Any], items: list[Json]) -> ColumnElement[bool]:
@@ -147,7 +148,7 @@ def _member(field: TypedField, value: ColumnElement[Any], items: list[Json]) -> 
     for cls in (BOOL, NUMBER, TEXT):
         members = groups.get(cls)
         if members:
-            parts.append(and_(field.is_class(cls), value.in_([_bind(m) for m in members])))
+            parts.append(and_(field.is_class(cls), value.in_([_bind(field, m) for m in members])))
     return or_(false(), *parts)
 
 

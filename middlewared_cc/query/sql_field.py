@@ -119,7 +119,9 @@ def json_attribute(document: ColumnElement[Any], keys: Path) -> SqlField | None:
         return None
     json_path = "$" + "".join(f'."{key}"' for key in keys)
     # `present` stays None: the translation already requires json_type(...) IS NOT NULL.
-    return SqlField(value=func.json_extract(document, json_path), json_type=func.json_type(document, json_path))
+    return SqlField(
+        value=func.json_extract(document, json_path), json_type=func.json_type(document, json_path)
+    )
 
 
 def _sql_casefold(value: object) -> object:
