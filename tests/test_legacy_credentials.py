@@ -106,7 +106,6 @@ async def test_name_taken_and_update_paths(daemon: Daemon) -> None:
     assert info.value.errno == errno.ENOENT
 
 
-@pytest.mark.xfail(strict=True, reason="LegacyShape.read requires 'provider' on a partial update")
 async def test_update_attributes_without_provider_keeps_the_type(daemon: Daemon) -> None:
     """CORE 13's update takes any subset of {name, provider, attributes}; the stored type is kept."""
     client = await legacy_admin(daemon)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from jsonrpcserver.main import default_validator
+from jsonschema.exceptions import ValidationError as SchemaError
 
 from middlewared_cc.context import Services
 from middlewared_cc.errors import CallError, ValidationErrors
@@ -73,7 +74,7 @@ def _slow_path(session: Session, req: Any) -> None:
         return
     try:
         default_validator(req)
-    except Exception:
+    except SchemaError:
         ident = req.get("id") if isinstance(req, dict) and type(req.get("id")) in (int, str) else None
         session.send(_error(ident, INVALID_REQUEST, "Invalid Request"))
         return
@@ -113,7 +114,7 @@ async def _run(services: Services, session: Session, ident: Any, method: str, pa
         frame = _error(ident, CALL_ERROR, "Method call error", call_error_data(exc))
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any bug: the client gets an incident id, the log the rest
         frame = _error(ident, CALL_ERROR, "Method call error", unexpected_data(exc, method))
     finally:
         session.inflight -= 1

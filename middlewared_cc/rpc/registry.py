@@ -86,10 +86,7 @@ class Method:
             schema = p.adapter.json_schema()
             schema["title"] = p.name
             if not p.required:
-                try:
-                    schema["default"] = p.adapter.dump_python(p.default, mode="json")
-                except Exception:  # pragma: no cover - defaults are plain data
-                    pass
+                schema["default"] = p.adapter.dump_python(p.default, mode="json")
             params.append(schema)
         return {
             "description": self.doc,

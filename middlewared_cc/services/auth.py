@@ -48,20 +48,20 @@ class PasswordPlain(Model):
     mechanism: Literal["PASSWORD_PLAIN"]
     username: str
     password: str
-    login_options: dict[str, Any] = {}
+    login_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class ApiKeyPlain(Model):
     mechanism: Literal["API_KEY_PLAIN"]
     username: str
     api_key: str
-    login_options: dict[str, Any] = {}
+    login_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class TokenPlain(Model):
     mechanism: Literal["TOKEN_PLAIN"]
     token: str
-    login_options: dict[str, Any] = {}
+    login_options: dict[str, Any] = Field(default_factory=dict)
 
 
 LoginData = Annotated[PasswordPlain | ApiKeyPlain | TokenPlain, Field(discriminator="mechanism")]

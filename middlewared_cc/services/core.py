@@ -28,7 +28,6 @@ async def ping(call: Call) -> str:
 async def set_options(call: Call, options: Options) -> None:
     """Set per-connection options (legacy_jobs, private_methods, py_exceptions)."""
     call.session.options.update(options.model_dump(exclude_unset=True))
-    return None
 
 
 @methods.method("core.subscribe")
@@ -58,7 +57,6 @@ async def unsubscribe(call: Call, id: str) -> None:
     name = call.session.subscriptions.pop(id, None)
     if name is not None:
         call.services.events.unsubscribe(call.session, name)
-    return None
 
 
 @methods.method("core.get_methods")

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func
-
 from middlewared_cc import roles as _roles
 from middlewared_cc.errors import FieldError, ValidationErrors
-from middlewared_cc.query import SqlField, filter_rows, finish, parse_query, sql_order, sql_where
+from middlewared_cc.query import (
+    SqlField,
+    filter_rows,
+    finish,
+    json_attribute,
+    parse_query,
+    sql_order,
+    sql_where,
+)
 from middlewared_cc.store import credentials as store
 from middlewared_cc.store.models import CloudCredential
 
@@ -34,7 +40,8 @@ def _secret_names(registry: ProviderRegistry) -> frozenset[str]:
 
 
 def _resolver(shape: Shape, secrets: frozenset[str]) -> Any:
-    columns = {("id",): CloudCredential.id, ("name",): CloudCredential.name, shape.type_path: CloudCredential.provider}
+    table = CloudCredential.__table__.c
+    columns = {("id",): table.id, ("name",): table.name, shape.type_path: table.provider}
     prefix = shape.attr_prefix
 
     def resolve(path: tuple[str, ...]) -> SqlField | None:
@@ -43,10 +50,7 @@ def _resolver(shape: Shape, secrets: frozenset[str]) -> Any:
             return SqlField(column)
         if len(path) == len(prefix) + 1 and path[:-1] == prefix and path[-1] not in secrets \
                 and path != shape.type_path:
-            key = path[-1].replace('"', '""')
-            doc = CloudCredential.attributes
-            return SqlField(func.json_extract(doc, f'$."{key}"'),
-                            func.json_type(doc, f'$."{key}"').is_not(None))
+            return json_attribute(table.attributes, path[-1:])
         return None
 
     return resolve

@@ -80,14 +80,19 @@ class LegacyShape(Shape):
             if key not in allowed:
                 errors.add(f"{schema}.{_shown(key)}", "Extra inputs are not permitted")
         name = _name(errors, schema, data, partial) if with_name else None
-        if partial and "provider" not in data and "attributes" not in data:
+        if partial and "provider" not in data:  # keeps the stored type; attributes merge into it
+            if "attributes" in data and not isinstance(data["attributes"], dict):
+                errors.add(f"{schema}.attributes", "Input should be an object")
             errors.check()
-            return Submitted(name, None, None, f"{schema}.attributes", errors)
+            return Submitted(name, None, data.get("attributes"), f"{schema}.attributes", errors)
         attrs = data.get("attributes")
         if attrs is None:
             errors.add(f"{schema}.attributes", "Field required")
-        return _typed(errors, schema, name, data.get("provider"), attrs, f"{schema}.attributes",
-                      partial=partial, type_path=f"{schema}.provider")
+        sub = _typed(errors, schema, name, data.get("provider"), attrs, f"{schema}.attributes",
+                     partial=partial, type_path=f"{schema}.provider")
+        if attrs is None:
+            raise errors  # no attributes to check against the provider
+        return sub
 
 
 NEW = Shape()

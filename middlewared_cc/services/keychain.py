@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
-from middlewared_cc.keychain.keys import check_key_pair, generate_ssh_key_pair, public_key_from_private
+from middlewared_cc.keychain import keys
 from middlewared_cc.providers import REDACTED
 from middlewared_cc.query import parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
@@ -65,8 +65,8 @@ def _entry(pair: store.StoredKeyPair, can_see: bool) -> dict[str, Any]:
 def _checked(attrs: KeyPairAttributes, path: str) -> tuple[str, str]:
     """(private, public) after checking the key reads and the public key belongs to it."""
     try:
-        public = public_key_from_private(attrs.private_key)
-        if attrs.public_key and not check_key_pair(attrs.private_key, attrs.public_key):
+        public = keys.public_key_from_private(attrs.private_key)
+        if attrs.public_key and not keys.check_key_pair(attrs.private_key, attrs.public_key):
             raise ValidationErrors([FieldError(f"{path}.public_key", "Public key does not match the private key")])
     except ValueError as exc:
         raise ValidationErrors([FieldError(f"{path}.private_key", str(exc))]) from None
@@ -136,12 +136,13 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
 
 
 @methods.method("keychaincredential.delete", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
-async def delete(call: Call, id: int, options: DeleteOptions = DeleteOptions()) -> bool:
+async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> bool:
     """Delete a key pair. Refused while an SFTP credential uses it, unless ``cascade`` (which deletes
     those credentials too)."""
     from middlewared_cc.services.credentials import publish
     from middlewared_cc.store.models import CloudCredential
 
+    options = options or DeleteOptions()
     services = call.services
     async with services.db() as db, db.begin():
         users = [c for c in await cred_store.select(db, services.sealer, CloudCredential.provider == "SFTP")
@@ -160,9 +161,10 @@ async def delete(call: Call, id: int, options: DeleteOptions = DeleteOptions()) 
 
 
 @methods.method("keychaincredential.generate_ssh_key_pair", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
-async def generate_ssh_key_pair(call: Call, options: GenerateOptions = GenerateOptions()) -> dict[str, str]:
+async def generate_ssh_key_pair(call: Call, options: GenerateOptions | None = None) -> dict[str, str]:
     """A new key pair ``{private_key, public_key}`` (Ed25519 by default; RSA 4096 with type "rsa")."""
+    options = options or GenerateOptions()
     try:
-        return await asyncio.to_thread(generate_ssh_key_pair, options.type, options.bits)
+        return await asyncio.to_thread(keys.generate_ssh_key_pair, options.type, options.bits)
     except ValueError as exc:
         raise ValidationErrors([FieldError("keychaincredential_generate_ssh_key_pair.bits", str(exc))]) from None

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-
-
 from middlewared_cc.context import Services
 from middlewared_cc.store import credentials as store
 from middlewared_cc.store.models import CloudCredential

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from pydantic import Field, StringConstraints
+from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.auth.hashing import hash_password
@@ -27,7 +27,7 @@ class UserCreate(Model):
     username: Username
     password: Password
     full_name: FullName = ""
-    roles: list[Role] = []
+    roles: list[Role] = Field(default_factory=list)
     locked: bool = False
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -88,8 +88,11 @@ async def reseal_all(db: AsyncSession, old: Sealer, new: Sealer) -> int:
     from middlewared_cc.store.models import KeychainCredential
 
     count = 0
-    for model in (CloudCredential, KeychainCredential):
-        for row in (await db.execute(sa.select(model))).scalars():
+    models: tuple[type[CloudCredential | KeychainCredential], ...] = (CloudCredential, KeychainCredential)
+    for model in models:
+        result = (await db.execute(sa.select(model))).scalars()
+        rows = cast(list[CloudCredential | KeychainCredential], list(result))
+        for row in rows:
             if row.secrets is None:
                 continue
             binding = row_binding(model.__tablename__, row.id)

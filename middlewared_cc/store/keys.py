@@ -23,7 +23,7 @@ async def _sample(engine: AsyncEngine) -> tuple[str, int, bytes] | None:
         for model in (CloudCredential, KeychainCredential):
             stmt = sa.select(model.id, model.secrets).where(model.secrets.is_not(None)).limit(1)
             row = (await conn.execute(stmt)).first()
-            if row is not None:
+            if row is not None and row[1] is not None:
                 return model.__tablename__, row[0], row[1]
     return None
 
