@@ -108,7 +108,7 @@ async def drive(
     while pending:
         now = clock()
         # Lost replies must not hang the run: wait at most until the window closes plus the drain time.
-        timeout = max(0.0, (window.end_ns - now) / 1e9) + load.drain_s
+        timeout = (max(0.0, (window.end_ns - now) / 1e9) if refill else 0.0) + load.drain_s
         try:
             message = await ws.receive(timeout=timeout)
         except TimeoutError:

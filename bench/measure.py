@@ -45,7 +45,7 @@ class Measurer:
             "--params", orjson.dumps(params if mode == "http" else list(params)).decode(),
             "--connections", str(connections), "--inflight", str(inflight),
             "--warmup", str(self.warmup_s), "--duration", str(duration_s or self.duration_s),
-            "--bursts", str(self.bursts),
+            "--bursts", str(self.bursts), "--drain", "60" if mode == "burst" else "10",
         ]  # fmt: skip
         if server_pid:
             argv += ["--server-pid", str(server_pid)]

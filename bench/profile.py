@@ -38,6 +38,7 @@ def summarize(raw: str, top: int) -> str:
     """Own-time and whole-stack tallies from py-spy's raw (collapsed) output."""
     own: collections.Counter[str] = collections.Counter()
     stacks: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -47,12 +48,26 @@ def summarize(raw: str, top: int) -> str:
         total += count
         frames = stack.split(";")
         own[frames[-1]] += count
+        packages[_package(frames[-1])] += count
         stacks[" <- ".join(reversed(frames[-6:]))] += count
-    lines = [f"{total} samples", "", "own time:"]
+    lines = [f"{total} samples (threads holding the GIL)", "", "own time by package:"]
+    lines += [f"{100 * n / total:5.1f}%  {package}" for package, n in packages.most_common(12)]
+    lines += ["", "own time:"]
     lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
     lines += ["", "stacks (innermost first):"]
     lines += [f"{100 * n / total:5.1f}%  {stack}" for stack, n in stacks.most_common(top)]
     return "\n".join(lines)
+
+
+def _package(frame: str) -> str:
+    """`middlewared_cc/store/db.py` -> `middlewared_cc.store`; stdlib and site-packages by top name."""
+    path = frame[frame.find("(") + 1 : frame.rfind(":")] if "(" in frame else ""
+    parts = path.split("/")
+    if not path:
+        return "(native or idle)"
+    if parts[0] == "middlewared_cc" and len(parts) > 2:
+        return ".".join(parts[:2])
+    return parts[0].removesuffix(".py")
 
 
 async def profile(scenario: str, stored: int, seconds: float, workdir: Path) -> str:
@@ -62,7 +77,7 @@ async def profile(scenario: str, stored: int, seconds: float, workdir: Path) -> 
     daemon = await start_copy(template, workdir, "profiled")
     method, params, connections = LOADS[scenario]
     spy = await asyncio.create_subprocess_exec(
-        str(PY_SPY), "record", "--format", "raw", "--rate", "250", "--nonblocking", "-d", str(int(seconds) + 1),
+        str(PY_SPY), "record", "--format", "raw", "--rate", "250", "--nonblocking", "--gil", "-d", str(int(seconds) + 1),
         "-p", str(daemon.server.pid), "-o", str(raw),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

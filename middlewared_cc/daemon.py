@@ -12,10 +12,11 @@ import ssl
 import sys
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from middlewared_cc.app import create_app
 from middlewared_cc.logs import setup_logging
+from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.settings import Settings, SettingsError
 from middlewared_cc.store.sealing import KeyFileError
 
@@ -58,6 +59,21 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
+async def _drain(app: web.Application, timeout: float) -> None:
+    """Let the calls in flight finish (up to ``timeout``), then close every websocket with 1001.
+
+    Without this, aiohttp would wait ``shutdown_timeout`` for each idle websocket handler to end by itself.
+    """
+    services = app[SERVICES]
+    calls = [task for session in services.sessions for task in session.tasks]
+    if calls:
+        await asyncio.wait(calls, timeout=timeout)
+    for session in list(services.sessions):
+        await session.drain_outbox(timeout=1)
+    await asyncio.gather(*(session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+                           for session in list(services.sessions)), return_exceptions=True)
+
+
 async def serve(settings: Settings) -> int:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
@@ -88,7 +104,10 @@ async def serve(settings: Settings) -> int:
     _notify("STOPPING=1")
     log.info("middlewared-cc stopping")
     watchdog.cancel()
-    await runner.cleanup()  # stops accepting, lets in-flight calls finish up to shutdown_timeout
+    for site in sites:  # stop accepting
+        await site.stop()
+    await _drain(app, settings.shutdown_timeout)
+    await runner.cleanup()  # closes the database
     log.info("middlewared-cc stopped")
     return 0
 

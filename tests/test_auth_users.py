@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tests.conftest import Daemon, Peer
 from middlewared_cc.store.models import User
+from tests.conftest import Daemon, Peer
 
 PASSWORD = "correct-horse-battery"
 

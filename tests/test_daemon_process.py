@@ -52,7 +52,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 @dataclass
 class Process:
-    proc: subprocess.Popen[bytes]
+    proc: asyncio.subprocess.Process
     port: int
     unix_path: str
     log: Path
@@ -75,8 +75,13 @@ async def process(tmp_path: Path) -> AsyncIterator[Process]:
     env.update(HOME=str(tmp_path), MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN=f"127.0.0.1:{port}",
                MIDDLEWARED_CC_TLS_CERTIFICATE=str(cert), MIDDLEWARED_CC_TLS_PRIVATE_KEY=str(key),
                MIDDLEWARED_CC_LOG_FILE=str(log), MIDDLEWARED_CC_LOG_LEVEL="DEBUG")
-    proc = subprocess.Popen([DAEMON], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    out = tmp_path / "stdout"
+    out_fd = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)  # the daemon's stdout and stderr
+    try:
+        proc = await asyncio.create_subprocess_exec(DAEMON, env=env, stdin=subprocess.DEVNULL, stdout=out_fd,
+                                                    stderr=subprocess.STDOUT)
+    finally:
+        os.close(out_fd)
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
@@ -86,7 +91,7 @@ async def process(tmp_path: Path) -> AsyncIterator[Process]:
                 aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=unix_path)) as unix_session:
             p = Process(proc, port, unix_path, log, session, unix_session, insecure)
             for _ in range(300):
-                assert proc.poll() is None, (proc.stdout.read() if proc.stdout else b"").decode()
+                assert proc.returncode is None, out.read_text()
                 try:
                     await (await p.tls()).ws.close()
                     break
@@ -94,14 +99,19 @@ async def process(tmp_path: Path) -> AsyncIterator[Process]:
                     await asyncio.sleep(0.1)
             yield p
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            await proc.wait()
+
+
+def process_shutdown_bound() -> float:
+    """Seconds a stop may take with idle clients: well under the 10 s shutdown_timeout."""
+    return 5.0
 
 
 async def stop(p: Process) -> int:
     p.proc.send_signal(signal.SIGTERM)
-    return await asyncio.to_thread(p.proc.wait, 30)
+    return await asyncio.wait_for(p.proc.wait(), 30)
 
 
 async def test_tls_listener(process: Process) -> None:
@@ -111,12 +121,21 @@ async def test_tls_listener(process: Process) -> None:
     assert (await (await process.root()).call("auth.me"))["pw_name"] == "root"
     # The TLS port does not speak plain websocket.
     with pytest.raises((aiohttp.ClientError, ConnectionError, OSError)):
-        ws = await process.session.ws_connect(f"ws://127.0.0.1:{process.port}/api/current", timeout=5)
+        ws = await process.session.ws_connect(f"ws://127.0.0.1:{process.port}/api/current",
+                                              timeout=aiohttp.ClientWSTimeout(ws_close=5))
         await ws.close()
     # A verifying client refuses the self-signed certificate: TLS is real.
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await process.session.ws_connect(f"wss://127.0.0.1:{process.port}/api/current")
+    idle = await process.tls()
+    assert await idle.call("core.ping") == "pong"
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     assert await stop(process) == 0
+    # Idle websockets do not hold the shutdown up: they are closed with 1001 (going away).
+    assert loop.time() - start < process_shutdown_bound()
+    msg = await idle.ws.receive(timeout=5)
+    assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1001)
     text = process.log.read_text()
     assert "started" in text and "wss://127.0.0.1" in text and "stopped" in text
 
@@ -128,10 +147,9 @@ async def test_sigterm_lets_a_call_finish(process: Process) -> None:
     process.proc.send_signal(signal.SIGTERM)
     reply = await peer.recv(timeout=20)
     assert reply == {"jsonrpc": "2.0", "id": 1, "result": False}
-    assert await asyncio.to_thread(process.proc.wait, 30) == 0
-    with pytest.raises(OSError):
-        with socket.create_connection(("127.0.0.1", process.port), timeout=2):
-            pass
+    assert await asyncio.wait_for(process.proc.wait(), 30) == 0
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", process.port), timeout=2):
+        pass
 
 
 async def test_canary_secrets_stay_out_of_logs_and_errors(process: Process) -> None:

@@ -220,3 +220,29 @@ async def test_sftp_with_keychain_key_pair(vdaemon: Daemon) -> None:
     assert "'sftp'" in err.value.data["reason"]
     assert await root.call("keychaincredential.delete", pair["id"], {"cascade": True}) is True
     assert await root.call("cloudsync.credentials.query", [["id", "=", cred["id"]]]) == []
+
+
+async def test_disconnect_cancels_the_verify(vdaemon: Daemon) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        peer = await vdaemon.root()
+        srv = server(vdaemon, "WEBDAV")
+        attrs = {**srv.attributes, "url": f"http://127.0.0.1:{listener.getsockname()[1]}/"}
+        await peer.send({"jsonrpc": "2.0", "id": 1, "method": "cloudsync.credentials.verify",
+                         "params": [{"type": "WEBDAV", **attrs}]})
+        slots = vdaemon.services.verify_slots
+        for _ in range(100):
+            if slots.running:
+                break
+            await asyncio.sleep(0.05)
+        assert slots.running == 1
+        await peer.ws.close()
+        for _ in range(40):
+            if not slots.running:
+                break
+            await asyncio.sleep(0.05)
+        assert slots.running == 0  # freed long before the 14 s verify timeout
+    finally:
+        listener.close()

@@ -96,9 +96,21 @@ class Session:
         try:
             while True:
                 frame = await outbox.get()
-                await ws.send_str(frame.decode())
+                try:
+                    await ws.send_str(frame.decode())
+                finally:
+                    outbox.task_done()
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
+
+    async def drain_outbox(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until every queued frame has been written: used at shutdown."""
+        if self.closed or self._writer is None or self._writer.done():
+            return
+        try:
+            await asyncio.wait_for(self._outbox.join(), timeout)
+        except TimeoutError:
+            pass
 
     async def close(self) -> None:
         """Stop the writer and cancel the calls still running (the client has gone)."""
