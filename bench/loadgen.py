@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import sys
@@ -138,11 +139,14 @@ async def drive(
 
 
 async def sample_at(instant_ns: int, pid: int | None) -> tuple[float, float]:
-    """Sleep until `instant_ns`, then read the server's and our own CPU seconds."""
+    """Sleep until `instant_ns`, then read the server's and our own CPU seconds (NaN: server gone)."""
     delay = (instant_ns - time.perf_counter_ns()) / 1e9
     if delay > 0:
         await asyncio.sleep(delay)
-    server = procstat.cpu_seconds(pid) if pid else 0.0
+    try:
+        server = procstat.cpu_seconds(pid) if pid else 0.0
+    except FileNotFoundError:
+        server = math.nan
     return server, procstat.own_cpu_seconds()
 
 
@@ -177,10 +181,14 @@ def finish(
     result.set_latencies(latencies)
     if result.calls:
         result.client_cpu_us_per_call = round(own_cpu * 1e6 / result.calls, 1)
-        if pid:
+        if pid and not math.isnan(server_cpu):
             result.server_cpu_us_per_call = round(server_cpu * 1e6 / result.calls, 1)
     if pid:
-        mem = procstat.memory(pid)
+        try:
+            mem = procstat.memory(pid)
+        except FileNotFoundError:
+            result.note_error(f"server process {pid} exited during the run")
+            return
         result.server_rss_kib, result.server_peak_rss_kib = mem.rss_kib, mem.peak_kib
 
 

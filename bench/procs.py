@@ -33,15 +33,25 @@ class Server:
         return self.process.pid
 
     async def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited in time."""
+        """SIGTERM, then SIGKILL if it has not exited in time; raise if it had already exited by itself."""
         if self.process.returncode is not None:
-            return
+            raise RuntimeError(
+                f"{self.name} (pid {self.pid}) exited on its own, status {self.process.returncode}"
+            )
         self.process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+
+
+async def stop_all(*servers: Server) -> None:
+    """Stop every server, then raise the first failure (one server's death must not orphan another)."""
+    outcomes = await asyncio.gather(*(server.stop() for server in servers), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def free_port() -> int:

@@ -109,7 +109,9 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}" if value else "0"
 
 
-def markdown(rounds: list[dict[str, Any]], commands: dict[str, str], settings: dict[str, Any]) -> str:
+def markdown(
+    rounds: list[dict[str, Any]], commands: dict[str, str], settings: dict[str, Any], failures: list[str]
+) -> str:
     """The whole RESULTS.md text."""
     info, summary = machine(), medians(rounds)
     lines = ["# Benchmark results", "", f"Written by `{settings['command']}` on {info['date']}.", ""]

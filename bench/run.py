@@ -84,22 +84,31 @@ async def prepare(args: argparse.Namespace, workdir: Path, only: set[str]) -> Co
     return ctx
 
 
-async def bench(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """All rounds; the per-round records and the commands used."""
+async def bench(
+    args: argparse.Namespace, workdir: Path, failures: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """All rounds; the per-round records and the commands used. Broken groups are added to `failures`."""
     only = set(filter(None, args.only.split(",")))
     ctx = await prepare(args, workdir, only)
     rounds: list[dict[str, Any]] = []
+    groups = [(("ping", "query"), round_rpc), (STORE, round_store), (("names",), round_names)]
     try:
         for r in range(args.rounds):
             one: dict[str, Any] = {}
-            if ctx.wanted("ping", "query"):
-                one.update(await round_rpc(ctx, r))
-            if ctx.wanted(*STORE):
-                one.update(await round_store(ctx, r))
-            if ctx.wanted("names"):
-                one.update(await round_names(ctx, r))
+            for names, group in groups:
+                if not ctx.wanted(*names):
+                    continue
+                try:
+                    one.update(await group(ctx, r))
+                except Exception as exc:  # noqa: BLE001 - one broken group must not lose the other measurements
+                    failures.append(f"round {r + 1}, {group.__name__}: {type(exc).__name__}: {exc}"[:1500])
+                    say(failures[-1])
             rounds.append(one)
             say(f"round {r + 1}/{args.rounds} done: " + ", ".join(sorted(one)))
+            if args.json is not None:
+                await asyncio.to_thread(
+                    args.json.write_bytes, orjson.dumps({"rounds": rounds, "failures": failures})
+                )
     finally:
         if ctx.s3 is not None:
             await ctx.s3.server.stop()
@@ -119,10 +128,12 @@ def summary(rounds: list[dict[str, Any]]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    """Run, print and write the report; exit status 0 even when a target fails (the report says so)."""
+    """Run, print and write the report. Exit status 1 when a scenario group broke; a missed target is
+    not an error here (the report says so)."""
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mwcc-bench-"))
+    failures: list[str] = []
     try:
-        rounds, commands = await bench(args, workdir)
+        rounds, commands = await bench(args, workdir, failures)
     finally:
         if args.workdir is None:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -130,12 +141,16 @@ async def main_async(args: argparse.Namespace) -> int:
         "command": shlex.join([".venv/bin/python", "-m", "bench.run", *sys.argv[1:]]),
         "rounds": args.rounds, "warmup": args.warmup, "duration": args.duration,
     }  # fmt: skip
-    text = report.markdown(rounds, commands, settings)
+    text = report.markdown(rounds, commands, settings, failures)
     await asyncio.to_thread(report.write, args.out, text)
     if args.json is not None:
-        await asyncio.to_thread(args.json.write_bytes, orjson.dumps({"rounds": rounds, "commands": commands}))
-    sys.stdout.write(summary(rounds) + f"\n\nreport: {args.out}\n")
-    return 0
+        await asyncio.to_thread(
+            args.json.write_bytes,
+            orjson.dumps({"rounds": rounds, "commands": commands, "failures": failures}),
+        )
+    sys.stdout.write(summary(rounds) + "".join(f"\nFAILED {line}" for line in failures))
+    sys.stdout.write(f"\n\nreport: {args.out}\n")
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

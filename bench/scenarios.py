@@ -17,7 +17,7 @@ from typing import Any
 from bench import procstat
 from bench.daemon_peer import CREDENTIALS, PREFIX_MATCHES, Daemon, Template, start_copy
 from bench.measure import Measurer
-from bench.procs import start_limit_server
+from bench.procs import start_limit_server, stop_all
 from bench.rcd_peer import start_from_template
 from bench.s3_peer import S3, direct_listing_ms
 from bench.wsclient import rpc_client
@@ -107,7 +107,7 @@ async def round_rpc(ctx: Context, r: int) -> dict[str, Record]:
                 daemon=d, limit=lim,
             )  # fmt: skip
     finally:
-        await asyncio.gather(limit.stop(), daemon.server.stop())
+        await stop_all(limit, daemon.server)
     return out
 
 
@@ -248,5 +248,5 @@ async def round_names(ctx: Context, r: int) -> dict[str, Record]:
                 big=many, small=few,
             )  # fmt: skip
     finally:
-        await asyncio.gather(big.server.stop(), small.server.stop())
+        await stop_all(big.server, small.server)
     return out

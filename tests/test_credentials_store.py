@@ -133,6 +133,9 @@ def test_migrations_match_models(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         tables = set(sa.inspect(conn).get_table_names())
     assert diff == []
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(_db.alembic_config()).get_current_head() == _db.HEAD_REVISION
     assert {"cloud_credentials", "users", "api_keys", "keychain_credentials", "alembic_version"} <= tables
 
 

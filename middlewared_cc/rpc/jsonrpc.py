@@ -12,8 +12,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from jsonrpcserver.main import default_validator
-from jsonschema.exceptions import ValidationError as SchemaError
 
 from middlewared_cc.context import Services
 from middlewared_cc.errors import CallError, ValidationErrors
@@ -72,6 +70,10 @@ def _slow_path(session: Session, req: Any) -> None:
     if isinstance(req, list):
         session.send(_error(None, INVALID_REQUEST, "Invalid Request"))
         return
+    # Imported here: jsonrpcserver's jsonschema stack costs ~3 MiB that well-formed traffic never needs.
+    from jsonrpcserver.main import default_validator
+    from jsonschema.exceptions import ValidationError as SchemaError
+
     try:
         default_validator(req)
     except SchemaError:

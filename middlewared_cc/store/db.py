@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger("middlewared_cc.store")
+# The newest migration. A test checks it against alembic's head; keeping it here lets a daemon whose
+# database is current skip importing alembic (about 11 MiB of resident memory).
+HEAD_REVISION = "0001"
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -48,6 +53,8 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -55,7 +62,18 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    if _current_revision(connection) == HEAD_REVISION:
+        return
+    from alembic import command
+
+    log.info("migrating the database schema to %s", HEAD_REVISION)
     command.upgrade(alembic_config(connection), "head")
+
+
+def _current_revision(connection: Connection) -> str | None:
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 async def migrate(engine: AsyncEngine) -> None:
