@@ -220,9 +220,12 @@ async def round_names(ctx: Context, r: int) -> dict[str, Record]:
     """Query by name (`=`) and by prefix (`^`, 10 matches): 10,000 stored against 100 stored."""
     out: dict[str, Record] = {}
     m, big_t, small_t = ctx.measurer, ctx.templates["s10000"], ctx.templates["s100"]
-    big, small = await asyncio.gather(
-        start_copy(big_t, ctx.workdir, f"r{r}-d10000"), start_copy(small_t, ctx.workdir, f"r{r}-d100")
-    )
+    big = await start_copy(big_t, ctx.workdir, f"r{r}-d10000")
+    try:
+        small = await start_copy(small_t, ctx.workdir, f"r{r}-d100")
+    except BaseException:
+        await big.server.stop()
+        raise
     queries = {
         "name_eq": ([["name", "=", "f00005"]], 1),
         "name_prefix": ([["name", "^", "target-"]], PREFIX_MATCHES),

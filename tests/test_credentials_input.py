@@ -139,3 +139,12 @@ async def test_redacted_secret_on_create_is_a_plain_value_check(admin: Any) -> N
     kept = await admin.call("cloudsync.credentials.update", cred["id"],
                             {"provider": {"type": "MEGA", "pass": "********"}})
     assert kept["provider"]["pass"] == "p1"
+
+
+async def test_huge_integers_are_validation_errors(admin: Any) -> None:
+    for ptype, field in (("SFTP", "private_key"), ("FTP", "port")):
+        attrs = {**samples()[ptype], field: 2**63}
+        with pytest.raises(CallFailed) as err:
+            await admin.call("cloudsync.credentials.create", {"name": "big", "provider": {"type": ptype, **attrs}})
+        assert err.value.code == -32602
+        assert [e[0] for e in err.value.data["extra"]] == [f"{P}.{ptype}.{field}"]

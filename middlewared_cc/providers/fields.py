@@ -166,9 +166,14 @@ def _check_int(spec: Field, value: object) -> str | None:
     low = spec.lower_bound
     if low is not None and value < low:
         return f"Input should be greater than or equal to {low}"
-    if spec.maximum is not None and value > spec.maximum:
-        return f"Input should be less than or equal to {spec.maximum}"
+    high = spec.maximum if spec.maximum is not None else _INT64_MAX
+    if value > high:
+        return f"Input should be less than or equal to {high}"
     return None
+
+
+# Integers are stored in SQLite, whose integers are signed 64-bit.
+_INT64_MAX = 2**63 - 1
 
 
 def _check_choice(spec: Field, value: object) -> str | None:

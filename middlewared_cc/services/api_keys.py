@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
+from middlewared_cc.auth import sessions
 from middlewared_cc.auth.hashing import api_key_digest, new_api_key_secret
 from middlewared_cc.context import Call
 from middlewared_cc.errors import FieldError, InstanceNotFound, ValidationErrors
@@ -105,6 +106,8 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
             row.revoked = data.revoked
         if secret is not None:
             row.key_hash = api_key_digest(secret)
+    if row.revoked or secret is not None or _entry(row)["expired"]:
+        sessions.end_key_logins(call.services, id)
     out = _entry(row)
     if secret is not None:
         out["key"] = f"{row.id}-{secret}"
@@ -113,10 +116,11 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
 
 @methods.method("api_key.delete", role=_roles.FULL_ADMIN)
 async def delete(call: Call, id: int) -> bool:
-    """Delete an API key; sessions already logged in with it keep their login until they disconnect."""
+    """Delete an API key; sessions logged in with it are logged out."""
     async with call.services.db() as db, db.begin():
         row = await db.get(ApiKey, id)
         if row is None:
             raise InstanceNotFound(f"API key {id}")
         await db.delete(row)
+    sessions.end_key_logins(call.services, id)
     return True

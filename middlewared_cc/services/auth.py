@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from middlewared_cc.auth import principals
+from middlewared_cc.auth import principals, sessions
 from middlewared_cc.context import Call
 from middlewared_cc.rpc.registry import MethodSet, Model
 
@@ -104,8 +104,5 @@ async def me(call: Call) -> dict[str, Any]:
 @methods.method("auth.logout")
 async def logout(call: Call) -> bool:
     """End this connection's login (its subscriptions end too)."""
-    for ident, name in list(call.session.subscriptions.items()):
-        del call.session.subscriptions[ident]
-        call.services.events.unsubscribe(call.session, name)
-    call.session.principal = None
+    sessions.log_out(call.services, call.session)
     return True

@@ -9,6 +9,7 @@ from pydantic import Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
+from middlewared_cc.auth import sessions
 from middlewared_cc.auth.hashing import hash_password
 from middlewared_cc.context import Call
 from middlewared_cc.errors import FieldError, InstanceNotFound, ValidationErrors
@@ -101,12 +102,17 @@ async def update(call: Call, id: int, data: UserUpdate) -> dict[str, Any]:
         user = await db.get(User, id)
         if user is None:
             raise InstanceNotFound(f"User {id}")
+        old_name = user.username
         for key in ("username", "full_name", "roles", "locked"):
             value = getattr(data, key)
             if value is not None:
                 setattr(user, key, value)
         if new_hash is not None:
             user.password_hash = new_hash
+    if user.locked:
+        sessions.end_user_logins(call.services, old_name)
+    else:
+        sessions.change_user(call.services, old_name, user.username, user.roles)
     return _entry(user)
 
 
@@ -118,4 +124,5 @@ async def delete(call: Call, id: int) -> bool:
         if user is None:
             raise InstanceNotFound(f"User {id}")
         await db.delete(user)
+    sessions.end_user_logins(call.services, user.username)
     return True

@@ -1,0 +1,47 @@
+"""Keeping live logins in step with the store: a revoked key or a deleted user logs its sessions out."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+
+from middlewared_cc import roles as _roles
+from middlewared_cc.context import Services
+from middlewared_cc.rpc.session import Principal, Session
+
+log = logging.getLogger("middlewared_cc.auth")
+
+
+def log_out(services: Services, session: Session) -> None:
+    """End the session's login and its subscriptions; the connection stays open."""
+    for ident, name in list(session.subscriptions.items()):
+        del session.subscriptions[ident]
+        services.events.unsubscribe(session, name)
+    session.principal = None
+
+
+def _matching(services: Services, match: Callable[[Principal], bool]) -> list[Session]:
+    return [s for s in services.sessions if s.principal is not None and match(s.principal)]
+
+
+def end_key_logins(services: Services, key_id: int) -> None:
+    """Log out every session that logged in with API key ``key_id`` (revoked, reset or deleted)."""
+    for session in _matching(services, lambda p: p.api_key_id == key_id):
+        log.info("session %s logged out: its API key %d was revoked or replaced", session.id, key_id)
+        log_out(services, session)
+
+
+def end_user_logins(services: Services, username: str) -> None:
+    """Log out every session of ``username`` (deleted or locked)."""
+    for session in _matching(services, lambda p: p.username == username and p.uid != 0):
+        log.info("session %s logged out: its user was deleted or locked", session.id)
+        log_out(services, session)
+
+
+def change_user(services: Services, old_name: str, new_name: str, roles: Iterable[str]) -> None:
+    """Give every session of ``old_name`` the user's current name and roles."""
+    expanded = _roles.expand(roles)
+    for session in _matching(services, lambda p: p.username == old_name and p.uid != 0):
+        assert session.principal is not None
+        session.principal = dataclasses.replace(session.principal, username=new_name, roles=expanded)
