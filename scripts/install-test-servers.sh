@@ -28,19 +28,27 @@ quietly() {
     return "$status"
 }
 
-apt_install_sshd() {
-    apt-get install -y -q --no-install-recommends openssh-server
+# Debian packages the tests need, each listed only when its program is missing:
+#   openssh-server (sshd for the SFTP fixture), systemd (systemd-analyze verifies the unit), procps (ps).
+missing=""
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v ps >/dev/null 2>&1 || missing="$missing procps"
+
+apt_install_missing() {
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing
 }
 
-if [ ! -x /usr/sbin/sshd ]; then
+if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Refresh the package lists only when apt has none, or when the install fails without a refresh.
     if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
         quietly apt-get update -q
     fi
-    if ! quietly apt_install_sshd 2>/dev/null; then
+    if ! quietly apt_install_missing 2>/dev/null; then
         quietly apt-get update -q
-        quietly apt_install_sshd
+        quietly apt_install_missing
     fi
     # Where an init system runs, the package also starts a system sshd on port 22. The fixtures start
     # their own on free ports, so the system one is left as the package set it up.
