@@ -94,20 +94,31 @@ async def _stored(call: Call, ident: Any, path: str) -> tuple[Provider, store.St
     return services.providers.get(cred.provider), cred
 
 
+async def _list_stored(call: Call, ident: Any, path: str, *, buckets: bool, bucket: str | None = None,
+                       folder: str = "") -> list[dict[str, Any]]:
+    """List a stored credential's buckets, or one folder; a refreshed OAuth token is written back."""
+    provider, cred = await _stored(call, ident, path)
+    if buckets and not provider.buckets:
+        raise CallError(f"{provider.title} has no buckets", errno.EINVAL)
+    services, attrs = call.services, cred.attributes
+    key_pem = await _key_pem(services, provider, attrs)
+    timeout = services.settings.verify_timeout
+    async with services.verify_slots:
+        rcd = await engine(services)
+        if buckets:
+            found = await rclone_listing.list_buckets(rcd, provider, attrs, key_pem=key_pem, timeout=timeout)
+        else:
+            found = await rclone_listing.list_directory(rcd, provider, attrs, bucket, folder, key_pem=key_pem,
+                                                        timeout=timeout)
+    if found.token is not None:
+        await tokens.persist(services, provider.type, attrs.get("token"), found.token)
+    return found.items
+
+
 @methods.method("cloudsync.list_buckets", role=_roles.CLOUD_SYNC_WRITE)
 async def list_buckets(call: Call, credentials_id: int) -> list[dict[str, Any]]:
     """The buckets (containers) a stored credential can see."""
-    provider, cred = await _stored(call, credentials_id, "cloudsync_list_buckets.credentials_id")
-    if not provider.buckets:
-        raise CallError(f"{provider.title} has no buckets", errno.EINVAL)
-    services = call.services
-    async with services.verify_slots:
-        found = await rclone_listing.list_buckets(
-            await engine(services), provider, cred.attributes,
-            key_pem=await _key_pem(services, provider, cred.attributes), timeout=services.settings.verify_timeout)
-    if found.token is not None:
-        await tokens.persist(services, provider.type, cred.attributes.get("token"), found.token)
-    return found.items
+    return await _list_stored(call, credentials_id, "cloudsync_list_buckets.credentials_id", buckets=True)
 
 
 class DirectoryAttributes(Model):
@@ -124,16 +135,8 @@ class DirectoryArgs(Model):
 @methods.method("cloudsync.list_directory", role=_roles.CLOUD_SYNC_WRITE)
 async def list_directory(call: Call, data: DirectoryArgs) -> list[dict[str, Any]]:
     """Items of ``attributes.bucket``/``attributes.folder`` with Path, Name, Size, ModTime, IsDir."""
-    provider, cred = await _stored(call, data.credentials, "cloudsync_list_directory.credentials")
-    services = call.services
-    async with services.verify_slots:
-        found = await rclone_listing.list_directory(
-            await engine(services), provider, cred.attributes, data.attributes.bucket or None,
-            data.attributes.folder, key_pem=await _key_pem(services, provider, cred.attributes),
-            timeout=services.settings.verify_timeout)
-    if found.token is not None:
-        await tokens.persist(services, provider.type, cred.attributes.get("token"), found.token)
-    return found.items
+    return await _list_stored(call, data.credentials, "cloudsync_list_directory.credentials", buckets=False,
+                              bucket=data.attributes.bucket or None, folder=data.attributes.folder)
 
 
 class OneDriveArgs(Model):
