@@ -18,6 +18,7 @@ from middlewared_cc.rpc.registry import MethodSet, Registry
 from middlewared_cc.services import api_keys, auth, config, core, credentials, keychain, users, verify
 from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
+from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.keys import load_sealer
 
 log = logging.getLogger("middlewared_cc")
@@ -40,8 +41,11 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
         try:
             await _db.migrate(engine)
             sealer, problem = await load_sealer(settings, engine)
+            sessions = _db.sessionmaker(engine)
+            async with sessions() as db:
+                index = await CredentialIndex.load(db, sealer)
             services = Services(
-                settings=settings, engine=engine, db=_db.sessionmaker(engine), sealer=sealer,
+                settings=settings, engine=engine, db=sessions, sealer=sealer, credentials=index,
                 providers=providers or ProviderRegistry.load(), events=EventHub(EVENT_NAMES),
                 auth=AuthState(settings.login_failures_per_minute), methods=Registry(method_sets()),
                 verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem,

@@ -12,6 +12,7 @@ from middlewared_cc.events import EventHub
 from middlewared_cc.rclone.verify import VerifyLimiter
 from middlewared_cc.rpc.session import Principal, Session
 from middlewared_cc.settings import Settings
+from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.sealing import Sealer
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Services:
     events: EventHub
     auth: AuthState
     methods: Registry
+    credentials: CredentialIndex
     sessions: set[Session] = field(default_factory=set)
     verify_slots: VerifyLimiter = field(default_factory=VerifyLimiter)
     # Held by every write that seals secrets and by key rotation, so no row is sealed under a key

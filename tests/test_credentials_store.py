@@ -37,30 +37,41 @@ async def test_concurrent_creates_with_one_name(daemon: Daemon) -> None:
     assert len(await peers[0].call("cloudsync.credentials.query")) == 1
 
 
-async def test_secrets_are_sealed_and_bound_to_their_row(daemon: Daemon) -> None:
-    admin = await daemon.admin()
+async def test_secrets_are_sealed_and_bound_to_their_row(settings_factory: Any) -> None:
+    from tests.conftest import Peer
+
+    settings = settings_factory()
+    runner, session = await _restart_with(settings)
+    admin = Peer(await session.ws_connect("http://localhost/api/current"))
     a = await admin.call("cloudsync.credentials.create", {"name": "a", "provider": S3})
     b = await admin.call("cloudsync.credentials.create",
                          {"name": "b", "provider": {**S3, "access_key_id": "other-ak", "region": "x"}})
-    db_file = daemon.state_dir / "config.db"
-    with sqlite3.connect(db_file) as conn:
+    await session.close()
+    await runner.cleanup()
+    with sqlite3.connect(settings.state_dir / "config.db") as conn:
         rows = conn.execute("SELECT id, attributes, secrets FROM cloud_credentials ORDER BY id").fetchall()
         for _, attributes, secrets in rows:
             assert CANARY.encode() not in secrets and "secret_access_key" not in attributes
         assert '"region"' in rows[0][1]  # non-secret attributes stay queryable
         # move a's sealed secrets onto b: AES-GCM's associated data refuses them there
         conn.execute("UPDATE cloud_credentials SET secrets = ? WHERE id = ?", (rows[0][2], b["id"]))
-    entry = await admin.call("cloudsync.credentials.get_instance", b["id"])
-    assert "secrets cannot be decrypted" in entry["undecryptable"]
-    assert "secret_access_key" not in entry["provider"]
-    assert (await admin.call("cloudsync.credentials.get_instance", a["id"]))["provider"]["secret_access_key"] \
-        == S3["secret_access_key"]
-    with pytest.raises(CallFailed) as err:  # using it without supplying secrets is a clear error
-        await admin.call("cloudsync.credentials.update", b["id"], {"name": "b2"})
-    assert "cannot be decrypted" in err.value.data["reason"] and err.value.data["errname"] == "EIO"
-    # supplying every secret replaces them
-    fixed = await admin.call("cloudsync.credentials.update", b["id"], {"provider": {**S3, "region": "x"}})
-    assert "undecryptable" not in fixed
+    runner, session = await _restart_with(settings)
+    try:
+        admin = Peer(await session.ws_connect("http://localhost/api/current"))
+        entry = await admin.call("cloudsync.credentials.get_instance", b["id"])
+        assert "secrets cannot be decrypted" in entry["undecryptable"]
+        assert "secret_access_key" not in entry["provider"]
+        assert (await admin.call("cloudsync.credentials.get_instance", a["id"]))["provider"]["secret_access_key"] \
+            == S3["secret_access_key"]
+        with pytest.raises(CallFailed) as err:  # using it without supplying secrets is a clear error
+            await admin.call("cloudsync.credentials.update", b["id"], {"name": "b2"})
+        assert "cannot be decrypted" in err.value.data["reason"] and err.value.data["errname"] == "EIO"
+        # supplying every secret replaces them
+        fixed = await admin.call("cloudsync.credentials.update", b["id"], {"provider": {**S3, "region": "x"}})
+        assert "undecryptable" not in fixed
+    finally:
+        await session.close()
+        await runner.cleanup()
 
 
 async def test_key_file_is_private_and_checked(daemon: Daemon, settings_factory: Any) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from middlewared_cc import roles as _roles
 
@@ -97,7 +97,8 @@ class Session:
             while True:
                 frame = await outbox.get()
                 try:
-                    await ws.send_str(frame.decode())
+                    # Our frames are UTF-8 already (orjson): send them as text without a decode/encode trip.
+                    await ws.send_frame(frame, WSMsgType.TEXT)
                 finally:
                     outbox.task_done()
         except (ConnectionError, RuntimeError, asyncio.CancelledError):

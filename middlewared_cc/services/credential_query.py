@@ -1,14 +1,17 @@
 """cloudsync.credentials.query: filters run in SQL where the data allows, in Python otherwise.
 
 Name, provider type and non-secret attributes live in plain columns or queryable JSON, so conditions on
-them become SQL (served by the name index for ``=`` and ``^``). Anything else — a secret attribute,
-an untranslatable operator — falls back to the query engine's Python evaluation over opened rows, which
-has exactly the same meaning.
+them become SQL (served by the name index for ``=`` and ``^``) that returns matching ids; the entries
+themselves come from the in-memory CredentialIndex. Anything else (a secret attribute, an untranslatable
+operator) falls back to the query engine's Python evaluation over the index, which has exactly the same
+meaning. Without filters no SQL runs at all.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.errors import FieldError, ValidationErrors
@@ -21,7 +24,6 @@ from middlewared_cc.query import (
     sql_order,
     sql_where,
 )
-from middlewared_cc.store import credentials as store
 from middlewared_cc.store.models import CloudCredential
 
 if TYPE_CHECKING:
@@ -75,22 +77,21 @@ async def run(call: Call, filters: list[Any], options: dict[str, Any]) -> Any:
     shape = shape_of(call.session)
     writer = _roles.CLOUD_SYNC_WRITE in call.session.roles
     secrets = _secret_names(services.providers)
-    if not writer:
+    if not writer:  # then filtering the redacted view means the same as filtering the stored values
         _refuse_secret_paths(q, shape, secrets)
-    resolve = _resolver(shape, secrets)
-    where = sql_where(q, resolve) if q.filters else None
-    in_sql = where is not None or not q.filters
-    order = sql_order(q, resolve) if in_sql and q.order_by else None
-    async with services.db() as db:
-        stored = await store.select(db, services.sealer, where, order)
-    rows = [view(services, c, shape, True) for c in stored]
-    if not in_sql:
+    index = services.credentials
+    where = sql_where(q, _resolver(shape, secrets)) if q.filters else None
+    order = None
+    if where is not None:
+        order = sql_order(q, _resolver(shape, secrets)) if q.order_by else None
+        table = CloudCredential.__table__.c
+        stmt = sa.select(table.id).where(where).order_by(*(order or []), table.id)
+        async with services.engine.connect() as conn:
+            ids = (await conn.execute(stmt)).scalars().all()
+        creds = [c for c in map(index.get, ids) if c is not None]
+    else:
+        creds = list(index)
+    rows = [view(services, c, shape, writer) for c in creds]
+    if q.filters and where is None:
         rows = filter_rows(rows, q)
-    if not writer:
-        rows = [view(services, c, shape, False) for c in _by_id(stored, rows)]
     return finish(rows, q, ordered=order is not None, what=WHAT)
-
-
-def _by_id(stored: list[store.StoredCredential], rows: list[dict[str, Any]]) -> list[store.StoredCredential]:
-    index = {c.id: c for c in stored}
-    return [index[r["id"]] for r in rows]

@@ -6,7 +6,6 @@ import errno
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
@@ -31,7 +30,15 @@ def shape_of(session: Session) -> Shape:
 
 
 def view(services: Services, cred: store.StoredCredential, shape: Shape, can_see_secrets: bool) -> dict[str, Any]:
-    """The entry as a caller sees it: its shape, secrets redacted unless it holds CLOUD_SYNC_WRITE."""
+    """The entry as a caller sees it: its shape, secrets redacted unless it holds CLOUD_SYNC_WRITE.
+
+    Memoized per credential: callers must not modify the returned dict.
+    """
+    return services.credentials.memo(cred.id, (shape.legacy, can_see_secrets),
+                                     lambda: _render(services, cred, shape, can_see_secrets))
+
+
+def _render(services: Services, cred: store.StoredCredential, shape: Shape, can_see_secrets: bool) -> dict[str, Any]:
     if cred.provider not in services.providers:  # its plugin is unavailable: show no attributes
         attrs: dict[str, Any] = {}
     else:
@@ -72,6 +79,11 @@ async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {
 @methods.method("cloudsync.credentials.get_instance", role=_roles.CLOUD_SYNC_READ)
 async def get_instance(call: Call, id: int, options: dict[str, Any] = {}) -> Any:  # noqa: B006
     """One credential by id; ENOENT when it does not exist."""
+    if not options:  # the common case: straight from the index
+        cred = call.services.credentials.get(id)
+        if cred is None:
+            raise InstanceNotFound(f"{WHAT} {id}")
+        return view(call.services, cred, shape_of(call.session), _roles.CLOUD_SYNC_WRITE in call.session.roles)
     return await credential_query.run(call, [["id", "=", id]], {**options, "get": True})
 
 
@@ -98,14 +110,10 @@ async def _check_references(call: Call, provider: Provider, attrs: dict[str, Any
         raise ValidationErrors([FieldError(f"{path}.private_key", "SSH key pair does not exist")])
 
 
-async def _name_taken(call: Call, name: str, exclude: int | None = None) -> bool:
-    from middlewared_cc.store.models import CloudCredential
-
-    stmt = sa.select(CloudCredential.id).where(CloudCredential.name == name)
-    if exclude is not None:
-        stmt = stmt.where(CloudCredential.id != exclude)
-    async with call.services.db() as db:
-        return (await db.execute(stmt)).first() is not None
+def _name_taken(call: Call, name: str, exclude: int | None = None) -> bool:
+    """A quick check from the index; the database's unique constraint settles races."""
+    owner = call.services.credentials.id_of(name)
+    return owner is not None and owner != exclude
 
 
 def _taken(schema: str) -> ValidationErrors:
@@ -125,7 +133,7 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
         attrs = provider.validate(sub.attributes, sub.attr_path)
     except ValidationErrors as exc:
         errors.extend(exc)
-    if sub.name is not None and await _name_taken(call, sub.name):
+    if sub.name is not None and _name_taken(call, sub.name):
         errors.extend(_taken(schema))
     errors.check()
     assert sub.name is not None
@@ -135,6 +143,7 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
             cred = await store.insert(db, services.sealer, sub.name, provider.type, attrs, provider.secret_names)
     except IntegrityError:  # a concurrent create took the name between our check and the insert
         raise _taken(schema) from None
+    services.credentials.put(cred)
     log.info("cloud credential %d created (%s)", cred.id, provider.type)
     publish(services, "added", cred, cred.id)
     return view(services, cred, shape, True)
@@ -149,8 +158,7 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
     if type(id) is not int:
         raise ValidationErrors([FieldError(f"{schema}.id", "Input should be a valid integer")])
     sub = shape.read(data, schema, partial=True)
-    async with services.db() as db:
-        stored = await store.get(db, services.sealer, id)
+    stored = services.credentials.get(id)
     if stored is None:
         raise InstanceNotFound(f"{WHAT} {id}")
     ptype = sub.type or stored.provider
@@ -170,7 +178,7 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
     except ValidationErrors as exc:
         errors.extend(exc)
     name = sub.name if sub.name is not None else stored.name
-    if sub.name is not None and await _name_taken(call, sub.name, exclude=id):
+    if sub.name is not None and _name_taken(call, sub.name, exclude=id):
         errors.extend(_taken(schema))
     errors.check()
     await _check_references(call, provider, attrs, sub.attr_path)
@@ -182,6 +190,7 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
         raise _taken(schema) from None
     if cred is None:
         raise InstanceNotFound(f"{WHAT} {id}")
+    services.credentials.put(cred)
     log.info("cloud credential %d updated (%s)", id, provider.type)
     publish(services, "changed", cred, id)
     return view(services, cred, shape, True)
@@ -190,9 +199,10 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
 @methods.method("cloudsync.credentials.delete", role=_roles.CLOUD_SYNC_WRITE)
 async def delete(call: Call, id: int) -> bool:
     """Delete a credential."""
-    async with call.services.db() as db, db.begin():
+    async with call.services.seal_lock, call.services.db() as db, db.begin():
         if not await store.delete(db, id):
             raise InstanceNotFound(f"{WHAT} {id}")
+    call.services.credentials.remove(id)
     log.info("cloud credential %d deleted", id)
     publish(call.services, "removed", None, id)
     return True

@@ -140,13 +140,11 @@ async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> b
     """Delete a key pair. Refused while an SFTP credential uses it, unless ``cascade`` (which deletes
     those credentials too)."""
     from middlewared_cc.services.credentials import publish
-    from middlewared_cc.store.models import CloudCredential
 
     options = options or DeleteOptions()
     services = call.services
-    async with services.db() as db, db.begin():
-        users = [c for c in await cred_store.select(db, services.sealer, CloudCredential.provider == "SFTP")
-                 if c.attributes.get("private_key") == id]
+    async with services.seal_lock, services.db() as db, db.begin():
+        users = [c for c in services.credentials if c.provider == "SFTP" and c.attributes.get("private_key") == id]
         if users and not options.cascade:
             names = ", ".join(repr(c.name) for c in users)
             raise CallError(f"SSH key pair {id} is used by cloud credential(s) {names}; delete them first "
@@ -156,6 +154,7 @@ async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> b
         if not await store.delete(db, id):
             raise InstanceNotFound(f"Keychain credential {id}")
     for c in users:
+        services.credentials.remove(c.id)
         publish(services, "removed", None, c.id)
     return True
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from middlewared_cc.context import Services
 from middlewared_cc.store import credentials as store
-from middlewared_cc.store.models import CloudCredential
 
 log = logging.getLogger("middlewared_cc.credentials")
 
@@ -24,16 +23,16 @@ async def persist(services: Services, provider_type: str, old_token: Any, new_to
     provider = services.providers.get(provider_type)
     changed: list[store.StoredCredential] = []
     async with services.seal_lock, services.db() as db, db.begin():
-        where = CloudCredential.provider == provider_type
-        for cred in await store.select(db, services.sealer, where):
-            if cred.undecryptable or cred.attributes.get("token") != old_token:
-                continue
+        holders = [c for c in services.credentials
+                   if c.provider == provider_type and not c.undecryptable and c.attributes.get("token") == old_token]
+        for cred in holders:
             attrs = {**cred.attributes, "token": new_token}
             updated = await store.replace(db, services.sealer, cred.id, cred.name, cred.provider, attrs,
                                           provider.secret_names)
             if updated is not None:
                 changed.append(updated)
     for cred in changed:
+        services.credentials.put(cred)
         log.info("cloud credential %d: refreshed OAuth token saved", cred.id)
         publish(services, "changed", cred, cred.id)
     return len(changed)

@@ -83,8 +83,7 @@ async def _stored(call: Call, ident: Any, path: str) -> tuple[Provider, store.St
     if type(ident) is not int:
         raise ValidationErrors([FieldError(path, "Input should be a valid integer")])
     services = call.services
-    async with services.db() as db:
-        cred = await store.get(db, services.sealer, ident)
+    cred = services.credentials.get(ident)
     if cred is None:
         raise InstanceNotFound(f"Cloud credential {ident}")
     if cred.undecryptable:

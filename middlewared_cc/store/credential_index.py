@@ -1,0 +1,69 @@
+"""Every stored cloud credential, opened once and kept in memory.
+
+The database stays the source of truth: every write commits there first and then updates the index, and
+the daemon is the database's only writer. Reads (query, get_instance, events) are served from here, so a
+read costs no SQL round trip and no decryption; what each caller sees (shape, redaction) is memoized per
+credential until that credential changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from middlewared_cc.store import credentials as store
+from middlewared_cc.store.sealing import Sealer
+
+T = TypeVar("T")
+
+
+class CredentialIndex:
+    """Credentials by id (in id order) and by name, with a per-credential memo of derived views."""
+
+    def __init__(self, rows: list[store.StoredCredential] | None = None) -> None:
+        self._rows: dict[int, store.StoredCredential] = {}
+        self._names: dict[str, int] = {}
+        self._memo: dict[int, dict[Hashable, Any]] = {}
+        for row in sorted(rows or [], key=lambda r: r.id):
+            self.put(row)
+
+    @classmethod
+    async def load(cls, db: AsyncSession, sealer: Sealer) -> CredentialIndex:
+        return cls(await store.select(db, sealer))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[store.StoredCredential]:
+        return iter(self._rows.values())
+
+    def get(self, ident: int) -> store.StoredCredential | None:
+        return self._rows.get(ident)
+
+    def id_of(self, name: str) -> int | None:
+        return self._names.get(name)
+
+    def put(self, cred: store.StoredCredential) -> None:
+        """Record a committed insert or update. New ids are the largest, so id order is kept."""
+        old = self._rows.get(cred.id)
+        if old is not None and old.name != cred.name:
+            del self._names[old.name]
+        self._rows[cred.id] = cred
+        self._names[cred.name] = cred.id
+        self._memo.pop(cred.id, None)
+
+    def remove(self, ident: int) -> None:
+        """Record a committed delete."""
+        old = self._rows.pop(ident, None)
+        if old is not None:
+            del self._names[old.name]
+        self._memo.pop(ident, None)
+
+    def memo(self, ident: int, key: Hashable, make: Callable[[], T]) -> T:
+        """A value derived from credential ``ident``, computed once until the credential changes."""
+        per_row = self._memo.setdefault(ident, {})
+        if key not in per_row:
+            per_row[key] = make()
+        return per_row[key]  # type: ignore[no-any-return]
