@@ -75,7 +75,7 @@ async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.crede
         MIDDLEWARED_CC_STATE_DIR=str(state_dir),
         MIDDLEWARED_CC_LISTEN=f"127.0.0.1:{port}",
         MIDDLEWARED_CC_UNIX_SOCKET=str(socket_path),
-        MIDDLEWARED_CC_LOG_LEVEL="WARNING",
+        # The default level (INFO) on purpose: the benchmark measures the daemon as it ships.
         MIDDLEWARED_CC_LOG_FILE=str(log),
         # The benchmark's own clients log in many times a second; the brute-force guard must not trip.
         MIDDLEWARED_CC_LOGIN_FAILURES_PER_MINUTE="100000",

@@ -139,8 +139,9 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     assert sub.name is not None
     await _check_references(call, provider, attrs, sub.attr_path)
     try:
-        async with services.seal_lock, services.db() as db, db.begin():
-            cred = await store.insert(db, services.sealer, sub.name, provider.type, attrs, provider.secret_names)
+        async with services.seal_lock, services.engine.begin() as conn:
+            cred = await store.insert(conn, services.sealer, services.credentials.next_id(), sub.name,
+                                      provider.type, attrs, provider.secret_names)
     except IntegrityError:  # a concurrent create took the name between our check and the insert
         raise _taken(schema) from None
     services.credentials.put(cred)
@@ -183,8 +184,8 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
     errors.check()
     await _check_references(call, provider, attrs, sub.attr_path)
     try:
-        async with services.seal_lock, services.db() as db, db.begin():
-            cred = await store.replace(db, services.sealer, id, name, provider.type, attrs,
+        async with services.seal_lock, services.engine.begin() as conn:
+            cred = await store.replace(conn, services.sealer, id, name, provider.type, attrs,
                                        provider.secret_names)
     except IntegrityError:
         raise _taken(schema) from None
@@ -199,8 +200,8 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
 @methods.method("cloudsync.credentials.delete", role=_roles.CLOUD_SYNC_WRITE)
 async def delete(call: Call, id: int) -> bool:
     """Delete a credential."""
-    async with call.services.seal_lock, call.services.db() as db, db.begin():
-        if not await store.delete(db, id):
+    async with call.services.seal_lock, call.services.engine.begin() as conn:
+        if not await store.delete(conn, id):
             raise InstanceNotFound(f"{WHAT} {id}")
     call.services.credentials.remove(id)
     log.info("cloud credential %d deleted", id)

@@ -22,12 +22,12 @@ async def persist(services: Services, provider_type: str, old_token: Any, new_to
         return 0
     provider = services.providers.get(provider_type)
     changed: list[store.StoredCredential] = []
-    async with services.seal_lock, services.db() as db, db.begin():
+    async with services.seal_lock, services.engine.begin() as conn:
         holders = [c for c in services.credentials
                    if c.provider == provider_type and not c.undecryptable and c.attributes.get("token") == old_token]
         for cred in holders:
             attrs = {**cred.attributes, "token": new_token}
-            updated = await store.replace(db, services.sealer, cred.id, cred.name, cred.provider, attrs,
+            updated = await store.replace(conn, services.sealer, cred.id, cred.name, cred.provider, attrs,
                                           provider.secret_names)
             if updated is not None:
                 changed.append(updated)

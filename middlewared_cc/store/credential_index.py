@@ -26,6 +26,7 @@ class CredentialIndex:
         self._rows: dict[int, store.StoredCredential] = {}
         self._names: dict[str, int] = {}
         self._memo: dict[int, dict[Hashable, Any]] = {}
+        self._last_id = 0
         for row in sorted(rows or [], key=lambda r: r.id):
             self.put(row)
 
@@ -52,7 +53,13 @@ class CredentialIndex:
             del self._names[old.name]
         self._rows[cred.id] = cred
         self._names[cred.name] = cred.id
+        self._last_id = max(self._last_id, cred.id)
         self._memo.pop(cred.id, None)
+
+    def next_id(self) -> int:
+        """The id for the next insert (call under the writers' lock). Ids only grow, so id order is
+        insertion order."""
+        return self._last_id + 1
 
     def remove(self, ident: int) -> None:
         """Record a committed delete."""

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from middlewared_cc.store.models import CloudCredential
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
 
 TABLE = CloudCredential.__tablename__
+_T = sa.Table(TABLE, CloudCredential.metadata)  # the same Table object the model maps
 
 
 @dataclass(slots=True)
@@ -55,30 +56,28 @@ async def get(db: AsyncSession, sealer: Sealer, ident: int) -> StoredCredential 
     return open_row(row, sealer) if row is not None else None
 
 
-async def insert(db: AsyncSession, sealer: Sealer, name: str, provider: str, attrs: dict[str, Any],
-                 secret_names: frozenset[str]) -> StoredCredential:
-    """Insert in the caller's transaction. The row id is needed first: the seal is bound to it."""
+async def insert(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, provider: str,
+                 attrs: dict[str, Any], secret_names: frozenset[str]) -> StoredCredential:
+    """Insert row ``ident`` in the caller's transaction (one statement: the seal is bound to the id,
+    so the caller picks the id; see CredentialIndex.next_id)."""
     plain, secret = _split(attrs, secret_names)
-    row = CloudCredential(name=name, provider=provider, attributes=plain, secrets=None)
-    db.add(row)
-    await db.flush()
-    row.secrets = sealer.seal(secret, row_binding(TABLE, row.id))
-    return StoredCredential(row.id, name, provider, dict(attrs))
-
-
-async def replace(db: AsyncSession, sealer: Sealer, ident: int, name: str, provider: str,
-                  attrs: dict[str, Any], secret_names: frozenset[str]) -> StoredCredential | None:
-    row = await db.get(CloudCredential, ident)
-    if row is None:
-        return None
-    plain, secret = _split(attrs, secret_names)
-    row.name, row.provider, row.attributes = name, provider, plain
-    row.secrets = sealer.seal(secret, row_binding(TABLE, ident))
+    await conn.execute(sa.insert(_T).values(id=ident, name=name, provider=provider, attributes=plain,
+                                            secrets=sealer.seal(secret, row_binding(TABLE, ident))))
     return StoredCredential(ident, name, provider, dict(attrs))
 
 
-async def delete(db: AsyncSession, ident: int) -> bool:
-    result = await db.execute(sa.delete(CloudCredential).where(CloudCredential.id == ident))
+async def replace(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, provider: str,
+                  attrs: dict[str, Any], secret_names: frozenset[str]) -> StoredCredential | None:
+    plain, secret = _split(attrs, secret_names)
+    result = await conn.execute(sa.update(_T).where(_T.c.id == ident).values(
+        name=name, provider=provider, attributes=plain, secrets=sealer.seal(secret, row_binding(TABLE, ident))))
+    if not result.rowcount:
+        return None
+    return StoredCredential(ident, name, provider, dict(attrs))
+
+
+async def delete(conn: AsyncConnection | AsyncSession, ident: int) -> bool:
+    result = await conn.execute(sa.delete(_T).where(_T.c.id == ident))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
