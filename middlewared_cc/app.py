@@ -20,6 +20,7 @@ from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
 from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.keys import load_sealer
+from middlewared_cc.store.writer import BatchWriter
 
 log = logging.getLogger("middlewared_cc")
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 index = await CredentialIndex.load(db, sealer)
             services = Services(
                 settings=settings, engine=engine, db=sessions, sealer=sealer, credentials=index,
+                writer=BatchWriter(engine),
                 providers=providers or ProviderRegistry.load(), events=EventHub(EVENT_NAMES),
                 auth=AuthState(settings.login_failures_per_minute), methods=Registry(method_sets()),
                 verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem,
@@ -53,11 +55,13 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             for name, reason in services.providers.unavailable().items():
                 log.error("provider plugin %s is unavailable: %s", name, reason)
             app[SERVICES] = services
+            services.writer.start()
             yield
             for session in list(services.sessions):
                 await session.ws.close(code=1001, message=b"server shutting down")
             if services.rclone is not None:
                 await services.rclone.stop()
+            await services.writer.stop()
         finally:
             await engine.dispose()
 

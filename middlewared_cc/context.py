@@ -14,6 +14,7 @@ from middlewared_cc.rpc.session import Principal, Session
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.sealing import Sealer
+from middlewared_cc.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from middlewared_cc.auth.state import AuthState
@@ -34,11 +35,9 @@ class Services:
     auth: AuthState
     methods: Registry
     credentials: CredentialIndex
+    writer: BatchWriter
     sessions: set[Session] = field(default_factory=set)
     verify_slots: VerifyLimiter = field(default_factory=VerifyLimiter)
-    # Held by every write that seals secrets and by key rotation, so no row is sealed under a key
-    # that is being replaced.
-    seal_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started on first use
     rclone_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot

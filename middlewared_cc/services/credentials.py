@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
@@ -138,16 +140,24 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     errors.check()
     assert sub.name is not None
     await _check_references(call, provider, attrs, sub.attr_path)
+    name = sub.name
+
+    def insert(conn: AsyncConnection) -> Awaitable[store.StoredCredential]:
+        return store.insert(conn, services.sealer, services.credentials.reserve_id(), name, provider.type,
+                            attrs, provider.secret_names)
+
     try:
-        async with services.seal_lock, services.engine.begin() as conn:
-            cred = await store.insert(conn, services.sealer, services.credentials.next_id(), sub.name,
-                                      provider.type, attrs, provider.secret_names)
+        cred = await services.writer.run(insert, lambda c: committed(services, "added", c))
     except IntegrityError:  # a concurrent create took the name between our check and the insert
         raise _taken(schema) from None
-    services.credentials.put(cred)
-    log.info("cloud credential %d created (%s)", cred.id, provider.type)
-    publish(services, "added", cred, cred.id)
     return view(services, cred, shape, True)
+
+
+def committed(services: Services, msg: str, cred: store.StoredCredential) -> None:
+    """After a commit: the index and subscribers learn of the added or changed credential."""
+    services.credentials.put(cred)
+    log.info("cloud credential %d %s (%s)", cred.id, msg, cred.provider)
+    publish(services, msg, cred, cred.id)
 
 
 @methods.method("cloudsync.credentials.update", role=_roles.CLOUD_SYNC_WRITE, raw=True,
@@ -183,28 +193,39 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
         errors.extend(_taken(schema))
     errors.check()
     await _check_references(call, provider, attrs, sub.attr_path)
+    def replace(conn: AsyncConnection) -> Awaitable[store.StoredCredential | None]:
+        return store.replace(conn, services.sealer, id, name, provider.type, attrs, provider.secret_names)
+
+    def done(cred: store.StoredCredential | None) -> None:
+        if cred is not None:
+            committed(services, "changed", cred)
+
     try:
-        async with services.seal_lock, services.engine.begin() as conn:
-            cred = await store.replace(conn, services.sealer, id, name, provider.type, attrs,
-                                       provider.secret_names)
+        cred = await services.writer.run(replace, done)
     except IntegrityError:
         raise _taken(schema) from None
-    if cred is None:
+    if cred is None:  # deleted meanwhile
         raise InstanceNotFound(f"{WHAT} {id}")
-    services.credentials.put(cred)
-    log.info("cloud credential %d updated (%s)", id, provider.type)
-    publish(services, "changed", cred, id)
     return view(services, cred, shape, True)
 
 
 @methods.method("cloudsync.credentials.delete", role=_roles.CLOUD_SYNC_WRITE)
 async def delete(call: Call, id: int) -> bool:
     """Delete a credential."""
-    async with call.services.seal_lock, call.services.engine.begin() as conn:
-        if not await store.delete(conn, id):
-            raise InstanceNotFound(f"{WHAT} {id}")
-    call.services.credentials.remove(id)
-    log.info("cloud credential %d deleted", id)
-    publish(call.services, "removed", None, id)
+    services = call.services
+
+    def done(deleted: bool) -> None:
+        if deleted:
+            removed(services, id)
+
+    if not await services.writer.run(lambda conn: store.delete(conn, id), done):
+        raise InstanceNotFound(f"{WHAT} {id}")
     return True
+
+
+def removed(services: Services, ident: int) -> None:
+    """After a commit: the index and subscribers learn the credential is gone."""
+    services.credentials.remove(ident)
+    log.info("cloud credential %d deleted", ident)
+    publish(services, "removed", None, ident)
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import StringConstraints
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
@@ -103,11 +104,12 @@ async def create(call: Call, data: KeyCreate) -> dict[str, Any]:
     private, public = _checked(data.attributes, "keychain_credential_create.attributes")
     services = call.services
     try:
-        async with services.seal_lock, services.db() as db, db.begin():
-            pair = await store.save(db, services.sealer, None, data.name, private, public)
+        pair = await services.writer.run(
+            lambda conn: store.save(conn, services.sealer, None, data.name, private, public))
     except IntegrityError:
         raise ValidationErrors([FieldError("keychain_credential_create.name",
                                            "Object with this name already exists")]) from None
+    assert pair is not None
     log.info("keychain credential %d created", pair.id)
     return _entry(pair, True)
 
@@ -126,12 +128,14 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
         raise CallError("The private key cannot be decrypted; send new attributes", errno.EIO)
     else:
         private, public = stored.private_key, stored.public_key
+    name = data.name or stored.name
     try:
-        async with services.seal_lock, services.db() as db, db.begin():
-            pair = await store.save(db, services.sealer, id, data.name or stored.name, private, public)
+        pair = await services.writer.run(lambda conn: store.save(conn, services.sealer, id, name, private, public))
     except IntegrityError:
         raise ValidationErrors([FieldError("keychain_credential_update.name",
                                            "Object with this name already exists")]) from None
+    if pair is None:
+        raise InstanceNotFound(f"Keychain credential {id}")
     return _entry(pair, True)
 
 
@@ -139,23 +143,28 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
 async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> bool:
     """Delete a key pair. Refused while an SFTP credential uses it, unless ``cascade`` (which deletes
     those credentials too)."""
-    from middlewared_cc.services.credentials import publish
+    from middlewared_cc.services.credentials import removed
 
-    options = options or DeleteOptions()
+    cascade = bool(options and options.cascade)
     services = call.services
-    async with services.seal_lock, services.db() as db, db.begin():
+
+    async def write(conn: AsyncConnection) -> list[int]:
         users = [c for c in services.credentials if c.provider == "SFTP" and c.attributes.get("private_key") == id]
-        if users and not options.cascade:
+        if users and not cascade:
             names = ", ".join(repr(c.name) for c in users)
             raise CallError(f"SSH key pair {id} is used by cloud credential(s) {names}; delete them first "
                             "or pass {\"cascade\": true}", errno.EBUSY)
         for c in users:
-            await cred_store.delete(db, c.id)
-        if not await store.delete(db, id):
+            await cred_store.delete(conn, c.id)
+        if not await store.delete(conn, id):
             raise InstanceNotFound(f"Keychain credential {id}")
-    for c in users:
-        services.credentials.remove(c.id)
-        publish(services, "removed", None, c.id)
+        return [c.id for c in users]
+
+    def done(gone: list[int]) -> None:
+        for ident in gone:
+            removed(services, ident)
+
+    await services.writer.run(write, done)
     return True
 
 

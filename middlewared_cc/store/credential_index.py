@@ -56,10 +56,11 @@ class CredentialIndex:
         self._last_id = max(self._last_id, cred.id)
         self._memo.pop(cred.id, None)
 
-    def next_id(self) -> int:
-        """The id for the next insert (call under the writers' lock). Ids only grow, so id order is
-        insertion order."""
-        return self._last_id + 1
+    def reserve_id(self) -> int:
+        """A fresh id for an insert (the writer's ops call this). Ids only grow, so id order is insertion
+        order; an id reserved by a write that rolled back is simply never used."""
+        self._last_id += 1
+        return self._last_id
 
     def remove(self, ident: int) -> None:
         """Record a committed delete."""

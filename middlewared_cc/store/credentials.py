@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -81,20 +81,17 @@ async def delete(conn: AsyncConnection | AsyncSession, ident: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def reseal_all(db: AsyncSession, old: Sealer, new: Sealer) -> int:
+async def reseal_all(conn: AsyncConnection, old: Sealer, new: Sealer) -> int:
     """Re-encrypt every sealed row of every table under ``new``; raises Undecryptable on the first row
     that ``old`` cannot open, so a rotation is all or nothing (the caller's transaction)."""
     from middlewared_cc.store.models import KeychainCredential
 
     count = 0
-    models: tuple[type[CloudCredential | KeychainCredential], ...] = (CloudCredential, KeychainCredential)
-    for model in models:
-        result = (await db.execute(sa.select(model))).scalars()
-        rows = cast(list[CloudCredential | KeychainCredential], list(result))
-        for row in rows:
-            if row.secrets is None:
-                continue
-            binding = row_binding(model.__tablename__, row.id)
-            row.secrets = new.seal(old.open(row.secrets, binding), binding)
+    for table in (_T, sa.Table(KeychainCredential.__tablename__, KeychainCredential.metadata)):
+        rows = (await conn.execute(sa.select(table.c.id, table.c.secrets).where(table.c.secrets.is_not(None))))
+        for ident, blob in rows.all():
+            binding = row_binding(table.name, ident)
+            resealed = new.seal(old.open(blob, binding), binding)
+            await conn.execute(sa.update(table).where(table.c.id == ident).values(secrets=resealed))
             count += 1
     return count

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from middlewared_cc.store.models import KeychainCredential
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
 
 TABLE = KeychainCredential.__tablename__
+_T = sa.Table(TABLE, KeychainCredential.metadata)  # the same Table object the model maps
 
 
 @dataclass(slots=True)
@@ -44,20 +44,23 @@ async def get(db: AsyncSession, sealer: Sealer, ident: int) -> StoredKeyPair | N
     return _open(row, sealer) if row is not None else None
 
 
-async def save(db: AsyncSession, sealer: Sealer, ident: int | None, name: str, private_key: str,
-               public_key: str) -> StoredKeyPair:
-    """Insert (ident None) or replace a key pair in the caller's transaction."""
-    row: Any = await db.get(KeychainCredential, ident) if ident is not None else None
-    if row is None:
-        row = KeychainCredential(name=name, type="SSH_KEY_PAIR", attributes={}, note="")
-        db.add(row)
-        await db.flush()
-    row.name = name
-    row.attributes = {"public_key": public_key}
-    row.secrets = sealer.seal({"private_key": private_key}, row_binding(TABLE, row.id))
-    return StoredKeyPair(row.id, name, row.type, public_key, private_key)
+async def save(conn: AsyncConnection, sealer: Sealer, ident: int | None, name: str, private_key: str,
+               public_key: str) -> StoredKeyPair | None:
+    """Insert (ident None) or replace a key pair in the caller's transaction; None if ``ident`` is gone.
+
+    Runs in the single writer, so the next id can be read first: the seal is bound to it.
+    """
+    if ident is None:
+        ident = (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(_T.c.id), 0) + 1))).scalar_one()
+        await conn.execute(sa.insert(_T).values(id=ident, name=name, type="SSH_KEY_PAIR", attributes={}, note=""))
+    sealed = sealer.seal({"private_key": private_key}, row_binding(TABLE, ident))
+    result = await conn.execute(sa.update(_T).where(_T.c.id == ident).values(
+        name=name, attributes={"public_key": public_key}, secrets=sealed))
+    if not result.rowcount:
+        return None
+    return StoredKeyPair(ident, name, "SSH_KEY_PAIR", public_key, private_key)
 
 
-async def delete(db: AsyncSession, ident: int) -> bool:
-    result = await db.execute(sa.delete(KeychainCredential).where(KeychainCredential.id == ident))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+async def delete(conn: AsyncConnection, ident: int) -> bool:
+    result = await conn.execute(sa.delete(_T).where(_T.c.id == ident))
+    return bool(result.rowcount)

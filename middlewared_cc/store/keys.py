@@ -77,21 +77,32 @@ async def load_sealer(settings: Settings, engine: AsyncEngine) -> tuple[Sealer, 
     return sealer, None
 
 
-async def rotate(engine: AsyncEngine, path: Path, old: Sealer) -> int:
-    """Re-seal every row under a fresh key in one transaction; returns how many rows moved.
-
-    The new key is written beside the old one first, so a crash at any point leaves a key that opens
-    the data (load_sealer finishes the job).
-    """
+def begin_rotation(path: Path) -> Sealer:
+    """Write a fresh key beside the current one and return its sealer. Until finish_rotation, a crash
+    leaves both files, and load_sealer keeps whichever opens the data."""
     fresh = new_key()
     write_key(_pending(path), fresh)
-    from sqlalchemy.ext.asyncio import AsyncSession
+    return Sealer(fresh)
 
-    try:
-        async with AsyncSession(engine) as db, db.begin():
-            count = await reseal_all(db, old, Sealer(fresh))
-    except BaseException:
-        _pending(path).unlink(missing_ok=True)
-        raise
+
+def finish_rotation(path: Path) -> None:
+    """The re-sealing committed: the fresh key becomes the key."""
     os.replace(_pending(path), path)
+
+
+def abandon_rotation(path: Path) -> None:
+    """The re-sealing rolled back: forget the fresh key."""
+    _pending(path).unlink(missing_ok=True)
+
+
+async def rotate(engine: AsyncEngine, path: Path, old: Sealer) -> int:
+    """Offline rotation (the daemon stopped): re-seal every row under a fresh key in one transaction."""
+    new = begin_rotation(path)
+    try:
+        async with engine.begin() as conn:
+            count = await reseal_all(conn, old, new)
+    except BaseException:
+        abandon_rotation(path)
+        raise
+    finish_rotation(path)
     return count

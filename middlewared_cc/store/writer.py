@@ -1,0 +1,120 @@
+"""Every write of sealed data (credentials, SSH key pairs, key rotation) goes through one writer task,
+which commits many at once. (Users and API keys are written rarely and directly; SQLite's busy timeout
+orders them against this writer.)
+
+SQLite has one writer at a time and each commit with synchronous=FULL costs an fsync, so writes queued
+while a commit is under way share the next transaction (group commit). A write is a coroutine function
+``op(conn)``; if any op of a batch fails, the batch is rolled back and each op is run again in a
+transaction of its own, so only the failing write fails. ``on_commit`` hooks run in commit order, right
+after the commit, before any later write: the in-memory index stays in step with the database.
+Serializing all writes here is also what keeps key rotation from racing a write sealed under the old key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger("middlewared_cc.store")
+T = TypeVar("T")
+Op = Callable[[AsyncConnection], Awaitable[T]]
+
+
+@dataclass(slots=True)
+class _Write(Generic[T]):
+    op: Op[T]
+    on_commit: Callable[[T], None] | None
+    future: asyncio.Future[T]
+    exclusive: bool = False
+
+
+class BatchWriter:
+    """Runs queued writes in as few transactions as possible, in order."""
+
+    def __init__(self, engine: AsyncEngine, max_batch: int = 256) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: list[_Write[Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finish the writes already queued, then stop."""
+        while self._queue:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def run(self, op: Op[T], on_commit: Callable[[T], None] | None = None, *,
+                  exclusive: bool = False) -> T:
+        """Run ``op`` in a transaction and return its result once committed. An ``exclusive`` op gets a
+        transaction of its own (key rotation: later writes must see its ``on_commit`` first)."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the writer is not running")
+        write: _Write[T] = _Write(op, on_commit, asyncio.get_running_loop().create_future(), exclusive)
+        self._queue.append(write)
+        self._wake.set()
+        # Shielded: a caller that goes away must not cancel a write other writes share a transaction with.
+        return await asyncio.shield(write.future)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._commit(self._next_batch())
+
+    def _next_batch(self) -> list[_Write[Any]]:
+        size = 0
+        while size < min(len(self._queue), self._max_batch):
+            if self._queue[size].exclusive:
+                size = size or 1  # alone, or it ends the batch before it
+                break
+            size += 1
+        batch, self._queue = self._queue[:size], self._queue[size:]
+        return batch
+
+    async def _commit(self, batch: list[_Write[Any]]) -> None:
+        try:
+            results = await self._transaction(batch)
+        except Exception as exc:  # noqa: BLE001 - any failure: retry one by one so only its write fails
+            if len(batch) == 1:
+                _settle(batch[0], exc=exc)
+                return
+            for write in batch:
+                try:
+                    (result,) = await self._transaction([write])
+                except Exception as one:  # noqa: BLE001 - handed to that write's caller
+                    _settle(write, exc=one)
+                else:
+                    _settle(write, result=result)
+            return
+        for write, result in zip(batch, results, strict=True):
+            _settle(write, result=result)
+
+    async def _transaction(self, batch: list[_Write[Any]]) -> list[Any]:
+        async with self._engine.begin() as conn:
+            return [await write.op(conn) for write in batch]
+
+
+def _settle(write: _Write[Any], *, result: Any = None, exc: BaseException | None = None) -> None:
+    if exc is None and write.on_commit is not None:
+        try:
+            write.on_commit(result)
+        except Exception as hook:
+            log.error("after-commit hook failed", exc_info=hook)
+    if write.future.done():
+        return
+    if exc is not None:
+        write.future.set_exception(exc)
+    else:
+        write.future.set_result(result)
