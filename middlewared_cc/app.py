@@ -11,7 +11,7 @@ from middlewared_cc.auth.state import AuthState
 from middlewared_cc.context import Services
 from middlewared_cc.events import EventHub
 from middlewared_cc.providers.registry import ProviderRegistry
-from middlewared_cc.rclone.verify import VerifyLimiter
+from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.rpc import jsonrpc
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.rpc.registry import MethodSet, Registry

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from middlewared_cc.rclone.errors import RcloneError
 from middlewared_cc.rclone.rcd import RcloneDaemon
@@ -14,7 +13,6 @@ from middlewared_cc.rclone.remote import ProviderLike, Remote, open_remote, toke
 from middlewared_cc.rclone.scrub import classify, excerpt, scrub, secret_values
 
 DEFAULT_TIMEOUT = 45.0
-DEFAULT_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,28 +31,6 @@ class VerifyOutcome:
     def result(self) -> dict[str, Any]:
         """The wire shape: ``{valid, error, excerpt, reason}``."""
         return {"valid": self.valid, "error": self.error, "excerpt": self.excerpt, "reason": self.reason}
-
-
-class VerifyLimiter:
-    """At most ``limit`` verifies at once; the rest wait their turn. Owned by the caller (one per app)."""
-
-    def __init__(self, limit: int = DEFAULT_CONCURRENCY) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        self.limit = limit
-        self._semaphore = asyncio.Semaphore(limit)
-        self.running = 0
-
-    async def __aenter__(self) -> Self:
-        await self._semaphore.acquire()
-        self.running += 1
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.running -= 1
-        self._semaphore.release()
 
 
 def _failure(message: str, reason: str | None, token: str | None = None) -> VerifyOutcome:

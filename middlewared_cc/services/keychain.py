@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
-from middlewared_cc.keychain import keys
 from middlewared_cc.providers import REDACTED
 from middlewared_cc.query import parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
@@ -65,6 +64,8 @@ def _entry(pair: store.StoredKeyPair, can_see: bool) -> dict[str, Any]:
 
 def _checked(attrs: KeyPairAttributes, path: str) -> tuple[str, str]:
     """(private, public) after checking the key reads and the public key belongs to it."""
+    from middlewared_cc.keychain import keys  # on first use: an idle daemon does not carry it
+
     try:
         public = keys.public_key_from_private(attrs.private_key)
         if attrs.public_key and not keys.check_key_pair(attrs.private_key, attrs.public_key):
@@ -171,6 +172,8 @@ async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> b
 @methods.method("keychaincredential.generate_ssh_key_pair", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
 async def generate_ssh_key_pair(call: Call, options: GenerateOptions | None = None) -> dict[str, str]:
     """A new key pair ``{private_key, public_key}`` (Ed25519 by default; RSA 4096 with type "rsa")."""
+    from middlewared_cc.keychain import keys
+
     options = options or GenerateOptions()
     try:
         return await asyncio.to_thread(keys.generate_ssh_key_pair, options.type, options.bits)

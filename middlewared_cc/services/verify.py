@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.providers.declaration import Provider
-from middlewared_cc.rclone import listing as rclone_listing
-from middlewared_cc.rclone.rcd import RcloneDaemon
-from middlewared_cc.rclone.verify import verify as rclone_verify
 from middlewared_cc.rpc.registry import MethodSet, Model
 from middlewared_cc.services import tokens
 from middlewared_cc.services.credentials import shape_of
 from middlewared_cc.services.keychain import private_key_pem
 from middlewared_cc.store import credentials as store
+
+if TYPE_CHECKING:
+    from middlewared_cc.rclone.rcd import RcloneDaemon
+
+# The rclone engine is imported on first use (below): an idle daemon does not carry it.
 
 log = logging.getLogger("middlewared_cc.verify")
 methods = MethodSet()
@@ -31,6 +33,8 @@ SCHEMA = "cloud_sync_credentials_verify"
 
 async def engine(services: Services) -> RcloneDaemon:
     """The rcd, started on first use (start-up stays fast and needs no rclone)."""
+    from middlewared_cc.rclone.rcd import RcloneDaemon
+
     async with services.rclone_lock:
         if services.rclone is None:
             rcd = RcloneDaemon(services.settings.rclone_binary, services.settings.runtime_dir / "rclone")
@@ -68,6 +72,8 @@ async def verify(call: Call, data: dict[str, Any]) -> dict[str, Any]:
         sub.errors.extend(exc)
     sub.errors.check()
     key_pem = await _key_pem(services, provider, attrs)
+    from middlewared_cc.rclone.verify import verify as rclone_verify
+
     async with services.verify_slots:
         try:
             outcome = await rclone_verify(await engine(services), provider, attrs, key_pem=key_pem,
@@ -96,6 +102,8 @@ async def _stored(call: Call, ident: Any, path: str) -> tuple[Provider, store.St
 async def _list_stored(call: Call, ident: Any, path: str, *, buckets: bool, bucket: str | None = None,
                        folder: str = "") -> list[dict[str, Any]]:
     """List a stored credential's buckets, or one folder; a refreshed OAuth token is written back."""
+    from middlewared_cc.rclone import listing as rclone_listing
+
     provider, cred = await _stored(call, ident, path)
     if buckets and not provider.buckets:
         raise CallError(f"{provider.title} has no buckets", errno.EINVAL)
@@ -153,6 +161,8 @@ async def onedrive_list_drives(call: Call, data: OneDriveArgs) -> list[dict[str,
         await tokens.persist(services, "ONEDRIVE", data.token, token)
 
     settings = services.settings
+    from middlewared_cc.rclone import listing as rclone_listing
+
     return await rclone_listing.onedrive_list_drives(
         data.client_id, data.client_secret, data.token, on_token=refreshed,
         graph_url=settings.onedrive_graph_url, token_url=settings.onedrive_token_url)
