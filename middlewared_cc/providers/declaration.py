@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from middlewared_cc.providers import rendering, schema, validation
@@ -47,11 +48,14 @@ class Provider:
     discontinued: bool = False
     rclone_extra: RcloneExtra | None = None
     check: CrossCheck | None = None
+    # Names of the attributes that are redacted in output and kept on update when sent redacted.
+    # Derived from ``fields`` once: redaction reads it for every row of every query.
+    secret_names: frozenset[str] = dataclass_field(init=False, repr=False, compare=False)
 
-    @property
-    def secret_names(self) -> frozenset[str]:
-        """Names of the attributes that are redacted in output and kept on update when sent redacted."""
-        return frozenset(spec.name for spec in self.fields if spec.secret)
+    def __post_init__(self) -> None:
+        # Tolerant of a malformed declaration: problems() is what reports it.
+        secret = frozenset(getattr(s, "name", "") for s in self.fields or () if getattr(s, "secret", False))
+        object.__setattr__(self, "secret_names", secret)
 
     def field(self, name: str) -> Field:
         """The declaration of attribute ``name``; KeyError when there is none."""
