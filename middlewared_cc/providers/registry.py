@@ -34,6 +34,8 @@ class ProviderRegistry:
     def __init__(self, providers: Mapping[str, Provider], unavailable: Mapping[str, str]) -> None:
         self._providers = MappingProxyType(dict(providers))
         self._unavailable = MappingProxyType(dict(unavailable))
+        # Every attribute name that is secret in some provider: what a reader may never filter on.
+        self.secret_names: frozenset[str] = frozenset().union(*(p.secret_names for p in self._providers.values()))
 
     @classmethod
     def load(cls, points: Iterable[EntryPointLike] | None = None) -> ProviderRegistry:

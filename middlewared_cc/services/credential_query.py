@@ -28,17 +28,9 @@ from middlewared_cc.store.models import CloudCredential
 
 if TYPE_CHECKING:
     from middlewared_cc.context import Call
-    from middlewared_cc.providers.registry import ProviderRegistry
     from middlewared_cc.services.credential_shapes import Shape
 
 WHAT = "Cloud credential"
-
-
-def _secret_names(registry: ProviderRegistry) -> frozenset[str]:
-    names: set[str] = set()
-    for provider in registry:
-        names |= provider.secret_names
-    return frozenset(names)
 
 
 def _resolver(shape: Shape, secrets: frozenset[str]) -> Any:
@@ -76,7 +68,7 @@ async def run(call: Call, filters: list[Any], options: dict[str, Any]) -> Any:
     q = parse_query(filters, options)
     shape = shape_of(call.session)
     writer = _roles.CLOUD_SYNC_WRITE in call.session.roles
-    secrets = _secret_names(services.providers)
+    secrets = services.providers.secret_names
     if not writer:  # then filtering the redacted view means the same as filtering the stored values
         _refuse_secret_paths(q, shape, secrets)
     index = services.credentials
