@@ -123,7 +123,8 @@ async def seed(target: str, names: list[str], connections: int = 8, inflight: in
 async def make_template(workdir: Path, name: str, count: int) -> Template:
     """A state folder holding `count` credentials and an admin API key, the daemon stopped again."""
     state_dir = workdir / name
-    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(shutil.rmtree, state_dir, True)  # a retried seeding starts clean
+    await asyncio.to_thread(state_dir.mkdir, parents=True)
     daemon = await start_daemon(state_dir, workdir / f"{name}-seed.log", probe="core.ping")
     try:
         async with rpc_client(daemon.unix_target) as client:

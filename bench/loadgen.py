@@ -7,7 +7,7 @@ Modes:
 - `subscribe` and `http`: see bench.subload and bench.httpload.
 
 It prints one JSON object (bench.stats.LoadResult) on stdout. An API key is read from the environment
-variable named by --api-key-env, never from argv.
+variable named by --api-key-env, never from argv; params holding a secret go in --params-env likewise.
 """
 
 from __future__ import annotations
@@ -231,6 +231,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--method", default="core.ping")
     parser.add_argument("--params", default="[]", help="JSON template (bench.params)")
+    parser.add_argument("--params-env", default="", help="name of an env variable holding --params instead")
     parser.add_argument("--connections", "-c", type=int, default=64)
     parser.add_argument("--inflight", "-p", type=int, default=1)
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -249,13 +250,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def load_from(args: argparse.Namespace) -> Load:
     """Build a Load from parsed options."""
     tag = args.tag or f"{os.getpid()}x{time.time_ns() % 10**9}"
+    params = os.environ.get(args.params_env, "") if args.params_env else args.params
+    if not params:
+        raise SystemExit(f"environment variable {args.params_env} is empty")
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         raise SystemExit(f"environment variable {args.api_key_env} is empty")
     return Load(
         target=args.target,
         method=args.method,
-        build=compile_template(orjson.loads(args.params), tag, random.Random(args.seed)),
+        build=compile_template(orjson.loads(params), tag, random.Random(args.seed)),
         connections=args.connections,
         inflight=args.inflight,
         warmup_s=args.warmup,

@@ -76,9 +76,10 @@ async def seed_remotes(url: str, count: int, concurrency: int = 16) -> float:
 
 async def make_template(workdir: Path, count: int) -> Path:
     """A config file holding `count` remotes, made once through a real rcd."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     config = workdir / "template.conf"
-    config.touch(mode=0o600)
+    await asyncio.to_thread(config.unlink, True)  # a retried seeding starts clean
+    await asyncio.to_thread(config.touch, 0o600)
     server = await start_rcd(config)
     try:
         await seed_remotes(server.target, count)

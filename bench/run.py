@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import shlex
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -28,6 +30,7 @@ from bench.rcd_peer import make_template as make_rcd_template
 from bench.s3_peer import start_s3
 from bench.scenarios import Context, round_names, round_rpc, round_store
 
+T = TypeVar("T")
 SCENARIOS = ("ping", "query", "get", "create", "names", "subscribe", "verify", "startup", "rss")
 STORE = ("get", "create", "subscribe", "verify", "startup", "rss")
 
@@ -58,6 +61,15 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
+async def retried(make: Callable[[], Awaitable[T]]) -> T:
+    """Seeding is retried once: a server killed from outside must not sink the whole run."""
+    try:
+        return await make()
+    except Exception as exc:  # noqa: BLE001 - reported, then one more try
+        say(f"seeding failed, retrying once: {type(exc).__name__}: {exc}")
+        return await make()
+
+
 async def prepare(args: argparse.Namespace, workdir: Path, only: set[str]) -> Context:
     """Seed what the selected scenarios need: daemon templates, rcd remotes, local S3."""
     small, big = (50, 500) if args.quick else (1000, 10000)
@@ -72,11 +84,13 @@ async def prepare(args: argparse.Namespace, workdir: Path, only: set[str]) -> Co
         sizes.update(s100=100, s10000=big)
     for name, count in sizes.items():
         begin = time.perf_counter()
-        ctx.templates[name] = await make_template(workdir / "templates", name, count)
+        ctx.templates[name] = await retried(
+            functools.partial(make_template, workdir / "templates", name, count)
+        )
         say(f"seeded {count} credentials through the API in {time.perf_counter() - begin:.1f} s ({name})")
     if ctx.wanted("get", "create"):
         begin = time.perf_counter()
-        ctx.rcd_template = await make_rcd_template(workdir / "rcd", small)
+        ctx.rcd_template = await retried(lambda: make_rcd_template(workdir / "rcd", small))
         say(f"created {small} rclone remotes via config/create in {time.perf_counter() - begin:.1f} s")
     if ctx.wanted("verify"):
         ctx.s3 = await start_s3()
@@ -98,11 +112,17 @@ async def bench(
             for names, group in groups:
                 if not ctx.wanted(*names):
                     continue
-                try:
-                    one.update(await group(ctx, r))
-                except Exception as exc:  # noqa: BLE001 - one broken group must not lose the other measurements
-                    failures.append(f"round {r + 1}, {group.__name__}: {type(exc).__name__}: {exc}"[:1500])
-                    say(failures[-1])
+                for attempt in (1, 2):
+                    try:
+                        one.update(await group(ctx, r))
+                        break
+                    except Exception as exc:  # noqa: BLE001 - one broken group must not lose the others
+                        failures.append(
+                            f"round {r + 1}, {group.__name__}, attempt {attempt}: {type(exc).__name__}: {exc}"[
+                                :1500
+                            ]
+                        )
+                        say(failures[-1])
             rounds.append(one)
             say(f"round {r + 1}/{args.rounds} done: " + ", ".join(sorted(one)))
             if args.json is not None:

@@ -70,6 +70,16 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def versus_limit(daemon: dict[str, Any], limit: dict[str, Any]) -> Record:
+    """Throughput ratio (the target) and server-CPU-per-call ratio (free of the shared client's ceiling)."""
+    return record(
+        {"daemon_cps": daemon["calls_per_s"], "limit_cps": limit["calls_per_s"],
+         "ratio": ratio(daemon["calls_per_s"], limit["calls_per_s"]),
+         "cpu_ratio": ratio(limit["server_cpu_us_per_call"] or 0.0, daemon["server_cpu_us_per_call"] or 0.0)},
+        daemon=daemon, limit=limit,
+    )  # fmt: skip
+
+
 async def round_rpc(ctx: Context, r: int) -> dict[str, Record]:
     """`core.ping` and the 20-credential query against the limit server."""
     out: dict[str, Record] = {}
@@ -85,11 +95,7 @@ async def round_rpc(ctx: Context, r: int) -> dict[str, Record]:
                                check="pong"),
                 lambda: m.load("ping: limit", limit.target, "core.ping", server_pid=limit.pid, check="pong"),
             )  # fmt: skip
-            out["ping"] = record(
-                {"daemon_cps": d["calls_per_s"], "limit_cps": lim["calls_per_s"],
-                 "ratio": ratio(d["calls_per_s"], lim["calls_per_s"])},
-                daemon=d, limit=lim,
-            )  # fmt: skip
+            out["ping"] = versus_limit(d, lim)
         if ctx.wanted("query"):
             async with rpc_client(daemon.unix_target) as client:
                 rows = await client.call(f"{CREDENTIALS}.query")
@@ -101,11 +107,7 @@ async def round_rpc(ctx: Context, r: int) -> dict[str, Record]:
                                api_key=key),
                 lambda: m.load("query: limit", limit.target, "query", server_pid=limit.pid),
             )  # fmt: skip
-            out["query"] = record(
-                {"daemon_cps": d["calls_per_s"], "limit_cps": lim["calls_per_s"],
-                 "ratio": ratio(d["calls_per_s"], lim["calls_per_s"])},
-                daemon=d, limit=lim,
-            )  # fmt: skip
+            out["query"] = versus_limit(d, lim)
     finally:
         await stop_all(limit, daemon.server)
     return out
@@ -202,11 +204,12 @@ async def _verify(ctx: Context, daemon: Daemon, template: Template, s3: S3) -> R
     m, pid, key = ctx.measurer, daemon.server.pid, template.api_key
     method, params, valid = f"{CREDENTIALS}.verify", [s3.provider()], {"valid": True}
     direct_ms = await direct_listing_ms(s3, 50 if ctx.measurer.duration_s >= 1 else 5)
+    hidden = (s3.access_key_id, s3.secret_access_key)
     single = await m.load("verify: one at a time", daemon.tcp_target, method, params, connections=1,
-                          server_pid=pid, api_key=key, check=valid)  # fmt: skip
+                          server_pid=pid, api_key=key, check=valid, secrets=hidden)  # fmt: skip
     burst = await m.load("verify: 40 concurrent (2 sockets x 20)", daemon.tcp_target, method, params,
                          mode="burst", connections=2, inflight=20, server_pid=pid, api_key=key,
-                         check=valid)  # fmt: skip
+                         check=valid, secrets=hidden)  # fmt: skip
     walls = sorted(burst["extra"]["burst_wall_ms"])
     return record(
         {"verify_p50_ms": single["p50_ms"], "direct_p50_ms": direct_ms,

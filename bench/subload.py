@@ -86,7 +86,15 @@ async def write(ws: Any, load: Load, result: LoadResult, sent: dict[str, int], c
     for _ in range(load.inflight):
         await send_next()
     while names:
-        reply = orjson.loads((await ws.receive(timeout=load.drain_s)).data)
+        try:
+            message = await ws.receive(timeout=max(0.0, (end - clock()) / 1e9) + load.drain_s)
+        except TimeoutError:
+            result.note_error(f"{len(names)} creates never answered")
+            return
+        if message.type != TEXT:
+            result.note_error(f"writer socket ended ({message.type.name})")
+            return
+        reply = orjson.loads(message.data)
         if "id" not in reply:
             continue
         name = names.pop(reply["id"], None)
