@@ -43,8 +43,8 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             await _db.migrate(engine)
             sealer, problem = await load_sealer(settings, engine)
             sessions = _db.sessionmaker(engine)
-            async with sessions() as db:
-                index = await CredentialIndex.load(db, sealer)
+            async with engine.connect() as conn:
+                index = await CredentialIndex.load(conn, sealer)
             services = Services(
                 settings=settings, engine=engine, db=sessions, sealer=sealer, credentials=index,
                 writer=BatchWriter(engine),

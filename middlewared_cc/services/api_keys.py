@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field
 from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
@@ -15,11 +15,11 @@ from middlewared_cc.auth.hashing import api_key_digest, new_api_key_secret
 from middlewared_cc.context import Call
 from middlewared_cc.errors import FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.rpc.registry import MethodSet, Model
+from middlewared_cc.rpc.types import Name
 from middlewared_cc.services.listing import query_rows
 from middlewared_cc.store.models import ApiKey, User
 
 methods = MethodSet()
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def _naive_utc(value: datetime) -> datetime:

@@ -17,13 +17,13 @@ from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, Valid
 from middlewared_cc.providers import REDACTED
 from middlewared_cc.query import parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
+from middlewared_cc.rpc.types import Name
 from middlewared_cc.services.listing import query_rows
 from middlewared_cc.store import credentials as cred_store
 from middlewared_cc.store import keychain as store
 
 log = logging.getLogger("middlewared_cc.keychain")
 methods = MethodSet()
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Pem = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
 
 

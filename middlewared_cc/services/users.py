@@ -14,20 +14,19 @@ from middlewared_cc.auth.hashing import hash_password
 from middlewared_cc.context import Call
 from middlewared_cc.errors import FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.rpc.registry import MethodSet, Model
+from middlewared_cc.rpc.types import SingleLine, Username
 from middlewared_cc.services.listing import query_rows
 from middlewared_cc.store.models import User
 
 methods = MethodSet()
-Username = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
-FullName = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Role = Annotated[str, Field(json_schema_extra={"enum": sorted(_roles.ALL_ROLES)})]
 
 
 class UserCreate(Model):
     username: Username
     password: Password
-    full_name: FullName = ""
+    full_name: SingleLine = ""
     roles: list[Role] = Field(default_factory=list)
     locked: bool = False
 
@@ -35,7 +34,7 @@ class UserCreate(Model):
 class UserUpdate(Model):
     username: Username | None = None
     password: Password | None = None
-    full_name: FullName | None = None
+    full_name: SingleLine | None = None
     roles: list[Role] | None = None
     locked: bool | None = None
 

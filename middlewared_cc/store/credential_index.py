@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from middlewared_cc.store import credentials as store
 from middlewared_cc.store.sealing import Sealer
@@ -31,8 +31,8 @@ class CredentialIndex:
             self.put(row)
 
     @classmethod
-    async def load(cls, db: AsyncSession, sealer: Sealer) -> CredentialIndex:
-        return cls(await store.select(db, sealer))
+    async def load(cls, conn: AsyncConnection, sealer: Sealer) -> CredentialIndex:
+        return cls(await store.load_all(conn, sealer))
 
     def __len__(self) -> int:
         return len(self._rows)

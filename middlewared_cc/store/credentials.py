@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
 
 from middlewared_cc.store.models import CloudCredential
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
@@ -31,29 +31,22 @@ def _split(attrs: dict[str, Any], secret_names: frozenset[str]) -> tuple[dict[st
     return plain, secret
 
 
-def open_row(row: CloudCredential, sealer: Sealer) -> StoredCredential:
-    attrs = dict(row.attributes)
-    problem = None
-    if row.secrets is not None:
-        try:
-            attrs.update(sealer.open(row.secrets, row_binding(TABLE, row.id)))
-        except Undecryptable as exc:
-            problem = str(exc)
-    return StoredCredential(row.id, row.name, row.provider, attrs, problem)
-
-
-async def select(db: AsyncSession, sealer: Sealer, where: ColumnElement[bool] | None = None,
-                 order_by: list[Any] | None = None) -> list[StoredCredential]:
-    stmt = sa.select(CloudCredential)
-    if where is not None:
-        stmt = stmt.where(where)
-    stmt = stmt.order_by(*(order_by or []), CloudCredential.id)
-    return [open_row(r, sealer) for r in (await db.execute(stmt)).scalars()]
-
-
-async def get(db: AsyncSession, sealer: Sealer, ident: int) -> StoredCredential | None:
-    row = await db.get(CloudCredential, ident)
-    return open_row(row, sealer) if row is not None else None
+async def load_all(conn: AsyncConnection, sealer: Sealer) -> list[StoredCredential]:
+    """Every credential, opened, in id order. Rows whose secrets do not open are kept and marked."""
+    out = []
+    # Streamed in small batches: loading 10,000 rows at once would leave the heap fragmented for good.
+    rows = await conn.stream(sa.select(_T.c.id, _T.c.name, _T.c.provider, _T.c.attributes, _T.c.secrets)
+                             .order_by(_T.c.id).execution_options(yield_per=256))
+    async for ident, name, provider, attributes, secrets in rows:
+        # Attribute names repeat across thousands of rows: intern them, store each name once.
+        attrs, problem = {sys.intern(k): v for k, v in attributes.items()}, None
+        if secrets is not None:
+            try:
+                attrs.update((sys.intern(k), v) for k, v in sealer.open(secrets, row_binding(TABLE, ident)).items())
+            except Undecryptable as exc:
+                problem = str(exc)
+        out.append(StoredCredential(ident, name, provider, attrs, problem))
+    return out
 
 
 async def insert(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, provider: str,

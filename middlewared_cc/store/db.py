@@ -26,6 +26,8 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
+    # Reads are served from the in-memory index; the page cache only helps writes and id lookups.
+    cursor.execute("PRAGMA cache_size=-512")
     # FULL: an acknowledged write survives a crash of the daemon and of the machine.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
