@@ -33,6 +33,13 @@ def method_sets() -> list[MethodSet]:
             verify.methods, keychain.methods, config.methods]
 
 
+async def _legacy(request: web.Request) -> web.StreamResponse:
+    """/websocket: the legacy protocol's module is loaded by its first client, not by every daemon."""
+    from middlewared_cc.rpc import legacy
+
+    return await legacy.handle(request)
+
+
 def create_app(settings: Settings, *, providers: ProviderRegistry | None = None) -> web.Application:
     """The daemon's application. Its resources open on startup and close on cleanup."""
     app = web.Application()
@@ -68,10 +75,5 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
     app.cleanup_ctx.append(resources)
     for path in ("/api/current", "/api/v25.04.0"):
         app.router.add_get(path, jsonrpc.handle)
-    try:
-        from middlewared_cc.rpc import legacy
-    except ImportError:
-        pass
-    else:
-        app.router.add_get("/websocket", legacy.handle)
+    app.router.add_get("/websocket", _legacy)
     return app

@@ -12,7 +12,9 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -174,11 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"middlewared-cc: bad setting: log_file: cannot open {settings.log_file}: {exc.strerror}",
               file=sys.stderr)
         return 2
-    try:
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    if settings.event_loop == "uvloop":
         import uvloop
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    else:
+
         runner = uvloop.run
     try:
         return runner(rotate_key(settings) if args.command == "rotate-key" else serve(settings))

@@ -43,6 +43,7 @@ class Settings:
     login_failures_per_minute: int
     onedrive_graph_url: str
     onedrive_token_url: str
+    event_loop: str
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -110,6 +111,13 @@ def _num(raw: dict[str, Any], key: str, default: float, kind: type, low: float, 
     return kind(value)
 
 
+def _choice(raw: dict[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _str(raw, key, default)
+    if value not in choices:
+        raise SettingsError(f"{key}: must be one of {', '.join(choices)}")
+    return value
+
+
 def _url(raw: dict[str, Any], key: str, default: str) -> str:
     value = _str(raw, key, default)
     if not value.startswith(("https://", "http://")):
@@ -166,6 +174,7 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         shutdown_timeout=_num(raw, "shutdown_timeout", 10.0, float, 0, 600),
         login_failures_per_minute=_num(raw, "login_failures_per_minute", 10, int, 1, 100000),
         onedrive_graph_url=_url(raw, "onedrive_graph_url", "https://graph.microsoft.com/v1.0"),
+        event_loop=_choice(raw, "event_loop", "asyncio", ("asyncio", "uvloop")),
         onedrive_token_url=_url(raw, "onedrive_token_url",
                                 "https://login.microsoftonline.com/common/oauth2/v2.0/token"),
     )

@@ -42,6 +42,7 @@ def every_key(tmp: Path) -> dict[str, Any]:
         "login_failures_per_minute": 5,
         "onedrive_graph_url": "http://127.0.0.1:1/graph",
         "onedrive_token_url": "https://127.0.0.1:1/token",
+        "event_loop": "uvloop",
     }
 
 
@@ -110,6 +111,7 @@ BAD: list[tuple[str, Any]] = [
     ("max_calls_per_connection", -1), ("max_outgoing_queue", 1), ("shutdown_timeout", -1),
     ("login_failures_per_minute", 0), ("state_dir", 5), ("unix_socket", "a\nb"), ("log_file", ["x"]),
     ("rclone_binary", "a\x00b"), ("onedrive_token_url", "ftp://x"), ("onedrive_graph_url", ""),
+    ("event_loop", "trio"),
     ("no_such_setting", 1),
 ]
 

@@ -46,7 +46,7 @@ class Method:
     handler: Handler
     doc: str
     params: tuple[Param, ...]
-    result: TypeAdapter[Any]
+    result: Any  # the return annotation; its schema is built only when core.get_methods asks
     role: str | None  # None: any logged-in caller
     public: bool  # callable before login
     schema: str  # prefix of error attribute paths, e.g. "cloud_sync_credentials_create"
@@ -93,7 +93,7 @@ class Method:
             "roles": [self.role] if self.role else [],
             "public": self.public,
             "accepts": params,
-            "returns": self.result.json_schema(),
+            "returns": TypeAdapter(self.result).json_schema(),
         }
 
 
@@ -139,7 +139,7 @@ class MethodSet:
                 raise TypeError(f"method {name} needs a docstring")
             self.methods.append(Method(
                 name=name, handler=handler, doc=doc, params=tuple(params),
-                result=TypeAdapter(hints.get("return", Any)), role=role, public=public,
+                result=hints.get("return", Any), role=role, public=public,
                 schema=schema or name.replace(".", "_"), pass_raw=raw,
             ))
             return handler
