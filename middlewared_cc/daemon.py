@@ -22,7 +22,7 @@ from middlewared_cc.app import create_app
 from middlewared_cc.logs import setup_logging
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.settings import Settings, SettingsError
-from middlewared_cc.store.sealing import KeyFileError
+from middlewared_cc.store.sealing import KeyFileError, read_key
 
 log = logging.getLogger("middlewared_cc")
 
@@ -89,6 +89,7 @@ async def _drain(app: web.Application, timeout: float) -> None:
 
 
 async def serve(settings: Settings) -> int:
+    read_key(settings.key_file)  # an unsafe key file stops start-up before anything is created
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
                            access_log=None)

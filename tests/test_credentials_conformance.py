@@ -31,7 +31,8 @@ async def _event(peer: Any, msg: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("ptype", TYPES)
-async def test_provider_lifecycle(daemon: Daemon, ptype: str) -> None:
+async def test_provider_lifecycle(daemon: Daemon, ptype: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="middlewared_cc")
     provider = daemon.services.providers.get(ptype)
     secrets = provider.secret_names
     attrs = samples()[ptype]
@@ -118,3 +119,5 @@ async def test_provider_lifecycle(daemon: Daemon, ptype: str) -> None:
     seen_by_reader = orjson.dumps([ro_added, ro, ro_all, reader.notifications]).decode()
     if secrets & attrs.keys():
         assert CANARY not in seen_by_reader
+    assert "cloud credential" in caplog.text  # the daemon did log this lifecycle...
+    assert CANARY not in caplog.text  # ...and never a secret

@@ -94,3 +94,16 @@ async def test_rotate_key_command_and_method(tmp_path: Path) -> None:
         await session.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_key_file_readable_by_others_refuses_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    key = state / "secret.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o644)
+    done = subprocess.run([str(BIN)], env=_env(state), capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"key_file" in done.stderr and b"chmod 600" in done.stderr
+    assert not (state / "config.db").exists()  # refused before anything was created
+    assert key.read_bytes() == b"k" * 32 and key.stat().st_mode & 0o777 == 0o644
