@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from aiohttp import web
 
 from middlewared_cc.app import create_app
 from middlewared_cc.context import Services
+from middlewared_cc.providers import ProviderRegistry
+from middlewared_cc.rclone.rcd import RcloneDaemon
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.settings import Settings
 
@@ -139,6 +142,23 @@ async def start_daemon(settings: Settings, **app_kwargs: Any) -> tuple[web.AppRu
     await web.TCPSite(runner, "127.0.0.1", port).start()
     await web.UnixSite(runner, settings.unix_socket).start()
     return runner, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def registry() -> ProviderRegistry:
+    """The real provider declarations."""
+    return ProviderRegistry.load()
+
+
+@pytest.fixture
+async def rcd(tmp_path: Path) -> AsyncIterator[RcloneDaemon]:
+    """A supervised rclone rcd of its own, for engine-level tests."""
+    daemon = RcloneDaemon(str(Path(sys.executable).parent / "rclone"), tmp_path / "run")
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
 
 
 @pytest.fixture

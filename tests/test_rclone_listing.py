@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,6 @@ from tests.test_rclone_verify import Overridden, attributes, target
 RCLONE = str(Path(sys.executable).parent / "rclone")
 
 
-@pytest.fixture(scope="module")
-def registry() -> ProviderRegistry:
-    return ProviderRegistry.load()
-
-
-@pytest.fixture
-async def rcd(tmp_path: Path) -> AsyncIterator[RcloneDaemon]:
-    daemon = RcloneDaemon(RCLONE, tmp_path / "run")
-    await daemon.start()
-    try:
-        yield daemon
-    finally:
-        await daemon.stop()
 
 
 async def test_s3_buckets_and_objects(registry: ProviderRegistry, rcd: RcloneDaemon, s3_server: Any) -> None:

@@ -36,19 +36,6 @@ SERVERS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def registry() -> ProviderRegistry:
-    return ProviderRegistry.load()
-
-
-@pytest.fixture
-async def rcd(tmp_path: Path) -> AsyncIterator[RcloneDaemon]:
-    daemon = RcloneDaemon(RCLONE, tmp_path / "run")
-    await daemon.start()
-    try:
-        yield daemon
-    finally:
-        await daemon.stop()
 
 
 @dataclass
