@@ -293,3 +293,15 @@ async def test_notification_with_named_params_gets_no_reply(daemon: Daemon) -> N
     _, reply = await raw_reply(peer, orjson.dumps({**PING, "id": 5}))
     assert reply["id"] == 5
 
+
+
+async def test_failing_notifications_run_quietly(daemon, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A notification that fails (unknown method, bad params, not logged in) gets no reply and logs no
+    incident; the connection keeps answering."""
+    peer = await daemon.connect()
+    for frame in ({"jsonrpc": "2.0", "method": "nope"},
+                  {"jsonrpc": "2.0", "method": "cloudsync.credentials.query"},
+                  {"jsonrpc": "2.0", "method": "auth.login", "params": [1]}):
+        await peer.send(frame)
+    assert await peer.call("core.ping") == "pong"
+    assert "incident" not in caplog.text and "never retrieved" not in caplog.text

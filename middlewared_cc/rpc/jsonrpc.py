@@ -105,6 +105,9 @@ def _start(services: Services, session: Session, ident: Any, method: str, params
 
 
 async def _run(services: Services, session: Session, ident: Any, method: str, params: list[Any]) -> None:
+    notification = ident is ...  # runs like any call; its reply is built (id null) but never sent
+    if notification:
+        ident = None
     try:
         result = await execute(services, session, method, params)
         frame = orjson.dumps({"jsonrpc": "2.0", "id": ident, "result": result})
@@ -120,5 +123,5 @@ async def _run(services: Services, session: Session, ident: Any, method: str, pa
         frame = _error(ident, CALL_ERROR, "Method call error", unexpected_data(exc, method))
     finally:
         session.inflight -= 1
-    if ident is not ...:
+    if not notification:
         session.send(frame)
