@@ -38,14 +38,11 @@ def make_settings(state: Path, **overrides: str) -> Settings:
     return Settings.load(env=env)
 
 
-class Peer:
-    """A raw websocket client: send any frame, read replies and notifications, or make a call."""
+class RawSocket:
+    """Any frame out (a JSON value, or text as is); the next text frame in, decoded."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
-        self._ids = itertools.count(1)
-        self.notifications: list[dict[str, Any]] = []
-        self._pending: dict[Any, dict[str, Any]] = {}
 
     async def send(self, frame: Any) -> None:
         await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
@@ -55,6 +52,16 @@ class Peer:
         if msg.type != aiohttp.WSMsgType.TEXT:
             raise ConnectionError(f"connection closed: {msg.type} {msg.data} {msg.extra}")
         return orjson.loads(msg.data)  # type: ignore[no-any-return]
+
+
+class Peer(RawSocket):
+    """A JSON-RPC client over a raw socket: send any frame, read replies and notifications, or call."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        super().__init__(ws)
+        self._ids = itertools.count(1)
+        self.notifications: list[dict[str, Any]] = []
+        self._pending: dict[Any, dict[str, Any]] = {}
 
     async def request(self, method: str, *params: Any, timeout: float = 30) -> dict[str, Any]:
         """The whole reply to one call (notifications that arrive meanwhile are kept)."""

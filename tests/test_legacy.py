@@ -11,10 +11,9 @@ import uuid
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, RawSocket
 
 EVENT_MSGS = ("added", "changed", "removed")
 ERROR_KEYS = {"error", "type", "reason", "trace", "extra"}
@@ -29,11 +28,11 @@ class LegacyFailed(Exception):
         self.errno = error["error"]
 
 
-class Legacy:
+class Legacy(RawSocket):
     """A raw client of the legacy protocol: any frame out; results, events and other messages apart."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self._ids = itertools.count(1)
         self.results: dict[Any, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
@@ -49,16 +48,6 @@ class Legacy:
             assert reply["msg"] == "connected", reply
             uuid.UUID(reply["session"])
         return client
-
-    async def send(self, frame: Any) -> None:
-        await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
-
-    async def recv(self, timeout: float = 10) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=timeout)
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise ConnectionError(f"connection closed: {msg.type} {msg.data} {msg.extra}")
-        data: dict[str, Any] = orjson.loads(msg.data)
-        return data
 
     async def _pump(self, timeout: float) -> None:
         reply = await self.recv(timeout)
