@@ -63,10 +63,6 @@ class Session:
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
     @property
-    def authenticated(self) -> bool:
-        return self.principal is not None
-
-    @property
     def roles(self) -> frozenset[str]:
         return self.principal.roles if self.principal else frozenset()
 

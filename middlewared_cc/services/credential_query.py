@@ -33,18 +33,19 @@ if TYPE_CHECKING:
 WHAT = "Cloud credential"
 
 
+_COLUMNS = CloudCredential.__table__.c
+
+
 def _resolver(shape: Shape, secrets: frozenset[str]) -> Any:
-    table = CloudCredential.__table__.c
-    columns = {("id",): table.id, ("name",): table.name, shape.type_path: table.provider}
+    columns = {("id",): _COLUMNS.id, ("name",): _COLUMNS.name, shape.type_path: _COLUMNS.provider}
     prefix = shape.attr_prefix
 
     def resolve(path: tuple[str, ...]) -> SqlField | None:
         column = columns.get(path)
         if column is not None:
             return SqlField(column)
-        if len(path) == len(prefix) + 1 and path[:-1] == prefix and path[-1] not in secrets \
-                and path != shape.type_path:
-            return json_attribute(table.attributes, path[-1:])
+        if len(path) == len(prefix) + 1 and path[:-1] == prefix and path[-1] not in secrets:
+            return json_attribute(_COLUMNS.attributes, path[-1:])
         return None
 
     return resolve
@@ -72,12 +73,12 @@ async def run(call: Call, filters: list[Any], options: dict[str, Any]) -> Any:
     if not writer:  # then filtering the redacted view means the same as filtering the stored values
         _refuse_secret_paths(q, shape, secrets)
     index = services.credentials
-    where = sql_where(q, _resolver(shape, secrets)) if q.filters else None
+    resolve = _resolver(shape, secrets)
+    where = sql_where(q, resolve) if q.filters else None
     order = None
     if where is not None:
-        order = sql_order(q, _resolver(shape, secrets)) if q.order_by else None
-        table = CloudCredential.__table__.c
-        stmt = sa.select(table.id).where(where).order_by(*(order or []), table.id)
+        order = sql_order(q, resolve) if q.order_by else None
+        stmt = sa.select(_COLUMNS.id).where(where).order_by(*(order or []), _COLUMNS.id)
         async with services.engine.connect() as conn:
             ids = (await conn.execute(stmt)).scalars().all()
         creds = [c for c in map(index.get, ids) if c is not None]

@@ -15,10 +15,9 @@ from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.providers import REDACTED
-from middlewared_cc.query import parse_query
+from middlewared_cc.query import filter_rows, finish, parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
 from middlewared_cc.rpc.types import Name
-from middlewared_cc.services.listing import query_rows
 from middlewared_cc.store import credentials as cred_store
 from middlewared_cc.store import keychain as store
 
@@ -90,13 +89,13 @@ async def private_key_pem(services: Services, ident: int) -> str:
 async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
     """SSH key pairs; private keys are shown only to callers with KEYCHAIN_CREDENTIAL_WRITE."""
     can_see = call.can(_roles.KEYCHAIN_CREDENTIAL_WRITE)
-    paths = parse_query(filters, options).referenced_paths()
-    if not can_see and any(p[:2] == ("attributes", "private_key") for p in paths):
+    q = parse_query(filters, options)
+    if not can_see and any(p[:2] == ("attributes", "private_key") for p in q.referenced_paths()):
         raise ValidationErrors([FieldError("keychaincredential_query.filters",
                                            "attributes.private_key cannot be used without the write role")])
     async with call.services.db() as db:
         rows = [_entry(p, can_see) for p in await store.all_pairs(db, call.services.sealer)]
-    return query_rows(rows, filters, options, "Keychain credential")
+    return finish(filter_rows(rows, q), q, what="Keychain credential")
 
 
 @methods.method("keychaincredential.create", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)

@@ -50,14 +50,16 @@ async def save(conn: AsyncConnection, sealer: Sealer, ident: int | None, name: s
 
     Runs in the single writer, so the next id can be read first: the seal is bound to it.
     """
+    values = {"name": name, "attributes": {"public_key": public_key}}
     if ident is None:
         ident = (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(_T.c.id), 0) + 1))).scalar_one()
-        await conn.execute(sa.insert(_T).values(id=ident, name=name, type="SSH_KEY_PAIR", attributes={}, note=""))
-    sealed = sealer.seal({"private_key": private_key}, row_binding(TABLE, ident))
-    result = await conn.execute(sa.update(_T).where(_T.c.id == ident).values(
-        name=name, attributes={"public_key": public_key}, secrets=sealed))
-    if not result.rowcount:
-        return None
+        sealed = sealer.seal({"private_key": private_key}, row_binding(TABLE, ident))
+        await conn.execute(sa.insert(_T).values(id=ident, type="SSH_KEY_PAIR", note="", secrets=sealed, **values))
+    else:
+        sealed = sealer.seal({"private_key": private_key}, row_binding(TABLE, ident))
+        result = await conn.execute(sa.update(_T).where(_T.c.id == ident).values(secrets=sealed, **values))
+        if not result.rowcount:
+            return None
     return StoredKeyPair(ident, name, "SSH_KEY_PAIR", public_key, private_key)
 
 

@@ -40,10 +40,6 @@ class Sealer:
             raise KeyFileError("key must be 32 bytes")
         self._aead = AESGCM(key) if key is not None else None
 
-    @property
-    def available(self) -> bool:
-        return self._aead is not None
-
     def seal(self, secrets: dict[str, object], binding: bytes) -> bytes:
         if self._aead is None:
             raise Undecryptable("no secret key is loaded")

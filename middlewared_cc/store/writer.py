@@ -48,7 +48,7 @@ class BatchWriter:
 
     async def stop(self) -> None:
         """Finish the writes already queued, then stop."""
-        while self._queue:
+        while self._queue and self._task is not None and not self._task.done():
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
