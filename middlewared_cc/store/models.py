@@ -21,6 +21,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class StoreMeta(Base):
+    """Facts about the store itself, one row each (e.g. which key the secrets are sealed with)."""
+
+    __tablename__ = "store_meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class User(Base):
     __tablename__ = "users"
 
