@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -68,6 +69,8 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 await session.ws.close(code=1001, message=b"server shutting down")
             if services.rclone is not None:
                 await services.rclone.stop()
+            if services.rotation is not None:  # let it end: stopping the writer mid-rotation undoes it
+                await asyncio.wait([services.rotation], timeout=settings.shutdown_timeout)
             await services.writer.stop()
         finally:
             await engine.dispose()

@@ -41,6 +41,7 @@ class Services:
     rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started on first use
     rclone_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot
+    rotation: asyncio.Task[int] | None = None  # the key rotation running or last run (config.py)
 
 
 @dataclass(frozen=True, slots=True)

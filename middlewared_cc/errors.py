@@ -50,6 +50,21 @@ class RateLimited(CallError):
         super().__init__("Rate Limit Exceeded", _errno.EBUSY)
 
 
+class KeyUnavailable(CallError):
+    """Nothing can be sealed: the secret key is missing or does not match the stored data. The daemon's
+    log names the file and the key ids; the caller learns only what to do."""
+
+    def __init__(self) -> None:
+        super().__init__("Secrets cannot be stored: the daemon's secret key is missing or does not match the "
+                         "stored secrets (an administrator must restore the key file and restart the daemon)",
+                         _errno.ENOKEY)
+
+
+class RotationInProgress(CallError):
+    def __init__(self) -> None:
+        super().__init__("A secret key rotation is already running", _errno.EBUSY)
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     attribute: str
