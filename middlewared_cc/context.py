@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from middlewared_cc.events import EventHub
 from middlewared_cc.rclone.limiter import VerifyLimiter
-from middlewared_cc.rpc.session import Principal, Session
+from middlewared_cc.session import Principal, Session
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.sealing import Sealer

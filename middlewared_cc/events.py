@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from middlewared_cc.rpc.session import Session
+from middlewared_cc.session import Session
 
 log = logging.getLogger("middlewared_cc.events")
 

@@ -12,7 +12,7 @@ from middlewared_cc import roles as _roles
 from middlewared_cc.auth.hashing import api_key_digest, burn_password_time, check_password, split_api_key
 from middlewared_cc.context import Call
 from middlewared_cc.errors import RateLimited
-from middlewared_cc.rpc.session import Principal
+from middlewared_cc.session import Principal
 from middlewared_cc.store.models import ApiKey, User
 
 log = logging.getLogger("middlewared_cc.auth")

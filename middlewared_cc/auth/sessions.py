@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Services
-from middlewared_cc.rpc.session import Principal, Session
+from middlewared_cc.session import Principal, Session
 
 log = logging.getLogger("middlewared_cc.auth")
 

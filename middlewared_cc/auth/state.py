@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from middlewared_cc.rpc.session import Principal
+from middlewared_cc.session import Principal
 
 
 @dataclass

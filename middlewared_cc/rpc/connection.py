@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from middlewared_cc.context import Services
-from middlewared_cc.rpc.session import Principal, Session
+from middlewared_cc.session import Principal, Session
 
 PRELOGIN_FRAME_LIMIT = 8 * 1024
 FRAME_LIMIT = 64 * 1024

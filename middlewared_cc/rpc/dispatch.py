@@ -7,7 +7,7 @@ from typing import Any
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import NotAuthenticated, NotAuthorized
 from middlewared_cc.rpc.errors import MethodNotFound
-from middlewared_cc.rpc.session import Session
+from middlewared_cc.session import Session
 
 
 async def execute(services: Services, session: Session, name: str, params: list[Any]) -> Any:

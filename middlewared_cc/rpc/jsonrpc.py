@@ -18,7 +18,7 @@ from middlewared_cc.errors import CallError, ValidationErrors
 from middlewared_cc.rpc.connection import SERVICES, frames, open_session
 from middlewared_cc.rpc.dispatch import execute
 from middlewared_cc.rpc.errors import MethodNotFound, call_error_data, unexpected_data, validation_data
-from middlewared_cc.rpc.session import Session
+from middlewared_cc.session import Session
 
 log = logging.getLogger("middlewared_cc.rpc")
 

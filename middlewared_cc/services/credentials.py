@@ -15,7 +15,7 @@ from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.providers.declaration import Provider
 from middlewared_cc.rpc.registry import MethodSet
-from middlewared_cc.rpc.session import Session
+from middlewared_cc.session import Session
 from middlewared_cc.services import credential_query
 from middlewared_cc.services.credential_shapes import LEGACY, NEW, Shape, Submitted
 from middlewared_cc.store import credentials as store

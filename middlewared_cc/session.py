@@ -1,4 +1,8 @@
-"""A connected client: who it is, what it may do, what it subscribed to, and its bounded outbox."""
+"""A connected client: who it is, what it may do, what it subscribed to, and its bounded outbox.
+
+It sits below both the wire (rpc/) and the services: the wire creates sessions, the services read who is
+calling and send events through them, and neither layer has to import the other to do so.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ class Principal:
     uid: int | None = None
     api_key_id: int | None = None
     mechanism: str = "PASSWORD_PLAIN"
+    user_id: int | None = None  # users.id of a local user; None for root
 
     @classmethod
     def root(cls, mechanism: str = "UNIX_SOCKET", api_key_id: int | None = None) -> Principal:
@@ -45,7 +50,6 @@ class Session:
     max_outbox: int
     protocol: str = "jsonrpc"
     peer_uid: int | None = None
-    principal: Principal | None = None
     options: dict[str, Any] = field(default_factory=dict)
     subscriptions: dict[str, str] = field(default_factory=dict)  # subscription id -> event name
     inflight: int = 0
@@ -57,10 +61,25 @@ class Session:
     _outbox: asyncio.Queue[bytes] = field(init=False)
     _writer: asyncio.Task[None] | None = field(default=None, init=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
+    # Called once, when the session first gets a principal: the connection guard stops counting it as
+    # unauthenticated and cancels its login deadline.
+    on_login: Callable[[], None] | None = None
+    _principal: Principal | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._outbox = asyncio.Queue(self.max_outbox)
         self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    @property
+    def principal(self) -> Principal | None:
+        return self._principal
+
+    @principal.setter
+    def principal(self, value: Principal | None) -> None:
+        self._principal = value
+        if value is not None and self.on_login is not None:
+            callback, self.on_login = self.on_login, None
+            callback()
 
     @property
     def roles(self) -> frozenset[str]:
