@@ -41,6 +41,8 @@ class Settings:
     max_outgoing_queue: int
     shutdown_timeout: float
     login_failures_per_minute: int
+    max_tokens_per_user: int
+    max_tokens: int
     onedrive_graph_url: str
     onedrive_token_url: str
     event_loop: str
@@ -173,6 +175,8 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         max_outgoing_queue=_num(raw, "max_outgoing_queue", 1024, int, 16, 1_000_000),
         shutdown_timeout=_num(raw, "shutdown_timeout", 10.0, float, 0, 600),
         login_failures_per_minute=_num(raw, "login_failures_per_minute", 10, int, 1, 100000),
+        max_tokens_per_user=_num(raw, "max_tokens_per_user", 100, int, 1, 100000),
+        max_tokens=_num(raw, "max_tokens", 4096, int, 1, 1_000_000),
         onedrive_graph_url=_url(raw, "onedrive_graph_url", "https://graph.microsoft.com/v1.0"),
         event_loop=_choice(raw, "event_loop", "asyncio", ("asyncio", "uvloop")),
         onedrive_token_url=_url(raw, "onedrive_token_url",

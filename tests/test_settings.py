@@ -40,6 +40,8 @@ def every_key(tmp: Path) -> dict[str, Any]:
         "max_outgoing_queue": 99,
         "shutdown_timeout": 4.5,
         "login_failures_per_minute": 5,
+        "max_tokens_per_user": 3,
+        "max_tokens": 9,
         "onedrive_graph_url": "http://127.0.0.1:1/graph",
         "onedrive_token_url": "https://127.0.0.1:1/token",
         "event_loop": "uvloop",
