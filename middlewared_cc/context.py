@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from middlewared_cc.events import EventHub
+from middlewared_cc.logs import IncidentLog
 from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.session import Principal, Session
 from middlewared_cc.settings import Settings
@@ -41,6 +43,7 @@ class Services:
     rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started on first use
     rclone_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot
+    incidents: IncidentLog = field(default_factory=lambda: IncidentLog(logging.getLogger("middlewared_cc.rpc")))
     rotation: asyncio.Task[int] | None = None  # the key rotation running or last run (config.py)
 
 

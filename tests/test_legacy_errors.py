@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -99,6 +100,7 @@ async def test_unexpected_error_gives_an_incident_only(daemon: Daemon, monkeypat
     method = registry.get("core.ping")
     assert method is not None
     monkeypatch.setitem(registry._methods, "core.ping", dataclasses.replace(method, handler=broken))
+    caplog.set_level(logging.DEBUG, logger="middlewared_cc.rpc")
     client = await Legacy.open(daemon)
     with pytest.raises(LegacyFailed) as info:
         await client.call("core.ping")
@@ -106,7 +108,11 @@ async def test_unexpected_error_gives_an_incident_only(daemon: Daemon, monkeypat
     assert "secret-internal-detail" not in orjson.dumps(err).decode()
     assert err["error"] == errno.EFAULT and err["trace"] is None and "incident" in err["reason"]
     incident = err["reason"].split("incident ")[1].rstrip(")")
-    assert incident in caplog.text and "secret-internal-detail" in caplog.text
+    # One line at ERROR (id, type, method); the exception's text and traceback only at DEBUG.
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(incident in line and "RuntimeError" in line for line in errors)
+    assert "secret-internal-detail" not in "\n".join(errors)
+    assert "secret-internal-detail" in caplog.text  # the DEBUG traceback
 
 
 async def test_too_many_calls_in_flight(custom_daemon: Callable[..., Any]) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno
 import logging
-import secrets
 from typing import Any
 
 from middlewared_cc.errors import CallError, ValidationErrors, errname
+from middlewared_cc.logs import IncidentLog
 
 log = logging.getLogger("middlewared_cc.rpc")
 
@@ -32,9 +32,20 @@ def call_error_data(exc: CallError) -> dict[str, Any]:
             "extra": exc.extra}
 
 
-def unexpected_data(exc: BaseException, method: str) -> dict[str, Any]:
-    """Log the traceback under a fresh incident id; the client gets the id, never the text."""
-    incident = secrets.token_hex(6)
-    log.error("incident %s: unexpected error in %s", incident, method, exc_info=exc)
+def unexpected_data(exc: BaseException, method: str, incidents: IncidentLog | None = None) -> dict[str, Any]:
+    """Log the exception under a fresh incident id (see IncidentLog); the client gets the id, never the text."""
+    incident = (incidents or IncidentLog(log)).record(exc, method)
     return {"error": errno.EFAULT, "errname": "EFAULT",
             "reason": f"[EFAULT] Internal error (incident {incident})", "trace": None, "extra": None}
+
+
+class Incident(Exception):
+    """An unexpected exception, already logged; ``data`` is what the client may see of it."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__(data["reason"])
+        self.data = data
+
+    @classmethod
+    def record(cls, exc: BaseException, method: str, incidents: IncidentLog | None = None) -> Incident:
+        return cls(unexpected_data(exc, method, incidents))

@@ -6,18 +6,17 @@ request schema, so the corner cases follow the JSON-RPC 2.0 specification rather
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from middlewared_cc.context import Services
 from middlewared_cc.errors import CallError, ValidationErrors
 from middlewared_cc.rpc.connection import SERVICES, frames, open_session
-from middlewared_cc.rpc.dispatch import execute
-from middlewared_cc.rpc.errors import MethodNotFound, call_error_data, unexpected_data, validation_data
+from middlewared_cc.rpc.envelope import EnvelopeError, decode
+from middlewared_cc.rpc.errors import MethodNotFound, call_error_data, validation_data
+from middlewared_cc.rpc.runner import Failure, Runner
 from middlewared_cc.session import Session
 
 log = logging.getLogger("middlewared_cc.rpc")
@@ -40,27 +39,60 @@ def _format_event(msg: str, collection: str, ident: Any, fields: Any) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "method": "collection_update", "params": params})
 
 
+class Framing:
+    """JSON-RPC 2.0 replies for the call runner."""
+
+    def result(self, ident: Any, value: Any) -> bytes:
+        return orjson.dumps({"jsonrpc": "2.0", "id": ident, "result": value})
+
+    def failure(self, ident: Any, method: str, failure: Failure) -> bytes:
+        if isinstance(failure, MethodNotFound):
+            return _error(ident, METHOD_NOT_FOUND, "Method does not exist")
+        if isinstance(failure, ValidationErrors):
+            return _error(ident, INVALID_PARAMS, "Invalid params", validation_data(failure))
+        if isinstance(failure, CallError):
+            return _error(ident, CALL_ERROR, "Method call error", call_error_data(failure))
+        return _error(ident, CALL_ERROR, "Method call error", failure.data)
+
+    def too_many_calls(self, ident: Any, limit: int) -> bytes:
+        return _error(ident, TOO_MANY_CALLS, f"Maximum number of concurrent calls ({limit}) has exceeded")
+
+
+FRAMING = Framing()
+
+
 async def handle(request: web.Request) -> web.WebSocketResponse:
     """The websocket endpoint."""
     services = request.app[SERVICES]
     async with open_session(request, "jsonrpc") as session:
         session.format_event = _format_event
+        runner = Runner(services, session, FRAMING)
         async for data in frames(session):
-            _receive(services, session, data)
+            _receive(runner, data)
         return session.ws
 
 
-def _receive(services: Services, session: Session, data: str) -> None:
+def _receive(runner: Runner, data: str) -> None:
+    session = runner.session
     try:
-        req = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        session.send(_error(None, PARSE_ERROR, f"Parse error: {exc.msg}"))
+        req = decode(data)
+    except EnvelopeError as exc:
+        if not exc.parsed:
+            session.send(_error(None, PARSE_ERROR, exc.reason))
+            return
+        # Valid JSON, nested too deep: the id (if it is one) is still echoed, so the caller can match it.
+        ident = exc.message.get("id") if type(exc.message) is dict else None
+        session.send(_error(ident if type(ident) in (int, str) else None, INVALID_REQUEST,
+                            f"Invalid Request: {exc.reason}"))
         return
     if (type(req) is dict and req.get("jsonrpc") == "2.0" and type(req.get("method")) is str
             and type(req.get("params", ())) in (list, tuple) and len(req) <= 4):
         ident = req.get("id", ...)
-        if ident is ... or type(ident) in (int, str):
-            _start(services, session, ident, req["method"], list(req.get("params", ())))
+        if ident is ...:  # a notification: runs like any call; its reply is never sent
+            runner.call(None, req["method"], list(req.get("params", ())), reply=False)
+            return
+        if type(ident) in (int, str):
+            runner.call(ident, req["method"], list(req.get("params", ())))
             return
     _slow_path(session, req)
 
@@ -89,39 +121,3 @@ def _slow_path(session: Session, req: Any) -> None:
         session.send(_error(ident, INVALID_PARAMS, "Invalid params", validation_data(errors)))
     else:
         session.send(_error(ident, INVALID_REQUEST, "Invalid Request"))
-
-
-def _start(services: Services, session: Session, ident: Any, method: str, params: list[Any]) -> None:
-    if session.inflight >= services.settings.max_calls_per_connection:
-        if ident is not ...:
-            limit = services.settings.max_calls_per_connection
-            session.send(_error(ident, TOO_MANY_CALLS,
-                                f"Maximum number of concurrent calls ({limit}) has exceeded"))
-        return
-    session.inflight += 1
-    task = asyncio.get_running_loop().create_task(_run(services, session, ident, method, params))
-    session.tasks.add(task)
-    task.add_done_callback(session.tasks.discard)
-
-
-async def _run(services: Services, session: Session, ident: Any, method: str, params: list[Any]) -> None:
-    notification = ident is ...  # runs like any call; its reply is built (id null) but never sent
-    if notification:
-        ident = None
-    try:
-        result = await execute(services, session, method, params)
-        frame = orjson.dumps({"jsonrpc": "2.0", "id": ident, "result": result})
-    except MethodNotFound:
-        frame = _error(ident, METHOD_NOT_FOUND, "Method does not exist")
-    except ValidationErrors as exc:
-        frame = _error(ident, INVALID_PARAMS, "Invalid params", validation_data(exc))
-    except CallError as exc:
-        frame = _error(ident, CALL_ERROR, "Method call error", call_error_data(exc))
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any bug: the client gets an incident id, the log the rest
-        frame = _error(ident, CALL_ERROR, "Method call error", unexpected_data(exc, method))
-    finally:
-        session.inflight -= 1
-    if not notification:
-        session.send(frame)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -30,8 +31,9 @@ from middlewared_cc.errors import (
     errname,
 )
 from middlewared_cc.rpc.connection import SERVICES, frames, open_session
-from middlewared_cc.rpc.dispatch import execute
-from middlewared_cc.rpc.errors import MethodNotFound, unexpected_data, validation_data
+from middlewared_cc.rpc.envelope import EnvelopeError, decode
+from middlewared_cc.rpc.errors import Incident, MethodNotFound, validation_data
+from middlewared_cc.rpc.runner import Failure, Runner, settle
 from middlewared_cc.session import Session
 
 log = logging.getLogger("middlewared_cc.rpc")
@@ -78,6 +80,34 @@ def method_not_found(name: str) -> dict[str, Any]:
                         trace_class="CallError")
 
 
+def failure_error(failure: Failure, method: str) -> dict[str, Any]:
+    """The legacy error object of any way a call can fail."""
+    if isinstance(failure, MethodNotFound):
+        return method_not_found(method)
+    if isinstance(failure, ValidationErrors):
+        return validation_error(failure)
+    if isinstance(failure, CallError):
+        return call_error(failure)
+    return error_object(failure.data["error"], failure.data["reason"])
+
+
+class Framing:
+    """Legacy ``result`` messages for the call runner."""
+
+    def result(self, ident: Any, value: Any) -> bytes:
+        return orjson.dumps({"msg": "result", "id": ident, "result": value})
+
+    def failure(self, ident: Any, method: str, failure: Failure) -> bytes:
+        return _result_error(ident, failure_error(failure, method))
+
+    def too_many_calls(self, ident: Any, limit: int) -> bytes:
+        return _result_error(ident, error_object(
+            errno.ETOOMANYREFS, f"Maximum number of concurrent calls ({limit}) has exceeded."))
+
+
+FRAMING = Framing()
+
+
 def _result_error(ident: Any, error: dict[str, Any]) -> bytes:
     return orjson.dumps({"msg": "result", "id": ident, "error": error})
 
@@ -120,6 +150,7 @@ class _Connection:
     def __init__(self, services: Services, session: Session) -> None:
         self.services = services
         self.session = session
+        self.runner = Runner(services, session, FRAMING)
         self.handshake = False
         # sub/unsub run as tasks; the lock (FIFO) keeps them in the order the client sent them.
         self.subs_lock = asyncio.Lock()
@@ -127,9 +158,9 @@ class _Connection:
     def receive(self, data: str) -> None:
         session = self.session
         try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            session.send(_protocol_error(f"Parse error: {exc.msg}") if self.handshake else FAILED)
+            message = decode(data)
+        except EnvelopeError as exc:
+            session.send(self._undecodable(exc) if self.handshake else FAILED)
             return
         kind = message.get("msg") if type(message) is dict else None
         if kind == "connect":
@@ -154,6 +185,16 @@ class _Connection:
         else:
             session.send(_protocol_error(f"Unknown message type: {kind[:MAX_SHOWN]}", message.get("id")))
 
+    @staticmethod
+    def _undecodable(exc: EnvelopeError) -> bytes:
+        """Not JSON, or nested too deep. A too-deep method call still gets its result (an error) by id,
+        so a client waiting on that id is not left hanging."""
+        message = exc.message if type(exc.message) is dict else {}
+        ident = message.get("id")
+        if message.get("msg") == "method" and type(ident) in (str, int):
+            return _malformed(ident, exc.reason)
+        return _protocol_error(exc.reason, ident)
+
     def _connect(self, message: dict[str, Any]) -> None:
         if message.get("version") != VERSION:
             self.session.send(FAILED)
@@ -175,38 +216,10 @@ class _Connection:
         elif type(params) is not list:
             session.send(_malformed(ident, "'params' must be an array (positional)."))
             return
-        limit = self.services.settings.max_calls_per_connection
-        if session.inflight >= limit:
-            session.send(_result_error(ident, error_object(
-                errno.ETOOMANYREFS, f"Maximum number of concurrent calls ({limit}) has exceeded.")))
-            return
-        session.inflight += 1
-        self._spawn(self._call(ident, method, params))
+        self.runner.call(ident, method, params)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.session.tasks.add(task)
-        task.add_done_callback(self.session.tasks.discard)
-
-    async def _call(self, ident: Any, method: str, params: list[Any]) -> None:
-        session = self.session
-        try:
-            result = await execute(self.services, session, method, params)
-            frame = orjson.dumps({"msg": "result", "id": ident, "result": result})
-        except MethodNotFound:
-            frame = _result_error(ident, method_not_found(method))
-        except ValidationErrors as exc:
-            frame = _result_error(ident, validation_error(exc))
-        except CallError as exc:
-            frame = _result_error(ident, call_error(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the wire boundary: logged under an incident id
-            data = unexpected_data(exc, method)
-            frame = _result_error(ident, error_object(data["error"], data["reason"]))
-        finally:
-            session.inflight -= 1
-        session.send(frame)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.runner.spawn(coro)
 
     async def _sub(self, ident: Any, name: Any) -> None:
         async with self.subs_lock:
@@ -224,24 +237,17 @@ class _Connection:
             self._nosub(ident, name, error_object(errno.EEXIST, "Already subscribed"))
             return
         try:
-            internal = await execute(self.services, session, "core.subscribe", [name])
+            internal = await settle(self.services, session, "core.subscribe", [name])
         except NotAuthenticated as exc:  # CORE 13 answers a result carrying the error, as for a method
             session.send(_result_error(ident, call_error(exc)))
             return
-        except ValidationErrors as exc:
-            self._nosub(ident, name, validation_error(exc))
-            return
-        except CallError as exc:
-            self._nosub(ident, name, call_error(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - the wire boundary: logged under an incident id
-            data = unexpected_data(exc, "core.subscribe")
-            self._nosub(ident, name, error_object(data["error"], data["reason"]))
+        except (MethodNotFound, ValidationErrors, CallError, Incident) as failure:
+            self._nosub(ident, name, failure_error(failure, "core.subscribe"))
             return
         # A core.subscribe *method* call may have taken the name meanwhile: keep only the first.
         if key in session.subscriptions or any(
                 sub != internal and held == name for sub, held in session.subscriptions.items()):
-            await execute(self.services, session, "core.unsubscribe", [internal])
+            await settle(self.services, session, "core.unsubscribe", [internal])
             self._nosub(ident, name, error_object(errno.EEXIST, "Already subscribed"))
             return
         session.subscriptions[key] = session.subscriptions.pop(internal)
@@ -258,6 +264,6 @@ class _Connection:
             return
         async with self.subs_lock:
             try:
-                await execute(self.services, self.session, "core.unsubscribe", [str(ident)])
-            except (CallError, ValidationErrors):
+                await settle(self.services, self.session, "core.unsubscribe", [str(ident)])
+            except (MethodNotFound, ValidationErrors, CallError, Incident):
                 return

@@ -1,0 +1,89 @@
+"""The one call runner both wire protocols use: the in-flight cap, task spawning and error mapping.
+
+A protocol supplies only its framing (how a result, each kind of failure and the in-flight refusal look
+on its wire); which exceptions a caller may see, which become incidents, and how a call's task is
+tracked and cancelled with its session live here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from middlewared_cc.context import Services
+from middlewared_cc.errors import CallError, ValidationErrors
+from middlewared_cc.rpc.dispatch import execute
+from middlewared_cc.rpc.errors import Incident, MethodNotFound
+from middlewared_cc.session import Session
+
+# What a call may end in besides its result. The protocol shapes each; none holds an exception's text
+# the client should not see (Incident carries an id, not the text).
+Failure = MethodNotFound | ValidationErrors | CallError | Incident
+
+
+class Framing(Protocol):
+    """How one protocol writes the outcome of a call."""
+
+    def result(self, ident: Any, value: Any) -> bytes: ...
+
+    def failure(self, ident: Any, method: str, failure: Failure) -> bytes: ...
+
+    def too_many_calls(self, ident: Any, limit: int) -> bytes: ...
+
+
+async def settle(services: Services, session: Session, method: str, params: list[Any]) -> Any:
+    """The method's result; raises a Failure only (any unexpected exception is logged as an incident)."""
+    try:
+        return await execute(services, session, method, params)
+    except (MethodNotFound, ValidationErrors, CallError, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the wire boundary: a bug becomes an incident id for the client
+        raise Incident.record(exc, method, services.incidents) from None
+
+
+class Runner:
+    """Runs one session's calls as tasks, at most ``max_calls_per_connection`` at once."""
+
+    def __init__(self, services: Services, session: Session, framing: Framing) -> None:
+        self.services = services
+        self.session = session
+        self.framing = framing
+
+    def call(self, ident: Any, method: str, params: list[Any], *, reply: bool = True) -> None:
+        """Start the call, or refuse it at once when the session has too many in flight. Without
+        ``reply`` (a JSON-RPC notification) it runs the same but nothing is sent back, not even a refusal."""
+        session = self.session
+        limit = self.services.settings.max_calls_per_connection
+        if session.inflight >= limit:
+            if reply:
+                session.send(self.framing.too_many_calls(ident, limit))
+            return
+        session.inflight += 1
+        self.spawn(self._run(ident, method, params, reply))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as one of the session's tasks: cancelled when the session closes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.session.tasks.add(task)
+        task.add_done_callback(self.session.tasks.discard)
+
+    async def _run(self, ident: Any, method: str, params: list[Any], reply: bool) -> None:
+        try:
+            frame = await self.answer(ident, method, params)
+        finally:
+            self.session.inflight -= 1
+        if reply:
+            self.session.send(frame)
+
+    async def answer(self, ident: Any, method: str, params: list[Any]) -> bytes:
+        """The frame answering one call: its result, or its failure, in this protocol's framing."""
+        framing = self.framing
+        try:
+            value = await settle(self.services, self.session, method, params)
+        except (MethodNotFound, ValidationErrors, CallError, Incident) as failure:
+            return framing.failure(ident, method, failure)
+        try:
+            return framing.result(ident, value)
+        except Exception as exc:  # noqa: BLE001 - a result that cannot be encoded is a bug, not the caller's
+            return framing.failure(ident, method, Incident.record(exc, method, self.services.incidents))
