@@ -92,5 +92,7 @@ def test_encrypted_keys_are_refused(tmp_path: Path) -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
         generate_ssh_key_pair("dsa")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        generate_ssh_key_pair("rsa", bits=1024)
+    # Only the listed RSA sizes: any other is refused before a key is made (10**9 would never finish).
+    for bits in (1024, 2047, 3000, 4097, 8192, 76_110, 10**9):
+        with pytest.raises(ValueError, match="one of 2048, 3072, 4096"):
+            generate_ssh_key_pair("rsa", bits=bits)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -185,9 +186,13 @@ async def targets(daemon: Daemon) -> AsyncIterator[tuple[dict[str, Any], Target,
         assert await peer.call("core.ping") == "pong"
 
 
+# Reproducible: derandomize draws the same examples on every run and machine (no example database to
+# differ between them). Bounded: a fixed number of examples, each with a deadline (a generous one: two
+# cores are shared with the rest of the suite, and an allowed RSA 4096 generation takes a second or two).
+# A failure shows the example and reruns identically.
 @pytest.mark.timeout(240)
-@settings(max_examples=600, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=400, deadline=timedelta(seconds=15), derandomize=True, database=None,
+          print_blob=False, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 async def test_random_frames_against_the_contract(targets: tuple[dict[str, Any], Target, Target],
                                                   data: st.DataObject) -> None:

@@ -1,7 +1,8 @@
 """SSH key pairs: generation, public-key derivation and pair checks (pure functions, no I/O).
 
-Generating an RSA 4096 key takes a fraction of a second of CPU: callers on the event loop run
-``generate_ssh_key_pair`` in a thread.
+Generating an RSA 4096 key takes up to a few seconds of CPU that nothing can interrupt, and the cost grows
+with the fourth power of the size: only the sizes in ``RSA_BITS`` are made. Callers on the event loop go
+through ``keychain.generation``, which runs them in a small pool of their own.
 """
 
 from __future__ import annotations
@@ -14,23 +15,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 KeyType = Literal["ed25519", "rsa"]
 _PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-_MIN_RSA_BITS = 2048
+KEY_TYPES: tuple[KeyType, ...] = ("ed25519", "rsa")
+RSA_BITS = (2048, 3072, 4096)
 
 
 def generate_ssh_key_pair(key_type: KeyType = "ed25519", bits: int = 4096) -> dict[str, str]:
     """A new key pair: ``{"private_key": OpenSSH PEM, "public_key": "ssh-ed25519 AAAA..."}``.
 
-    ``bits`` applies to RSA only (at least 2048).
+    ``bits`` applies to RSA only and must be one of ``RSA_BITS``; anything else raises ValueError.
     """
     key: _PrivateKey
     if key_type == "ed25519":
         key = ed25519.Ed25519PrivateKey.generate()
     elif key_type == "rsa":
-        if bits < _MIN_RSA_BITS:
-            raise ValueError(f"RSA keys need at least {_MIN_RSA_BITS} bits")
+        if type(bits) is not int or bits not in RSA_BITS:
+            raise ValueError(f"RSA key size must be one of {', '.join(map(str, RSA_BITS))} bits")
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     else:
-        raise ValueError("key type must be ed25519 or rsa")
+        raise ValueError(f"key type must be one of {', '.join(KEY_TYPES)}")
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     ).decode()

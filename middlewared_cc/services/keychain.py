@@ -1,8 +1,7 @@
-"""keychaincredential.*: SSH key pairs for SFTP credentials."""
+"""keychaincredential.*: SSH key pairs, referenced by the KEYCHAIN fields of credentials (SFTP's private_key)."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 from typing import Annotated, Any, Literal
@@ -48,7 +47,9 @@ class DeleteOptions(Model):
 
 class GenerateOptions(Model):
     type: Literal["ed25519", "rsa"] = "ed25519"
-    bits: int = 4096  # RSA only
+    # RSA only. A closed list: the cost of an RSA key grows with the fourth power of its size, and a
+    # generation cannot be interrupted (76,110 or 10**9 bits would hold a CPU for hours).
+    bits: Literal[2048, 3072, 4096] = 4096
 
 
 def _entry(pair: store.StoredKeyPair, can_see: bool) -> dict[str, Any]:
@@ -139,17 +140,25 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
     return _entry(pair, True)
 
 
+def _references(services: Services, cred: cred_store.StoredCredential, ident: int) -> bool:
+    """Whether ``cred`` holds keychain credential ``ident`` in a KEYCHAIN field of its provider."""
+    if cred.provider not in services.providers:
+        return False  # its plugin is unavailable: which of its attributes are references is unknown
+    provider = services.providers.get(cred.provider)
+    return any(key_id == ident for _, key_id in provider.keychain_references(cred.attributes))
+
+
 @methods.method("keychaincredential.delete", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
 async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> bool:
-    """Delete a key pair. Refused while an SFTP credential uses it, unless ``cascade`` (which deletes
-    those credentials too)."""
+    """Delete a key pair. Refused while a cloud credential references it (an SFTP private key, or any
+    provider's keychain field), unless ``cascade`` (which deletes those credentials too)."""
     from middlewared_cc.services.credentials import removed
 
     cascade = bool(options and options.cascade)
     services = call.services
 
     async def write(conn: AsyncConnection) -> list[int]:
-        users = [c for c in services.credentials if c.provider == "SFTP" and c.attributes.get("private_key") == id]
+        users = [c for c in services.credentials if _references(services, c, id)]
         if users and not cascade:
             names = ", ".join(repr(c.name) for c in users)
             raise CallError(f"SSH key pair {id} is used by cloud credential(s) {names}; delete them first "
@@ -170,11 +179,13 @@ async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> b
 
 @methods.method("keychaincredential.generate_ssh_key_pair", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
 async def generate_ssh_key_pair(call: Call, options: GenerateOptions | None = None) -> dict[str, str]:
-    """A new key pair ``{private_key, public_key}`` (Ed25519 by default; RSA 4096 with type "rsa")."""
-    from middlewared_cc.keychain import keys
+    """A new key pair ``{private_key, public_key}``: Ed25519 by default, or ``{"type": "rsa", "bits": N}``
+    with N one of 2048, 3072, 4096 (default 4096). Made off the event loop, a few at a time; EBUSY when
+    too many generations are already queued."""
+    from middlewared_cc.keychain import generation
 
     options = options or GenerateOptions()
     try:
-        return await asyncio.to_thread(keys.generate_ssh_key_pair, options.type, options.bits)
+        return await generation.generate(options.type, options.bits)
     except ValueError as exc:
         raise ValidationErrors([FieldError("keychaincredential_generate_ssh_key_pair.bits", str(exc))]) from None
