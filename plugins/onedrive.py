@@ -7,6 +7,7 @@ PROVIDER = Provider(
     title="Microsoft OneDrive",
     rclone_type="onedrive",
     oauth=True,
+    drive_listing="microsoft_graph",  # cloudsync.onedrive_list_drives lists the account's drives
     fields=(
         *oauth_fields(
             "Microsoft OneDrive Access Token (the OAuth token JSON). Log in to the Microsoft account to add "

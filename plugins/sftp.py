@@ -66,6 +66,7 @@ PROVIDER = Provider(
             help="ID of an SSH key pair in the keychain (keychaincredential) whose private key is used to log in.",
             default=None,
             nullable=True,
+            keychain_type="SSH_KEY_PAIR",  # checked on save, kept from deletion, its PEM given to rclone
             rclone_option="key_pem",
         ),
     ),

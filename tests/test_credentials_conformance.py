@@ -13,14 +13,15 @@ import pytest
 
 from middlewared_cc.providers import ProviderRegistry
 from tests.conftest import CallFailed, Daemon
-from tests.provider_samples import CANARY, CHANGES, samples
+from tests.provider_samples import CANARY, CHANGES, missing_rows, samples
 
 TYPES = ProviderRegistry.load().types()
 COLLECTION = "cloudsync.credentials.query"
 
 
-def test_every_contract_provider_is_registered() -> None:
-    assert sorted(TYPES) == sorted(samples())
+def test_every_registered_provider_has_a_sample_row() -> None:
+    problem = missing_rows(TYPES)
+    assert problem is None, problem
 
 
 async def _event(peer: Any, msg: str) -> dict[str, Any]:
@@ -30,7 +31,7 @@ async def _event(peer: Any, msg: str) -> dict[str, Any]:
     return note["params"]  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("ptype", TYPES)
+@pytest.mark.parametrize("ptype", [t for t in TYPES if t in CHANGES])
 async def test_provider_lifecycle(daemon: Daemon, ptype: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG", logger="middlewared_cc")
     provider = daemon.services.providers.get(ptype)

@@ -1,4 +1,7 @@
-"""Shared sample data for the provider tests: valid attributes per provider and CONTRACT.md §3 as a table."""
+"""Shared data for the provider tests: valid attributes (from the sample rows) and CONTRACT.md §3 as a table.
+
+CONTRACT lists the providers the TrueNAS contract names; a provider added later need not be in it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import json
 from typing import Any
 
 from middlewared_cc.providers import Provider, ProviderRegistry
+from tests.provider_samples import samples
 
 TOKEN = json.dumps(
     {
@@ -31,30 +35,9 @@ SERVICE_ACCOUNT = json.dumps(
 )
 AZURE_KEY = base64.b64encode(b"sample azure key material").decode()
 
-VALID: dict[str, dict[str, Any]] = {
-    "S3": {"access_key_id": "AKIDSAMPLE", "secret_access_key": "s3-secret"},
-    "B2": {"account": "key-id", "key": "b2-key"},
-    "BOX": {"token": TOKEN},
-    "DROPBOX": {"token": TOKEN, "client_id": "cid", "client_secret": "csecret"},
-    "FTP": {"host": "127.0.0.1", "user": "ftpuser", "pass": ""},
-    "GOOGLE_CLOUD_STORAGE": {"service_account_credentials": SERVICE_ACCOUNT},
-    "GOOGLE_DRIVE": {"token": TOKEN},
-    "HTTP": {"url": "http://127.0.0.1:8080/files/"},
-    "HUBIC": {"token": "hubic-token"},
-    "MEGA": {"user": "someone@example.com", "pass": "mega-pass"},
-    "AZUREBLOB": {"account": "devstoreaccount1", "key": AZURE_KEY},
-    "ONEDRIVE": {"token": TOKEN, "drive_type": "BUSINESS", "drive_id": "b!abc"},
-    "OPENSTACK_SWIFT": {"user": "swiftuser", "key": "swift-key", "auth": "http://127.0.0.1:5000/v3"},
-    "PCLOUD": {"token": TOKEN},
-    "SFTP": {"host": "sftp.example.com", "user": "sftpuser", "pass": "sftp-pass"},
-    "WEBDAV": {
-        "url": "https://dav.example.com/dav/",
-        "vendor": "NEXTCLOUD",
-        "user": "davuser",
-        "pass": "dav-pass",
-    },
-    "YANDEX": {"token": TOKEN},
-}
+# Valid attributes per provider: the sample rows of tests/provider_samples.py, the one table a new provider
+# adds to. (CONTRACT below is the TrueNAS contract itself, not a per-provider table to extend.)
+VALID: dict[str, dict[str, Any]] = samples()
 
 REQ = object()  # marks a required attribute in CONTRACT
 OAUTH = {"client_id": ("", True), "client_secret": ("", True), "token": (REQ, True)}

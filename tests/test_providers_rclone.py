@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from middlewared_cc.providers import obscure, reveal
-from tests.test_providers_cases import OLD_TOKEN, SERVICE_ACCOUNT, TOKEN, VALID, installed, provider
+from tests.provider_samples import SAMPLES
+from tests.test_providers_cases import OLD_TOKEN, SERVICE_ACCOUNT, VALID, installed, provider
 
 RCLONE = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "rclone"
-COMPACT_TOKEN = json.dumps(json.loads(TOKEN), separators=(",", ":"))
 PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAEbm9uZQ==\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
@@ -27,69 +27,36 @@ def revealed(config: dict[str, str], *names: str) -> dict[str, str]:
     return {key: reveal(value) if key in names else value for key, value in config.items()}
 
 
-EXPECTED: dict[str, dict[str, str]] = {
-    "S3": {
-        "type": "s3",
-        "provider": "AWS",
-        "access_key_id": "AKIDSAMPLE",
-        "secret_access_key": "s3-secret",
-        "v2_auth": "false",
-        "max_upload_parts": "10000",
-    },
-    "B2": {"type": "b2", "account": "key-id", "key": "b2-key"},
-    "BOX": {"type": "box", "token": COMPACT_TOKEN},
-    "DROPBOX": {"type": "dropbox", "client_id": "cid", "client_secret": "csecret", "token": COMPACT_TOKEN},
-    "FTP": {"type": "ftp", "host": "127.0.0.1", "port": "21", "user": "ftpuser", "pass": ""},
-    "GOOGLE_CLOUD_STORAGE": {
-        "type": "google cloud storage",
-        "service_account_credentials": json.dumps(json.loads(SERVICE_ACCOUNT), separators=(",", ":")),
-        "project_number": "sample-project-42",
-    },
-    "GOOGLE_DRIVE": {"type": "drive", "token": COMPACT_TOKEN, "root_folder_id": "root"},
-    "HTTP": {"type": "http", "url": "http://127.0.0.1:8080/files/"},
-    "MEGA": {"type": "mega", "user": "someone@example.com", "pass": "mega-pass"},
-    "AZUREBLOB": {"type": "azureblob", "account": "devstoreaccount1", "key": VALID["AZUREBLOB"]["key"]},
-    "ONEDRIVE": {"type": "onedrive", "token": COMPACT_TOKEN, "drive_type": "business", "drive_id": "b!abc"},
-    "OPENSTACK_SWIFT": {
-        "type": "swift",
-        "user": "swiftuser",
-        "key": "swift-key",
-        "auth": "http://127.0.0.1:5000/v3",
-    },
-    "PCLOUD": {"type": "pcloud", "token": COMPACT_TOKEN},
-    "SFTP": {
-        "type": "sftp",
-        "host": "sftp.example.com",
-        "port": "22",
-        "user": "sftpuser",
-        "pass": "sftp-pass",
-    },
-    "WEBDAV": {
-        "type": "webdav",
-        "url": "https://dav.example.com/dav/",
-        "vendor": "nextcloud",
-        "user": "davuser",
-        "pass": "dav-pass",
-    },
-    "YANDEX": {"type": "yandex", "token": COMPACT_TOKEN},
-}
-OBSCURED = {"FTP": ("pass",), "MEGA": ("pass",), "SFTP": ("pass",), "WEBDAV": ("pass",)}
+RENDERED = sorted(t for t, sample in SAMPLES.items() if sample.rclone is not None)
 
 
-@pytest.mark.parametrize("type_id", sorted(EXPECTED))
+@pytest.mark.parametrize("type_id", RENDERED)
 def test_rendering_of_each_provider(type_id: str) -> None:
+    """Each sample row renders to its expected remote; options marked rclone_obscure are obscured."""
+    declared = provider(type_id)
     config = rendered(type_id)
-    obscured = OBSCURED.get(type_id, ())
+    obscured = [spec.rclone_option for spec in declared.fields
+                if spec.rclone_obscure and spec.rclone_option in config]
     for name in obscured:
-        assert len(config[name]) >= 22  # at least the IV, even for FTP's empty password
-    assert revealed(config, *obscured) == EXPECTED[type_id]
+        assert len(config[name]) >= 22  # at least the IV, even for an empty password
+    assert revealed(config, *obscured) == SAMPLES[type_id].rclone
     assert all(isinstance(value, str) for value in config.values())
 
 
-def test_every_provider_but_hubic_renders() -> None:
-    assert set(EXPECTED) == set(installed().types()) - {"HUBIC"}
-    with pytest.raises(ValueError, match="no rclone backend"):
-        rendered("HUBIC")
+def test_only_providers_without_a_backend_have_no_rclone_row() -> None:
+    """A row without rclone options is for a provider that has no backend (discontinued), and only then."""
+    registry = installed()
+    for type_id in sorted(set(registry.types()) & set(SAMPLES)):
+        has_backend = registry.get(type_id).rclone_type is not None
+        assert (SAMPLES[type_id].rclone is not None) is has_backend, type_id
+        if not has_backend:
+            with pytest.raises(ValueError, match="no rclone backend"):
+                rendered(type_id)
+
+
+def test_aws_when_no_endpoint() -> None:
+    config = rendered("S3", {**VALID["S3"], "endpoint": ""})
+    assert config["provider"] == "AWS" and "endpoint" not in config
 
 
 def test_s3_vendor_specifics() -> None:
@@ -192,7 +159,9 @@ def test_json_values_are_one_escaped_line() -> None:
     tricky = json.dumps({"access_token": "a\u2028b", "note": "x\u00e9"}, ensure_ascii=False)
     token = rendered("BOX", {"token": tricky})["token"]
     assert token.isascii() and "\n" not in token and json.loads(token) == json.loads(tricky)
-    pretty = rendered("GOOGLE_CLOUD_STORAGE")["service_account_credentials"]
+    pretty = rendered("GOOGLE_CLOUD_STORAGE", {"service_account_credentials": SERVICE_ACCOUNT})[
+        "service_account_credentials"
+    ]
     assert "\n" not in pretty and json.loads(pretty) == json.loads(SERVICE_ACCOUNT)
 
 

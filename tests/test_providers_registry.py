@@ -1,4 +1,5 @@
-"""The provider registry: the 17 installed plugins, broken plugins, and the cloudsync.providers listing."""
+"""The provider registry: the installed plugins (the contract's and any added), broken plugins, and the
+cloudsync.providers listing. No count is written down: the registry and the sample rows are the truth."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from middlewared_cc.providers import ENTRY_POINT_GROUP, Field, Kind, Provider, ProviderRegistry
+from tests.provider_samples import SAMPLES, missing_rows
 from tests.test_providers_cases import CONTRACT, REQ, installed, provider
 
 
@@ -39,13 +41,24 @@ def _sample(type_id: str = "SAMPLE", *fields: Field) -> Provider:
     )
 
 
-def test_all_seventeen_load_with_contract_titles() -> None:
+def test_every_plugin_loads_and_the_contract_providers_have_their_titles() -> None:
     registry = installed()
     assert registry.unavailable() == {}
-    assert set(registry.types()) == set(CONTRACT)
-    assert len(registry.types()) == 17
+    assert set(CONTRACT) <= set(registry.types())
     for type_id, (title, _, _) in CONTRACT.items():
         assert registry.get(type_id).title == title
+
+
+def test_every_registered_provider_has_a_sample_row() -> None:
+    """The one table a new provider adds to; without a row it would pass every per-provider test untested."""
+    problem = missing_rows(installed().types())
+    assert problem is None, problem
+    assert set(SAMPLES) <= set(installed().types()), "sample rows for providers that are not registered"
+
+
+def test_missing_sample_row_is_named_with_what_to_do() -> None:
+    problem = missing_rows([*installed().types(), "SEAFILE"])
+    assert problem is not None and "SEAFILE" in problem and "tests/provider_samples.py" in problem
 
 
 @pytest.mark.parametrize("type_id", sorted(CONTRACT))
@@ -69,15 +82,29 @@ def test_declarations_match_contract(type_id: str) -> None:
 
 def test_oauth_and_discontinued_flags() -> None:
     registry = installed()
-    oauth = {type_id for type_id in registry.types() if registry.get(type_id).oauth}
+    oauth = {type_id for type_id in CONTRACT if registry.get(type_id).oauth}
     assert oauth == {"BOX", "DROPBOX", "GOOGLE_DRIVE", "ONEDRIVE", "PCLOUD", "YANDEX"}
-    assert [t for t in registry.types() if registry.get(t).discontinued] == ["HUBIC"]
+    assert [t for t in sorted(CONTRACT) if registry.get(t).discontinued] == ["HUBIC"]
     assert registry.get("HUBIC").rclone_type is None
+
+
+def test_declared_capabilities_of_the_contract_providers() -> None:
+    """What the services do beyond storing is declared, not keyed on type ids: SFTP's keychain reference,
+    OneDrive's drive listing."""
+    registry = installed()
+    references = {t: [spec.name for spec in registry.get(t).fields if spec.kind is Kind.KEYCHAIN] for t in CONTRACT}
+    assert {t: names for t, names in references.items() if names} == {"SFTP": ["private_key"]}
+    sftp_key = registry.get("SFTP").field("private_key")
+    assert sftp_key.keychain_type == "SSH_KEY_PAIR" and sftp_key.rclone_option == "key_pem"
+    drives = {t: registry.get(t).drive_listing for t in CONTRACT if registry.get(t).drive_listing}
+    assert drives == {"ONEDRIVE": "microsoft_graph"}
+    assert registry.get("SFTP").keychain_references({"private_key": 3, "pass": None}) == [(sftp_key, 3)]
+    assert registry.get("SFTP").keychain_references({"private_key": None}) == []
 
 
 def test_entry_points_are_installed() -> None:
     names = {point.name for point in entry_points(group=ENTRY_POINT_GROUP)}
-    assert names == set(CONTRACT)
+    assert names == set(installed().types()) and set(CONTRACT) <= names
 
 
 def test_unknown_type_raises_key_error() -> None:
@@ -161,11 +188,16 @@ def test_broken_plugins_are_unavailable_and_the_rest_load(caplog: pytest.LogCapt
             "BADPATTERN", lambda: _sample("BADPATTERN", Field("a", Kind.STRING, default="", pattern="("))
         ),
         FakeEntryPoint("NOBACKEND", lambda: replace(_sample("NOBACKEND"), rclone_type=None)),
+        FakeEntryPoint("TWOKEYS", lambda: _sample("TWOKEYS", Field("a", Kind.KEYCHAIN, nullable=True),
+                                                  Field("b", Kind.KEYCHAIN, nullable=True))),
+        FakeEntryPoint("BADKEYTYPE", lambda: _sample("BADKEYTYPE", Field("a", Kind.KEYCHAIN, nullable=True,
+                                                                         keychain_type="GPG_KEY"))),
+        FakeEntryPoint("BADDRIVES", lambda: replace(_sample("BADDRIVES"), drive_listing="dropbox_api")),
         FakeEntryPoint("S3", lambda: _sample("S3")),  # a second plugin claiming a taken type id
     ]
     with caplog.at_level(logging.WARNING, logger="middlewared_cc.providers"):
         registry = ProviderRegistry.load([*good, *broken])
-    assert set(registry.types()) == set(CONTRACT)
+    assert set(registry.types()) == set(installed().types())
     assert registry.get("S3").title == "Amazon S3"
     unavailable = registry.unavailable()
     assert set(unavailable) == {point.name for point in broken[:-1]} | {"S3 (duplicate)"}
@@ -175,6 +207,9 @@ def test_broken_plugins_are_unavailable_and_the_rest_load(caplog: pytest.LogCapt
     assert "duplicate field 'a'" in unavailable["DUPFIELD"]
     assert "unknown kind" in unavailable["BADKIND"]
     assert "default" in unavailable["BADDEFAULT"] and "default" in unavailable["REQDEFAULT"]
+    assert "at most one keychain field" in unavailable["TWOKEYS"]
+    assert "keychain_type must be one of SSH_KEY_PAIR" in unavailable["BADKEYTYPE"]
+    assert "drive_listing must be one of microsoft_graph" in unavailable["BADDRIVES"]
     for name in broken[:-1]:
         assert name.name not in registry
         with pytest.raises(KeyError):

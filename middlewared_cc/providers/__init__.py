@@ -6,6 +6,8 @@ derived from those declarations: validation, redaction, the JSON Schema listing 
 
 from middlewared_cc.providers.declaration import (
     DEFAULT_MAX_LENGTH,
+    DRIVE_LISTINGS,
+    KEYCHAIN_TYPES,
     LONG_MAX_LENGTH,
     REDACTED,
     Field,
@@ -18,7 +20,9 @@ from middlewared_cc.providers.registry import ENTRY_POINT_GROUP, ProviderRegistr
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
+    "DRIVE_LISTINGS",
     "ENTRY_POINT_GROUP",
+    "KEYCHAIN_TYPES",
     "LONG_MAX_LENGTH",
     "REDACTED",
     "Field",

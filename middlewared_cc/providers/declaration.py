@@ -4,6 +4,10 @@ A plugin module holds ``PROVIDER = Provider(...)``. Everything the daemon needs 
 value: validation (``validate``), redaction (``redact``), the ``cloudsync.providers`` listing
 (``listing_entry``) and the rclone remote (``rclone_config``). Per-vendor logic that is not field data
 goes in the two optional hooks, ``rclone_extra`` and ``check``.
+
+What the services do for a provider beyond storing it is declared too, never keyed on its type id: a
+KEYCHAIN field is a reference to a keychain credential (checked, protected, its PEM given to rclone), and
+``drive_listing`` names the API that lists an account's drives.
 """
 
 from __future__ import annotations
@@ -15,9 +19,25 @@ from dataclasses import field as dataclass_field
 from typing import Any
 
 from middlewared_cc.providers import rendering, schema, validation
-from middlewared_cc.providers.fields import DEFAULT_MAX_LENGTH, LONG_MAX_LENGTH, REDACTED, Field, Kind
+from middlewared_cc.providers.fields import (
+    DEFAULT_MAX_LENGTH,
+    KEYCHAIN_TYPES,
+    LONG_MAX_LENGTH,
+    REDACTED,
+    Field,
+    Kind,
+)
 
-__all__ = ["DEFAULT_MAX_LENGTH", "LONG_MAX_LENGTH", "REDACTED", "Field", "Kind", "Provider"]
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "DRIVE_LISTINGS",
+    "KEYCHAIN_TYPES",
+    "LONG_MAX_LENGTH",
+    "REDACTED",
+    "Field",
+    "Kind",
+    "Provider",
+]
 
 # rclone_extra(normalized attrs) -> extra rclone options, e.g. S3's provider=AWS|Other.
 RcloneExtra = Callable[[Mapping[str, Any]], dict[str, str]]
@@ -26,6 +46,8 @@ RcloneExtra = Callable[[Mapping[str, Any]], dict[str, str]]
 CrossCheck = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
 
 _TYPE_ID = re.compile(r"[A-Z][A-Z0-9_]*")
+# The drive-listing APIs the daemon speaks: "microsoft_graph" is cloudsync.onedrive_list_drives.
+DRIVE_LISTINGS = frozenset({"microsoft_graph"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +57,8 @@ class Provider:
     ``rclone_type`` is None only for a ``discontinued`` provider (HUBIC): there is nothing to run.
     ``oauth`` marks providers whose tokens rclone refreshes (the caller writes them back).
     ``oauth_url`` is the ``credentials_oauth`` of the listing: a web flow to obtain a token, or None.
+    ``drive_listing`` says the account holds several drives, listed through that API (one of
+    ``DRIVE_LISTINGS``); a token refreshed by the listing is written back to this provider's credentials.
     """
 
     type: str
@@ -46,6 +70,7 @@ class Provider:
     oauth: bool = False
     oauth_url: str | None = None
     discontinued: bool = False
+    drive_listing: str | None = None
     rclone_extra: RcloneExtra | None = None
     check: CrossCheck | None = None
     # Names of the attributes that are redacted in output and kept on update when sent redacted.
@@ -63,6 +88,11 @@ class Provider:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    def keychain_references(self, attrs: Mapping[str, Any]) -> list[tuple[Field, int]]:
+        """(field, keychain credential id) for each KEYCHAIN field that ``attrs`` sets."""
+        return [(spec, value) for spec in self.fields
+                if spec.kind is Kind.KEYCHAIN and type(value := attrs.get(spec.name)) is int]
 
     def validate(self, attrs: object, path: str, *, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Check ``attrs`` strictly and return them normalized, defaults filled, in declaration order.
@@ -84,7 +114,7 @@ class Provider:
         """The rclone remote for validated ``attrs``: ``{"type": backend, option: value, ...}``.
 
         Every value is a string; password options are obscured. ``key_pem`` is the PEM of the key pair a
-        KEYCHAIN field points at (looked up by the caller). Raises ValueError when the provider has no
+        KEYCHAIN field points at (looked up by the caller, see ``keychain_references``). Raises ValueError when the provider has no
         backend, a needed PEM is missing, or any value holds a control character.
         """
         return rendering.render(self, attrs, key_pem)
@@ -102,6 +132,8 @@ class Provider:
             found.append("a title is required")
         if self.rclone_type is None and not self.discontinued:
             found.append("no rclone backend, yet not discontinued")
+        if self.drive_listing is not None and self.drive_listing not in DRIVE_LISTINGS:
+            found.append(f"drive_listing must be one of {', '.join(sorted(DRIVE_LISTINGS))}")
         if self.buckets and not self.bucket_title:
             found.append("a bucket provider needs a bucket_title")
         for hook in (self.rclone_extra, self.check):
@@ -111,6 +143,8 @@ class Provider:
             return [*found, "fields must be a tuple of Field"]
         names = [spec.name for spec in self.fields]
         found.extend(f"duplicate field {name!r}" for name in sorted(set(names)) if names.count(name) > 1)
+        if sum(spec.kind is Kind.KEYCHAIN for spec in self.fields) > 1:
+            found.append("at most one keychain field: rclone receives one key")
         for spec in self.fields:
             found.extend(spec.problems())
         return found

@@ -21,12 +21,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_MAX_LENGTH = 1024
 LONG_MAX_LENGTH = 64 * 1024  # OAuth tokens and service-account JSON; also the wire's frame cap
 REDACTED = "********"
+# What a KEYCHAIN field may reference: keychain credential type -> how an error names one.
+KEYCHAIN_TYPES: Mapping[str, str] = MappingProxyType({"SSH_KEY_PAIR": "SSH key pair"})
 _JSON_WHITESPACE = frozenset("\t\n\r")
 # Unicode category Cc is exactly these two ranges; a regex scans a 64 KiB token far faster than a loop.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -44,7 +47,7 @@ class Kind(StrEnum):
     JSON = "json"  # text holding a JSON object with the keys in Field.json_keys
     TOKEN = "token"  # OAuth token JSON: an object with access_token (or Go's old AccessToken)
     BASE64 = "base64"  # standard base64 with padding, e.g. an Azure account key
-    KEYCHAIN = "keychain"  # id of a keychain credential (SSH key pair); existence checked by the caller
+    KEYCHAIN = "keychain"  # id of a keychain credential of Field.keychain_type: see Field
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,12 @@ class Field:
     ``required`` fields have no default. ``secret`` fields are redacted in output and kept on update when
     sent back as ``REDACTED``. ``rclone_option`` None means rclone has no matching option;
     ``rclone_obscure`` marks rclone ``IsPassword`` options; ``rclone_values`` maps a value to the one
-    rclone wants. For a KEYCHAIN field, ``rclone_option`` receives the key pair's PEM, not the id.
+    rclone wants.
+
+    A KEYCHAIN field is a reference, a capability the services honour for any provider that declares one:
+    its value is the id of a keychain credential of type ``keychain_type``, which must exist when the
+    credential is stored, which cannot be deleted while referenced (unless ``cascade``), and whose private
+    key (PEM) is what ``rclone_option`` receives at verify and listing, never the id.
     """
 
     name: str
@@ -75,6 +83,7 @@ class Field:
     rclone_option: str | None = None
     rclone_obscure: bool = False
     rclone_values: Mapping[str, str] = field(default_factory=dict, hash=False)
+    keychain_type: str = "SSH_KEY_PAIR"  # KEYCHAIN only: the type of keychain credential referenced
 
     def check(self, value: object) -> str | None:
         """Return why ``value`` is not acceptable for this field, or None when it is."""
@@ -109,6 +118,8 @@ class Field:
             found.append(f"{self.name}: rclone_obscure without rclone_option")
         if any(key not in self.choices for key in self.rclone_values):
             found.append(f"{self.name}: rclone_values maps a value that is not a choice")
+        if self.kind is Kind.KEYCHAIN and self.keychain_type not in KEYCHAIN_TYPES:
+            found.append(f"{self.name}: keychain_type must be one of {', '.join(sorted(KEYCHAIN_TYPES))}")
         if self.required and self.default is not None:
             found.append(f"{self.name}: a required field takes no default")
         # Only a declaration that is otherwise sound can say whether its default passes.

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
-from middlewared_cc.providers.declaration import Provider
+from middlewared_cc.providers.declaration import KEYCHAIN_TYPES, Provider
 from middlewared_cc.rpc.registry import MethodSet
-from middlewared_cc.session import Session
 from middlewared_cc.services import credential_query
 from middlewared_cc.services.credential_shapes import LEGACY, NEW, Shape, Submitted
+from middlewared_cc.session import Session
 from middlewared_cc.store import credentials as store
 from middlewared_cc.store.models import KeychainCredential
 
@@ -102,14 +102,14 @@ def _type_path(shape: Shape, schema: str) -> str:
 
 
 async def _check_references(call: Call, provider: Provider, attrs: dict[str, Any], path: str) -> None:
-    """An SFTP private_key names a keychain key pair that must exist."""
-    key_id = attrs.get("private_key") if provider.type == "SFTP" else None
-    if key_id is None:
-        return
-    async with call.services.db() as db:
-        row = await db.get(KeychainCredential, key_id)
-    if row is None or row.type != "SSH_KEY_PAIR":
-        raise ValidationErrors([FieldError(f"{path}.private_key", "SSH key pair does not exist")])
+    """Every keychain reference the provider declares (a KEYCHAIN field) names an existing credential."""
+    errors = ValidationErrors()
+    for spec, key_id in provider.keychain_references(attrs):
+        async with call.services.db() as db:
+            row = await db.get(KeychainCredential, key_id)
+        if row is None or row.type != spec.keychain_type:
+            errors.add(f"{path}.{spec.name}", f"{KEYCHAIN_TYPES[spec.keychain_type]} does not exist")
+    errors.check()
 
 
 def _name_taken(call: Call, name: str, exclude: int | None = None) -> bool:

@@ -48,8 +48,10 @@ async def engine(services: Services) -> RcloneDaemon:
 
 
 async def _key_pem(services: Services, provider: Provider, attrs: dict[str, Any]) -> str | None:
-    key_id = attrs.get("private_key") if provider.type == "SFTP" else None
-    return await private_key_pem(services, key_id) if isinstance(key_id, int) else None
+    """The PEM the provider's keychain reference points at (a declaration has at most one), or None."""
+    for _, key_id in provider.keychain_references(attrs):
+        return await private_key_pem(services, key_id)
+    return None
 
 
 @methods.method("cloudsync.credentials.verify", role=_roles.CLOUD_SYNC_WRITE, raw=True, schema=SCHEMA)
@@ -157,8 +159,14 @@ async def onedrive_list_drives(call: Call, data: OneDriveArgs) -> list[dict[str,
     """The OneDrive drives a token's account can use: ``[{drive_id, drive_type, name, description}]``."""
     services = call.services
 
+    # The providers that declare this listing hold such tokens: a refreshed one is written back to them.
+    holders = [p.type for p in services.providers if p.drive_listing == "microsoft_graph"]
+    if not holders:
+        raise CallError("No available provider lists drives through Microsoft Graph", errno.EOPNOTSUPP)
+
     async def refreshed(token: str) -> None:
-        await tokens.persist(services, "ONEDRIVE", data.token, token)
+        for provider_type in holders:
+            await tokens.persist(services, provider_type, data.token, token)
 
     settings = services.settings
     from middlewared_cc.rclone import listing as rclone_listing
