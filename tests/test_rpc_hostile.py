@@ -23,13 +23,13 @@ OBJECT = '{"a":' * DEEP + "1" + "}" * DEEP
 LIMIT_TEXT = f"nested deeper than {MAX_DEPTH} levels"
 
 JSONRPC_FRAMES = [
-    '{"jsonrpc":"2.0","id":%s,"method":"core.ping","params":[]}' % ARRAY,
-    '{"jsonrpc":"2.0","id":7,"method":"core.ping","params":%s}' % OBJECT,
-    '{"jsonrpc":"2.0","id":7,"method":"core.ping","params":[%s]}' % ARRAY,
-    '{"jsonrpc":"2.0","id":7,"method":%s,"params":[]}' % ARRAY,
-    '{"jsonrpc":"2.0","id":7,"method":"core.ping","params":[],"x":%s}' % OBJECT,
-    '{"jsonrpc":"2.0","id":7,"method":"cloudsync.credentials.query","params":[[["name","=",%s]]]}' % OBJECT,
-    '{"jsonrpc":"2.0","method":"core.ping","params":%s}' % OBJECT,  # a (deep) notification: answered too
+    '{"jsonrpc":"2.0","id":@,"method":"core.ping","params":[]}'.replace("@", ARRAY),
+    '{"jsonrpc":"2.0","id":7,"method":"core.ping","params":@}'.replace("@", OBJECT),
+    '{"jsonrpc":"2.0","id":7,"method":"core.ping","params":[@]}'.replace("@", ARRAY),
+    '{"jsonrpc":"2.0","id":7,"method":@,"params":[]}'.replace("@", ARRAY),
+    '{"jsonrpc":"2.0","id":7,"method":"core.ping","params":[],"x":@}'.replace("@", OBJECT),
+    '{"jsonrpc":"2.0","id":7,"method":"cloudsync.credentials.query","params":[[["name","=",@]]]}'.replace("@", OBJECT),
+    '{"jsonrpc":"2.0","method":"core.ping","params":@}'.replace("@", OBJECT),  # a (deep) notification: answered too
     OBJECT,
     ARRAY,
     "[" * 1100 + "]" * 1100,  # past orjson's own limit
@@ -78,11 +78,11 @@ async def legacy_peer(daemon: Daemon, login: bool) -> aiohttp.ClientWebSocketRes
 async def test_legacy_deep_envelope_is_refused_and_the_socket_lives(daemon: Daemon, login: bool) -> None:
     ws = await legacy_peer(daemon, login)
     frames = [
-        ('{"msg":"method","id":"m1","method":"core.ping","params":%s}' % OBJECT, "result"),
-        ('{"msg":"method","id":"m2","method":"core.ping","params":[%s]}' % ARRAY, "result"),
-        ('{"msg":"ping","id":%s}' % OBJECT, "error"),
-        ('{"msg":"sub","id":"s1","name":%s}' % OBJECT, "error"),
-        ('{"msg":"method","id":%s,"method":"core.ping"}' % ARRAY, "error"),
+        ('{"msg":"method","id":"m1","method":"core.ping","params":@}'.replace("@", OBJECT), "result"),
+        ('{"msg":"method","id":"m2","method":"core.ping","params":[@]}'.replace("@", ARRAY), "result"),
+        ('{"msg":"ping","id":@}'.replace("@", OBJECT), "error"),
+        ('{"msg":"sub","id":"s1","name":@}'.replace("@", OBJECT), "error"),
+        ('{"msg":"method","id":@,"method":"core.ping"}'.replace("@", ARRAY), "error"),
         (ARRAY, "error"),
         ("[" * 1100 + "]" * 1100, "error"),
     ]
@@ -102,6 +102,6 @@ async def test_nesting_at_the_limit_still_works(daemon: Daemon) -> None:
     """The limit is on the envelope only: a request just inside it is judged by the method as before."""
     peer = await daemon.connect()
     inner = "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)
-    await peer.ws.send_str('{"jsonrpc":"2.0","id":1,"method":"core.ping","params":[%s]}' % inner)
+    await peer.ws.send_str('{"jsonrpc":"2.0","id":1,"method":"core.ping","params":[@]}'.replace("@", inner))
     reply = await receive(peer.ws)
     assert reply["error"]["code"] == -32602  # core.ping takes no argument: a validation error, no more
