@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
+import os
+import re
+import urllib.parse
+import xml.sax.saxutils
+
 import pytest
 
 from middlewared_cc.providers.obscure import obscure
@@ -106,3 +114,100 @@ def test_scrub_every_form_of_a_secret() -> None:
 
 def test_empty_secrets_do_not_mask_everything() -> None:
     assert scrub("hello", secret_values({"pass": ""}, ("pass",))) == "hello"
+
+
+# --- every form a secret comes back in (issue 9, item 10) ---------------------------------------------
+
+_PASSWORD = 'CANARYa1b2c3" \\x+&/é%7dZZ9f8e7d\\'
+_MARKERS = ("CANARYa1b2c3", "ZZ9f8e7d")
+
+
+def _go_quote(text: str, *, ascii_only: bool = False) -> str:
+    """Go's strconv.Quote (``%q``), or QuoteToASCII (``%+q``) with ascii_only."""
+    out = []
+    for ch in text:
+        if ch in "\"\\":
+            out.append("\\" + ch)
+        elif ch in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F or (ascii_only and ord(ch) > 0x7E):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x80 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _b64(data: str, *, urlsafe: bool = False, pad: bool = True) -> str:
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    out = encode(data.encode()).decode()
+    return out if pad else out.rstrip("=")
+
+
+FORMS = {
+    "raw": _PASSWORD,
+    "json": json.dumps(_PASSWORD),
+    "json-utf8": json.dumps(_PASSWORD, ensure_ascii=False),
+    "json-in-json": json.dumps(json.dumps(_PASSWORD)),
+    "go-%q": _go_quote(_PASSWORD),
+    "go-%+q": _go_quote(_PASSWORD, ascii_only=True),
+    "go-%q-twice": _go_quote(_go_quote(_PASSWORD)),
+    "quote": urllib.parse.quote(_PASSWORD),
+    "quote-all": urllib.parse.quote(_PASSWORD, safe=""),
+    "quote_plus": urllib.parse.quote_plus(_PASSWORD),
+    "quote-lowercase": re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote(_PASSWORD)),
+    "xml": xml.sax.saxutils.escape(_PASSWORD, {'"': "&quot;"}),
+    "xml-numeric": "".join(c if c.isascii() and c.isalnum() else f"&#{ord(c)};" for c in _PASSWORD),
+    "base64": _b64(_PASSWORD),
+    "base64-urlsafe-nopad": _b64(_PASSWORD, urlsafe=True, pad=False),
+    "basic-auth": "Basic " + _b64("someone:" + _PASSWORD),
+    "basic-auth-other-user": "Basic " + _b64("ab:" + _PASSWORD),
+    "base64-in-blob-0": _b64('{"p":"' + _PASSWORD + '"}'),
+    "base64-in-blob-1": _b64('{"pw":"' + _PASSWORD + '"}', urlsafe=True),
+    "base64-in-blob-2": _b64('{"pwd":"' + _PASSWORD + '"}', pad=False),
+    "obscured": obscure(_PASSWORD),
+}
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+def test_every_form_of_a_secret_is_masked(form: str) -> None:
+    secrets = secret_values({"pass": _PASSWORD, "user": "someone"}, ("pass",))
+    cleaned = scrub(f"before {form} after", secrets)
+    assert not [m for m in _MARKERS if m in cleaned], cleaned
+    for run in re.findall(r"[A-Za-z0-9+/_=-]{8,}", cleaned):
+        padded = run + "=" * (-len(run) % 4)
+        with contextlib.suppress(ValueError):
+            assert not any(m.encode() in base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_"))
+                           for m in _MARKERS), cleaned
+    assert cleaned.startswith("before ") and cleaned.endswith(" after")
+    assert MASK in cleaned
+
+
+@pytest.mark.parametrize(
+    ("secret", "text", "expected"),
+    [
+        ("t", "dial tcp 127.0.0.1:21: connect: connection refused", None),
+        ("c", 'failed to make FTP connection to "127.0.0.1:1": dial tcp', None),
+        ("1", "dial tcp 127.0.0.1:21: i/o timeout", None),
+        ('"', 'failed to make FTP connection to "127.0.0.1:1": EOF', None),
+        ("\\", 'quoted \\"x\\" here', None),
+        ("ab", "grab a cab", None),
+        ("ab", 'login failed for password "ab"', 'login failed for password "********"'),
+        ("ab", "pass=ab&user=x", "pass=********&user=x"),
+        ('a"', '530 "Login incorrect for \\"a\\\\\\"\\"."', '530 "Login incorrect for \\"********\\"."'),
+        ("pw", "Authorization: Basic dXNlcjpwdw==", "Authorization: Basic ********"),
+        ("pw", "base64: cHc=", "base64: ********"),
+    ],
+)
+def test_short_secrets_are_masked_only_as_whole_tokens(secret: str, text: str, expected: str | None) -> None:
+    secrets = secret_values({"pass": secret, "user": "user"}, ("pass",))
+    assert scrub(text, secrets) == (text if expected is None else expected)
+
+
+def test_lines_of_a_multi_line_secret_are_masked_one_by_one() -> None:
+    body = [base64.b64encode(os.urandom(48)).decode() for _ in range(3)]
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(body) + "\n-----END OPENSSH PRIVATE KEY-----\n"
+    secrets = secret_values({}, (), key_pem=pem)
+    # rcd's log is read line by line: each line of a key must be masked without the others.
+    for line in body:
+        assert scrub(f"rcd: {line}", secrets) == f"rcd: {MASK}"
+    assert scrub(json.dumps(pem), secrets).count(body[0]) == 0

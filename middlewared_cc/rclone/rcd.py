@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 
 from middlewared_cc.rclone.errors import RcloneError, RcloneUnavailable
+from middlewared_cc.rclone.masking import MASK, masker
 
 LOG = logging.getLogger(__name__)
 
@@ -276,10 +277,10 @@ class RcloneDaemon:
                 LOG.debug("rcd: %s", self._scrub(line))
 
     def _scrub(self, line: str) -> str:
-        line = _URL_USERINFO.sub("********@", line)
+        # Every form (escaped, encoded, base64, obscured), as in error texts; see rclone.masking.
+        line = _URL_USERINFO.sub(MASK + "@", line)
         for _key, secrets in list(self._live_secrets.values()):
-            for secret in sorted(secrets, key=len, reverse=True):
-                line = line.replace(secret, "********")
+            line = masker(secrets)(line)
         return line
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Mapping
 
 from middlewared_cc.providers.obscure import reveal
+from middlewared_cc.rclone.masking import MASK, SHORT, masker
 
-MASK = "********"
+__all__ = ["MASK", "classify", "excerpt", "scrub", "secret_values"]
 
-_URL_USERINFO = re.compile(r"(?<=://)[^/\s@\"']+@")
+# A line of a multi-line secret (a PEM key) is masked on its own when at least this long: rcd's log and a
+# reflected error body are read line by line.
+_LINE_MIN = 12
+# Values of other attributes tried as the user half of ``Authorization: Basic base64(user:secret)``.
+_USER_MAX = 256
 
 # First match wins. Connection failures come first: their text holds host:port, and a port such as
 # 40301 must not read as an HTTP 403.
@@ -106,10 +112,13 @@ def secret_values(
     key_pem: str | None = None,
     extra: Iterable[str | None] = (),
 ) -> frozenset[str]:
-    """Every form of the credential's secrets that rclone could echo back.
+    """Every value whose forms must be masked in what rclone echoes back.
 
-    The plain attribute values, the parts of a JSON token, the PEM key in both its multi-line and its
-    one-line (``\\n`` escaped) forms, and every config value that is an obscured form of a secret.
+    The plain attribute values, the parts of a JSON token, each long line of a multi-line value (a PEM
+    key), every config value that is an obscured form of a secret, and, for a secret shorter than
+    ``masking.SHORT``, ``base64(user:secret)`` with each other attribute or config value as the user (HTTP
+    Basic auth, which a server may reflect; a longer secret's base64 is found inside any blob).
+    ``scrub`` masks each of these in every quoting, escaping and encoding (see ``masking``).
     """
     found: set[str] = set()
 
@@ -117,7 +126,7 @@ def secret_values(
         if isinstance(value, str) and value.strip():
             found.add(value)
             found.add(value.strip())
-            found.add(value.replace("\n", "\\n"))
+            found.update(line.strip() for line in value.splitlines() if len(line.strip()) >= _LINE_MIN)
             found.update(_token_parts(value))
 
     for name in secret_names:
@@ -125,10 +134,22 @@ def secret_values(
     add(key_pem)
     for value in extra:
         add(value)
+    plain = set(found)
     for value in (config or {}).values():
-        if value and _reveals_to(value, found):
+        if value and _reveals_to(value, plain):
             found.add(value)
+    users = {
+        v for v in (*attrs.values(), *(config or {}).values()) if isinstance(v, str) and len(v) <= _USER_MAX
+    }
+    # A longer secret's base64 is found inside any blob (masking's base64 cores); a short one only whole.
+    for secret in plain:
+        if len(secret) < SHORT:
+            found.update(_basic_auth(user, secret) for user in users - plain)
     return frozenset(found)
+
+
+def _basic_auth(user: str, secret: str) -> str:
+    return base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
 
 
 def _reveals_to(value: str, secrets: set[str]) -> bool:
@@ -159,11 +180,13 @@ def _token_parts(value: str) -> set[str]:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (longest first) and any URL user info replaced by a mask."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, MASK)
-    return _URL_USERINFO.sub(MASK + "@", text)
+    """``text`` with every form of every secret, and any URL user info, replaced by ``MASK``.
+
+    Forms: raw, Go- and JSON-escaped, XML entities, URL-encoded, base64 (alone or inside a larger blob,
+    e.g. Basic auth) and rclone-obscured. Secrets shorter than ``masking.SHORT`` are masked as whole tokens
+    only, so a one-character password cannot punch holes in words ("dial tcp"); see ``masking``.
+    """
+    return masker(frozenset(secrets))(text)
 
 
 def excerpt(text: str) -> str | None:
