@@ -21,6 +21,7 @@ from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
 from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.keys import load_sealer
+from middlewared_cc.store.preflight import check_integrity
 from middlewared_cc.store.writer import BatchWriter
 
 log = logging.getLogger("middlewared_cc")
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
     async def resources(app: web.Application) -> AsyncIterator[None]:
         engine = _db.create_engine(settings.database_url)
         try:
+            await check_integrity(engine, settings)
             await _db.migrate(engine)
             sealer, problem = await load_sealer(settings, engine)
             sessions = _db.sessionmaker(engine)

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import sys
 from collections.abc import Callable, Coroutine
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+from sqlalchemy.exc import DBAPIError
 
 from middlewared_cc.app import create_app
 from middlewared_cc.logs import setup_logging
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.settings import Settings, SettingsError
+from middlewared_cc.store.preflight import StoreUnusable, check_files, check_integrity, unusable
 from middlewared_cc.store.sealing import KeyFileError, read_key
 
 log = logging.getLogger("middlewared_cc")
@@ -90,10 +93,14 @@ async def _drain(app: web.Application, timeout: float) -> None:
 
 async def serve(settings: Settings) -> int:
     read_key(settings.key_file)  # an unsafe key file stops start-up before anything is created
+    check_files(settings)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout,
                            access_log=None)
-    await runner.setup()  # opens the database, runs migrations, loads the key and the credentials
+    try:
+        await runner.setup()  # opens the database, runs migrations, loads the key and the credentials
+    except (DBAPIError, sqlite3.Error) as exc:
+        raise unusable(settings, exc) from None
     _release_startup_memory()
     sites: list[web.BaseSite] = []
     sock_path = Path(settings.unix_socket)
@@ -145,10 +152,15 @@ async def rotate_key(settings: Settings) -> int:
         print("middlewared-cc: the daemon is running; rotate with `midclt-cc call config.rotate_secret_key` "
               "or stop it first", file=sys.stderr)
         return 1
+    check_files(settings)
     engine = _db.create_engine(settings.database_url)
     try:
-        await _db.migrate(engine)
-        sealer, problem = await load_sealer(settings, engine)
+        try:
+            await check_integrity(engine, settings)
+            await _db.migrate(engine)
+            sealer, problem = await load_sealer(settings, engine)
+        except (DBAPIError, sqlite3.Error) as exc:
+            raise unusable(settings, exc) from None
         if problem:
             print(f"middlewared-cc: cannot rotate: {problem}", file=sys.stderr)
             return 1
@@ -187,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyFileError as exc:
         print(f"middlewared-cc: {exc}", file=sys.stderr)
         return 2
+    except StoreUnusable as exc:  # one line, in the log and on stderr: no traceback to dig it out of
+        log.error("cannot start: %s", exc)
+        if settings.log_file:
+            print(f"middlewared-cc: cannot start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
