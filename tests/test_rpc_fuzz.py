@@ -191,7 +191,7 @@ async def targets(daemon: Daemon) -> AsyncIterator[tuple[dict[str, Any], Target,
 # cores are shared with the rest of the suite, and an allowed RSA 4096 generation takes a second or two).
 # A failure shows the example and reruns identically.
 @pytest.mark.timeout(240)
-@settings(max_examples=400, deadline=timedelta(seconds=15), derandomize=True, database=None,
+@settings(max_examples=600, deadline=timedelta(seconds=15), derandomize=True, database=None,
           print_blob=False, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 async def test_random_frames_against_the_contract(targets: tuple[dict[str, Any], Target, Target],
