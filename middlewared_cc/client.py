@@ -1,9 +1,21 @@
-"""A small async JSON-RPC 2.0 websocket client for middlewared-cc, shared by the CLI, the tests and the bench.
+"""The JSON-RPC 2.0 websocket client of middlewared-cc, shared by the CLI, the tests and the bench.
 
-URIs: ``ws://host:port[/path]``, ``wss://host:port[/path]`` and ``ws+unix:///path/to/socket``. The path
-defaults to ``/api/current``. Many calls may be in flight at once; replies are matched to calls by id, so
-out-of-order replies are fine. Server notifications (``collection_update``, ...) go to a callback when one
-is given, otherwise to :attr:`Client.notifications`.
+URIs: ``ws://host:port[/path]``, ``wss://host:port[/path]`` and ``ws+unix:///path/to/socket[:/path]``; the
+HTTP path defaults to ``/api/current`` (the others are ``/api/v25.04.0`` and the legacy ``/websocket``).
+A client can also be made over a websocket that is already open, e.g. one opened with options of a test's own.
+
+Many calls may be in flight at once; replies are matched to calls by id, in any order. Who reads the socket:
+
+- by default (a client made from a URI) a task of its own, so that notifications reach ``on_notification``
+  and pings are answered while nobody calls;
+- with ``background=False`` (the default over an open websocket) the callers themselves, one at a time,
+  the others waiting for the reader to hand them their reply or the turn. No task hop per reply (the
+  bench's load loops), and between calls the websocket is free to be read directly (the tests' checks of
+  close codes and malformed frames).
+
+Frames that no waiting call claims are kept, up to :data:`KEEP_LIMIT` of each kind: notifications in
+:attr:`Client.notifications` (or given to ``on_notification``), anything else (replies to
+:meth:`Client.submit`, error replies with a null id) for :meth:`Client.recv`.
 """
 
 from __future__ import annotations
@@ -12,20 +24,27 @@ import asyncio
 import itertools
 import os
 import ssl
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Final, Self
 
 import aiohttp
 import orjson
 from yarl import URL
 
 DEFAULT_PATH = "/api/current"
-NOTIFICATION_QUEUE_SIZE = 10_000
+KEEP_LIMIT = 10_000
 # Replies such as cloudsync.providers() exceed aiohttp's 4 MiB default only in odd cases; be generous.
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+TEXT = aiohttp.WSMsgType.TEXT
+BINARY = aiohttp.WSMsgType.BINARY
 
 NotificationCallback = Callable[[str, Any], None]
+# What a waiting receiver accepts; None: any frame.
+Wants = Callable[[Any], bool] | None
+# Resolves a waiting caller's future when it is that caller's turn to read the socket.
+_YOUR_TURN: Final = object()
 
 
 class ClientCallError(Exception):
@@ -36,6 +55,14 @@ class ClientCallError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+    @classmethod
+    def from_error(cls, error: Any) -> ClientCallError:
+        """The exception for a reply's ``error`` member (whatever shape the server gave it)."""
+        if not isinstance(error, dict):
+            return cls(0, str(error))
+        code = error.get("code")
+        return cls(code if isinstance(code, int) else 0, str(error.get("message", "")), error.get("data"))
 
     @property
     def reason(self) -> str:
@@ -63,9 +90,12 @@ def parse_uri(uri: str) -> tuple[URL, str | None]:
     """Split a client URI into the websocket URL to open and, for ``ws+unix``, the socket path."""
     url = URL(uri)
     if url.scheme == "ws+unix":
-        if not url.path or url.path == "/":
+        socket_path, colon, http_path = url.path.rpartition(":/")
+        if not colon:
+            socket_path, http_path = url.path, DEFAULT_PATH[1:]
+        if not socket_path or socket_path == "/":
             raise ValueError(f"no socket path in {uri!r}")
-        return URL("http://localhost" + DEFAULT_PATH), url.path
+        return URL("http://localhost/" + http_path), socket_path
     if url.scheme not in ("ws", "wss") or not url.host:
         raise ValueError(f"unsupported URI {uri!r}: use ws://, wss:// or ws+unix://")
     if url.path in ("", "/"):
@@ -73,29 +103,57 @@ def parse_uri(uri: str) -> tuple[URL, str | None]:
     return url, None
 
 
+def is_notification(frame: Any) -> bool:
+    """A frame the server sent unasked (``collection_update``, ...): an object without an id."""
+    return type(frame) is dict and "id" not in frame
+
+
+class _Wait:
+    """One caller waiting: for its call's reply, or for a frame it ``wants``."""
+
+    __slots__ = ("future", "wants")
+
+    def __init__(self, wants: Wants = None) -> None:
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.wants = wants
+
+
 class Client:
-    """An open JSON-RPC connection. Use as ``async with Client(uri) as c: await c.call("core.ping")``."""
+    """One JSON-RPC connection: ``async with Client(uri) as c: await c.call("core.ping")``.
+
+    ``target`` is a URI (see the module docstring), or a websocket already open; the client then
+    leaves the websocket's session to its owner.
+    """
 
     def __init__(
         self,
-        uri: str,
+        target: str | aiohttp.ClientWebSocketResponse[Any],
         *,
         ssl_verify: bool = True,
         connect_timeout: float | None = 10.0,
         on_notification: NotificationCallback | None = None,
+        background: bool | None = None,
     ) -> None:
-        self.url, self.socket_path = parse_uri(uri)
+        self.url: URL | None = None
+        self.socket_path: str | None = None
+        self._ws: aiohttp.ClientWebSocketResponse[Any] | None = None
+        if isinstance(target, str):
+            self.url, self.socket_path = parse_uri(target)
+        else:
+            self._ws = target
+        self._background = isinstance(target, str) if background is None else background
         self._ssl_verify = ssl_verify
         self._connect_timeout = connect_timeout
         self._on_notification = on_notification
-        self.notifications: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(NOTIFICATION_QUEUE_SIZE)
+        self.notifications: list[dict[str, Any]] = []
+        self._inbox: deque[Any] = deque()
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._calls: dict[int, _Wait] = {}
+        self._receivers: list[_Wait] = []
+        self._reading = False
+        self._lost: str | None = None
         self._session: aiohttp.ClientSession | None = None
-        # decode_text=False: text frames arrive as bytes, which orjson parses without a decode step.
-        self._ws: aiohttp.ClientWebSocketResponse[Literal[False]] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._lost: BaseException | None = None
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -106,29 +164,41 @@ class Client:
     ) -> None:
         await self.close()
 
+    @property
+    def ws(self) -> aiohttp.ClientWebSocketResponse[Any]:
+        """The websocket (read it directly only between calls, and only without a background reader)."""
+        if self._ws is None:
+            raise ClientConnectError("not connected")
+        return self._ws
+
     async def connect(self) -> None:
-        """Open the websocket; raise :class:`ClientConnectError` when the server cannot be reached."""
-        connector = aiohttp.UnixConnector(path=self.socket_path) if self.socket_path else None
-        timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-        try:
-            self._ws = await self._session.ws_connect(
-                self.url,
-                ssl=self._ssl_verify,
-                max_msg_size=MAX_MESSAGE_SIZE,
-                autoping=True,
-                decode_text=False,
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            await self._session.close()
-            self._session = None
-            where = self.socket_path or str(self.url)
-            raise ClientConnectError(f"cannot connect to {where}: {_describe(exc)}") from exc
-        self._reader = asyncio.create_task(self._read_loop())
+        """Open the websocket (unless given one) and start the background reader, if there is one.
+
+        Raises :class:`ClientConnectError` when the server cannot be reached.
+        """
+        if self._ws is None:
+            assert self.url is not None
+            connector = aiohttp.UnixConnector(path=self.socket_path) if self.socket_path else None
+            timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+            try:
+                # decode_text=False: text frames arrive as bytes, which orjson parses without a decode step.
+                self._ws = await self._session.ws_connect(
+                    self.url, ssl=self._ssl_verify, max_msg_size=MAX_MESSAGE_SIZE, decode_text=False
+                )
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                await self._session.close()
+                self._session = None
+                where = self.socket_path or str(self.url)
+                raise ClientConnectError(f"cannot connect to {where}: {_describe(exc)}") from exc
+        if self._background and self._reader is None:
+            self._reading = True  # from now on, and never handed on: callers wait for what the task routes
+            self._reader = asyncio.create_task(self._read_forever())
 
     async def close(self) -> None:
         """Close the connection; calls still waiting fail with :class:`ClientConnectError`."""
-        if self._ws is not None:
+        self._lost = self._lost or "connection closed"
+        if self._ws is not None and not self._ws.closed:
             await self._ws.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -136,28 +206,54 @@ class Client:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        self._fail_pending(ClientConnectError("connection closed"))
+        self._fail_waits()
 
-    async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
-        """Call ``method`` with positional ``params``; return its result or raise :class:`ClientCallError`.
+    async def send(self, frame: Any) -> None:
+        """Send one text frame: a JSON value, or ``str``/``bytes`` exactly as given (malformed on purpose)."""
+        if isinstance(frame, str):
+            data = frame.encode()
+        elif isinstance(frame, bytes):
+            data = frame
+        else:
+            data = orjson.dumps(frame)
+        try:
+            await self.ws.send_frame(data, TEXT)
+        except ConnectionResetError as exc:
+            raise ClientConnectError(f"connection lost: {exc}") from exc
+
+    async def submit(self, method: str, *params: Any) -> int:
+        """Send a call and return its id without waiting: the reply comes out of :meth:`recv`."""
+        self._check_open()
+        call_id = next(self._ids)
+        await self.send({"jsonrpc": "2.0", "id": call_id, "method": method, "params": params})
+        return call_id
+
+    async def request(self, method: str, *params: Any, timeout: float | None = None) -> dict[str, Any]:
+        """Call ``method`` and return the whole reply (``result`` or ``error``), whatever it holds.
 
         Raises :class:`TimeoutError` when no reply came within ``timeout`` seconds and
         :class:`ClientConnectError` when the connection is (or gets) lost.
         """
-        if self._ws is None or self._ws.closed or self._lost is not None:
-            raise ClientConnectError("not connected")
+        self._check_open()
         call_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = future
-        frame = orjson.dumps({"jsonrpc": "2.0", "id": call_id, "method": method, "params": list(params)})
+        wait = self._calls[call_id] = _Wait()
         try:
-            await self._ws.send_frame(frame, aiohttp.WSMsgType.TEXT)
             async with asyncio.timeout(timeout):
-                return await future
-        except ConnectionResetError as exc:
-            raise ClientConnectError(f"connection lost: {exc}") from exc
+                await self.send({"jsonrpc": "2.0", "id": call_id, "method": method, "params": params})
+                reply: dict[str, Any] = await self._take(wait)
+                return reply
         finally:
-            self._pending.pop(call_id, None)
+            del self._calls[call_id]
+
+    async def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` with positional ``params``; return its result or raise :class:`ClientCallError`.
+
+        Raises :class:`TimeoutError` and :class:`ClientConnectError` as :meth:`request` does.
+        """
+        reply = await self.request(method, *params, timeout=timeout)
+        if "error" in reply:
+            raise ClientCallError.from_error(reply["error"])
+        return reply.get("result")
 
     async def login_with_api_key(self, key: str, *, timeout: float | None = None) -> bool:
         """Log in with an API key; ``True`` on success."""
@@ -167,75 +263,136 @@ class Client:
         """Log in with a user name and password; ``True`` on success."""
         return bool(await self.call("auth.login", username, password, timeout=timeout))
 
-    async def next_notification(self) -> tuple[str, Any]:
-        """The next ``(method, params)`` notification.
-
-        Raises :class:`ClientConnectError` once the connection is gone.
+    async def recv(self, timeout: float | None = None) -> Any:
+        """The next frame no call claimed, decoded: one kept from before (not a notification), else the
+        next to arrive, notifications included. Raises :class:`TimeoutError` or :class:`ClientConnectError`.
         """
-        if not self.notifications.empty():
-            return self.notifications.get_nowait()
-        reader = self._reader
-        if reader is None or reader.done():
-            raise self._lost or ClientConnectError("not connected")
-        getter = asyncio.ensure_future(self.notifications.get())
-        try:
-            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        raise self._lost or ClientConnectError("connection closed")
+        if self._inbox:
+            return self._inbox.popleft()
+        return await self._receive(None, timeout)
 
-    async def _read_loop(self) -> None:
-        assert self._ws is not None
-        try:
-            async for msg in self._ws:
-                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    self._dispatch(msg.data)
-                elif msg.type == aiohttp.WSMsgType.ERROR:
-                    break
-        finally:
-            code = self._ws.close_code
-            self._lost = ClientConnectError(f"connection closed by server (code {code})")
-            self._fail_pending(self._lost)
+    async def notification(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next notification, whole (``{"jsonrpc", "method", "params"}``); see :meth:`recv`."""
+        if self.notifications:
+            return self.notifications.pop(0)
+        note: dict[str, Any] = await self._receive(is_notification, timeout)
+        return note
 
-    def _dispatch(self, raw: bytes | str) -> None:
+    async def _receive(self, wants: Wants, timeout: float | None) -> Any:
+        wait = _Wait(wants)
+        self._receivers.append(wait)
         try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(message, dict):
-            return
-        if "id" not in message:
-            self._notify(message.get("method"), message.get("params"))
-            return
-        future = self._pending.get(message["id"]) if isinstance(message["id"], int) else None
-        if future is None or future.done():
-            return
-        error = message.get("error")
-        if isinstance(error, dict):
-            future.set_exception(
-                ClientCallError(int(error.get("code", 0)), str(error.get("message", "")), error.get("data"))
-            )
+            async with asyncio.timeout(timeout):
+                return await self._take(wait)
+        finally:
+            self._receivers.remove(wait)
+
+    async def _take(self, wait: _Wait) -> Any:
+        """What ``wait`` waits for: handed over by whoever reads the socket, or read by this caller.
+
+        One caller reads at a time (aiohttp allows no more); when it has what it came for it hands the
+        turn to another waiting caller, so a reply never waits for a caller that no longer reads.
+        """
+        if not self._reading:
+            self._reading = True
         else:
-            future.set_result(message.get("result"))
-
-    def _notify(self, method: Any, params: Any) -> None:
-        name = method if isinstance(method, str) else ""
-        if self._on_notification is not None:
-            self._on_notification(name, params)
-            return
+            if self._lost is not None and not wait.future.done():
+                raise ClientConnectError(self._lost)
+            try:
+                outcome = await wait.future
+            except BaseException:
+                # Cancelled (or failed) just as the turn was handed over: pass it on, or nobody reads.
+                if _holds(wait.future, _YOUR_TURN):
+                    self._pass_turn()
+                raise
+            if outcome is not _YOUR_TURN:
+                return outcome
+            wait.future = asyncio.get_running_loop().create_future()
         try:
-            self.notifications.put_nowait((name, params))
-        except asyncio.QueueFull:
-            # Nobody is reading: dropping beats growing without bound.
-            pass
+            while not wait.future.done():
+                self._route(await self._read_frame())
+        except BaseException:
+            if not wait.future.done():
+                wait.future.cancel()  # timed out or cancelled: the turn must not come back to this caller
+            elif not wait.future.cancelled():
+                wait.future.exception()  # the loss was set on it too; this raise reports it
+            raise
+        finally:
+            self._pass_turn()
+        return wait.future.result()
 
-    def _fail_pending(self, exc: BaseException) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(exc)
+    def _pass_turn(self) -> None:
+        for wait in itertools.chain(self._calls.values(), self._receivers):
+            if not wait.future.done():
+                wait.future.set_result(_YOUR_TURN)  # self._reading stays True, on its behalf
+                return
+        self._reading = False
+
+    async def _read_frame(self) -> Any:
+        if self._lost is not None:
+            raise ClientConnectError(self._lost)
+        msg = await self.ws.receive()
+        if msg.type is TEXT or msg.type is BINARY:
+            return orjson.loads(msg.data)
+        if msg.type is aiohttp.WSMsgType.ERROR:
+            self._lost = self._lost or f"connection lost: {msg.data}"
+        else:
+            self._lost = self._lost or f"connection closed by server (code {self.ws.close_code})"
+        self._fail_waits()
+        raise ClientConnectError(self._lost)
+
+    async def _read_forever(self) -> None:
+        try:
+            while True:
+                try:
+                    frame = await self._read_frame()
+                except orjson.JSONDecodeError:
+                    continue  # not JSON: nobody's reply
+                self._route(frame)
+        except ClientConnectError:
+            pass
+        finally:
+            self._lost = self._lost or "connection closed"
+            self._fail_waits()
+
+    def _route(self, frame: Any) -> None:
+        if type(frame) is dict:
+            ident = frame.get("id")
+            if type(ident) is int:
+                wait = self._calls.get(ident)
+                if wait is not None and not wait.future.done():
+                    wait.future.set_result(frame)
+                    return
+            elif "id" not in frame and self._on_notification is not None:
+                method = frame.get("method")
+                self._on_notification(method if isinstance(method, str) else "", frame.get("params"))
+                return
+        for wait in self._receivers:
+            if not wait.future.done() and (wait.wants is None or wait.wants(frame)):
+                wait.future.set_result(frame)
+                return
+        if is_notification(frame):
+            if len(self.notifications) < KEEP_LIMIT:  # nobody reads them: dropping beats growing unbounded
+                self.notifications.append(frame)
+        elif len(self._inbox) < KEEP_LIMIT:
+            self._inbox.append(frame)
+
+    def _check_open(self) -> None:
+        if self._lost is not None:
+            raise ClientConnectError(self._lost)
+        if self.ws.closed:
+            raise ClientConnectError("connection closed")
+
+    def _fail_waits(self) -> None:
+        reason = self._lost or "connection closed"
+        for wait in itertools.chain(self._calls.values(), self._receivers):
+            if not wait.future.done():
+                wait.future.set_exception(ClientConnectError(reason))
+
+
+def _holds(future: asyncio.Future[Any], value: object) -> bool:
+    """Whether ``future`` finished with exactly ``value``."""
+    return future.done() and not future.cancelled() and future.exception() is None and future.result() is value
 
 
 def _describe(exc: BaseException) -> str:

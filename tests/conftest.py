@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -11,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiohttp import web
 
 from middlewared_cc.app import create_app
+from middlewared_cc.client import Client, ClientCallError
 from middlewared_cc.context import Services
 from middlewared_cc.providers import ProviderRegistry
 from middlewared_cc.rclone.rcd import RcloneDaemon
@@ -39,41 +38,37 @@ def make_settings(state: Path, **overrides: str) -> Settings:
 
 
 class RawSocket:
-    """Any frame out (a JSON value, or text as is); the next text frame in, decoded."""
+    """Any frame out (a JSON value, or text as is); the next frame in, decoded. A thin layer on the shared
+    client (middlewared_cc.client), which reads only while a caller waits: ``ws`` stays free to read directly."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
+        self.client = Client(ws)
 
     async def send(self, frame: Any) -> None:
-        await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+        await self.client.send(frame)
 
     async def recv(self, timeout: float = 10) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=timeout)
-        if msg.type != aiohttp.WSMsgType.TEXT:
-            raise ConnectionError(f"connection closed: {msg.type} {msg.data} {msg.extra}")
-        return orjson.loads(msg.data)  # type: ignore[no-any-return]
+        """The next frame no call claimed (raises TimeoutError, or ConnectionError once closed)."""
+        frame: dict[str, Any] = await self.client.recv(timeout)
+        return frame
 
 
 class Peer(RawSocket):
     """A JSON-RPC client over a raw socket: send any frame, read replies and notifications, or call."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        super().__init__(ws)
-        self._ids = itertools.count(1)
-        self.notifications: list[dict[str, Any]] = []
-        self._pending: dict[Any, dict[str, Any]] = {}
+    @property
+    def notifications(self) -> list[dict[str, Any]]:
+        """Notifications that arrived while the peer read for something else, oldest first."""
+        return self.client.notifications
+
+    @notifications.setter
+    def notifications(self, value: list[dict[str, Any]]) -> None:
+        self.client.notifications[:] = value
 
     async def request(self, method: str, *params: Any, timeout: float = 30) -> dict[str, Any]:
         """The whole reply to one call (notifications that arrive meanwhile are kept)."""
-        ident = next(self._ids)
-        await self.send({"jsonrpc": "2.0", "id": ident, "method": method, "params": list(params)})
-        while ident not in self._pending:
-            reply = await self.recv(timeout)
-            if "id" not in reply:
-                self.notifications.append(reply)
-            else:
-                self._pending[reply["id"]] = reply
-        return self._pending.pop(ident)
+        return await self.client.request(method, *params, timeout=timeout)
 
     async def call(self, method: str, *params: Any, timeout: float = 30) -> Any:
         reply = await self.request(method, *params, timeout=timeout)
@@ -82,21 +77,19 @@ class Peer(RawSocket):
         return reply["result"]
 
     async def notification(self, timeout: float = 10) -> dict[str, Any]:
-        if self.notifications:
-            return self.notifications.pop(0)
-        while True:
-            reply = await self.recv(timeout)
-            if "id" not in reply:
-                return reply
-            self._pending[reply["id"]] = reply
+        return await self.client.notification(timeout)
 
 
-class CallFailed(Exception):
+class CallFailed(ClientCallError):
+    """An error reply, kept whole in ``error``; ``data`` is ``{}`` when the error had none."""
+
     def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error.get("message"))
+        super().__init__(error["code"], str(error.get("message")), error.get("data"))
         self.error = error
-        self.code = error["code"]
         self.data = error.get("data") or {}
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import ClientSession, WSMsgType, web
+from yarl import URL
 
 from middlewared_cc.client import Client, ClientCallError, ClientConnectError, parse_uri
 
@@ -30,7 +31,12 @@ async def _handler(request: web.Request) -> web.WebSocketResponse:
     async for msg in ws:
         if msg.type != WSMsgType.TEXT:
             continue
-        call = orjson.loads(msg.data)
+        try:
+            call = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            error = {"code": -32700, "message": "Parse error"}
+            await ws.send_str(orjson.dumps({"jsonrpc": "2.0", "id": None, "error": error}).decode())
+            continue
         method, params, call_id = call["method"], call["params"], call["id"]
         if method == "hold":  # answered later, by "release", in reverse order
             held.append(call)
@@ -63,6 +69,12 @@ def _app() -> web.Application:
     return app
 
 
+@pytest.fixture(params=[True, False], ids=["background", "callers"])
+def background(request: pytest.FixtureRequest) -> bool:
+    """Who reads the socket: a task of the client's own, or the waiting callers in turn."""
+    return bool(request.param)
+
+
 @pytest.fixture
 async def tcp_uri() -> AsyncIterator[tuple[str, web.Application]]:
     app = _app()
@@ -75,22 +87,22 @@ async def tcp_uri() -> AsyncIterator[tuple[str, web.Application]]:
     await runner.cleanup()
 
 
-async def test_out_of_order_replies_reach_their_callers(tcp_uri: tuple[str, web.Application]) -> None:
+async def test_out_of_order_replies_reach_their_callers(tcp_uri: tuple[str, web.Application], background: bool) -> None:
     uri, app = tcp_uri
-    async with Client(uri) as client:
+    async with Client(uri, background=background) as client:
         holds = [asyncio.create_task(client.call("hold", i, {"n": i})) for i in range(5)]
         await asyncio.sleep(0.05)
         assert not any(h.done() for h in holds)
         await client.call("release")
         assert await asyncio.gather(*holds) == [[i, {"n": i}] for i in range(5)]
         # The notification sent between the replies was not mistaken for one.
-        assert await asyncio.wait_for(client.next_notification(), 1) == (
-            "collection_update", {"collection": "x", "msg": "added"})
+        assert await client.notification(timeout=1) == {
+            "jsonrpc": "2.0", "method": "collection_update", "params": {"collection": "x", "msg": "added"}}
     assert app[SEEN] == ["/api/current"]
 
 
-async def test_error_reply_raises_with_reason(tcp_uri: tuple[str, web.Application]) -> None:
-    async with Client(tcp_uri[0]) as client:
+async def test_error_reply_raises_with_reason(tcp_uri: tuple[str, web.Application], background: bool) -> None:
+    async with Client(tcp_uri[0], background=background) as client:
         with pytest.raises(ClientCallError) as info:
             await client.call("fail")
         assert info.value.code == -32001
@@ -100,8 +112,8 @@ async def test_error_reply_raises_with_reason(tcp_uri: tuple[str, web.Applicatio
         assert await client.call("echo", 1) == ["echo", [1]]
 
 
-async def test_server_hangup_fails_pending_calls(tcp_uri: tuple[str, web.Application]) -> None:
-    async with Client(tcp_uri[0]) as client:
+async def test_server_hangup_fails_pending_calls(tcp_uri: tuple[str, web.Application], background: bool) -> None:
+    async with Client(tcp_uri[0], background=background) as client:
         pending = asyncio.create_task(client.call("hold", 1))
         await asyncio.sleep(0.05)
         with pytest.raises(ClientConnectError):
@@ -109,11 +121,11 @@ async def test_server_hangup_fails_pending_calls(tcp_uri: tuple[str, web.Applica
         with pytest.raises(ClientConnectError):
             await asyncio.wait_for(pending, 2)
         with pytest.raises(ClientConnectError):
-            await asyncio.wait_for(client.next_notification(), 2)
+            await client.notification(timeout=2)
 
 
-async def test_call_timeout(tcp_uri: tuple[str, web.Application]) -> None:
-    async with Client(tcp_uri[0]) as client:
+async def test_call_timeout(tcp_uri: tuple[str, web.Application], background: bool) -> None:
+    async with Client(tcp_uri[0], background=background) as client:
         with pytest.raises(TimeoutError):
             await client.call("hold", timeout=0.1)
         assert await client.call("echo") == ["echo", []]
@@ -128,9 +140,76 @@ async def test_unix_socket_and_explicit_path(tmp_path: Path) -> None:
     try:
         async with Client(f"ws+unix://{sock}") as client:
             assert await client.call("core.ping") == ["core.ping", []]
+        async with Client(f"ws+unix://{sock}:/websocket") as client:
+            assert await client.call("core.ping") == ["core.ping", []]
     finally:
         await runner.cleanup()
-    assert app[SEEN] == ["/api/current"]
+    assert app[SEEN] == ["/api/current", "/websocket"]
+
+
+async def test_request_returns_the_whole_reply(tcp_uri: tuple[str, web.Application], background: bool) -> None:
+    async with Client(tcp_uri[0], background=background) as client:
+        reply = await client.request("fail")
+        assert reply["id"] == 1 and reply["error"]["code"] == -32001 and "result" not in reply
+        assert await client.request("echo", 2) == {"jsonrpc": "2.0", "id": 2, "result": ["echo", [2]]}
+
+
+async def test_raw_frames_and_submitted_calls_come_out_of_recv(
+    tcp_uri: tuple[str, web.Application], background: bool
+) -> None:
+    """What no waiting call claims (replies to submit(), an error with a null id) is kept for recv()."""
+    async with Client(tcp_uri[0], background=background) as client:
+        await client.send("{not json")
+        first = await client.submit("echo", "a")
+        second = await client.submit("echo", "b")
+        assert await client.call("echo", "c") == ["echo", ["c"]]
+        assert await client.recv(timeout=2) == {"jsonrpc": "2.0", "id": None,
+                                                "error": {"code": -32700, "message": "Parse error"}}
+        assert [(await client.recv(timeout=2))["id"] for _ in range(2)] == [first, second]
+        with pytest.raises(TimeoutError):
+            await client.recv(timeout=0.1)
+
+
+async def test_notifications_kept_or_given_to_the_callback(tcp_uri: tuple[str, web.Application]) -> None:
+    seen: list[tuple[str, Any]] = []
+    async with Client(tcp_uri[0], on_notification=lambda method, params: seen.append((method, params))) as client:
+        await client.call("release")
+        assert seen == [("collection_update", {"collection": "x", "msg": "added"})]
+        assert client.notifications == []
+    async with Client(tcp_uri[0], background=False) as client:
+        await client.call("release")
+        assert [note["params"] for note in client.notifications] == [{"collection": "x", "msg": "added"}]
+
+
+async def test_callers_hand_the_socket_on(tcp_uri: tuple[str, web.Application]) -> None:
+    """Without a background reader, a caller that stops reading (timed out, cancelled, or done) hands the
+    turn to another waiting caller, so no reply is left unread."""
+    async with Client(tcp_uri[0], background=False) as client:
+        holds = [asyncio.create_task(client.call("hold", i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        holds[0].cancel()  # the first caller is the one reading
+        with pytest.raises(TimeoutError):
+            await client.call("hold", "late", timeout=0.1)
+        assert await client.call("release", timeout=2) is None
+        assert await asyncio.gather(*holds[1:]) == [[1], [2]]
+        # The caller that timed out left a reply behind; nobody claims it, so recv() has it.
+        assert (await client.recv(timeout=2))["result"] == ["late"]
+        # Between calls, the websocket is the caller's to read directly.
+        await client.send({"jsonrpc": "2.0", "id": 99, "method": "echo", "params": []})
+        msg = await client.ws.receive(timeout=2)
+        assert orjson.loads(msg.data)["id"] == 99
+
+
+async def test_over_an_open_websocket(tcp_uri: tuple[str, web.Application]) -> None:
+    """A client made over a websocket someone else opened leaves that session alone."""
+    async with ClientSession() as session:
+        ws = await session.ws_connect(tcp_uri[0] + "/api/current")
+        client = Client(ws)
+        assert await client.call("echo") == ["echo", []]
+        await client.close()
+        assert ws.closed and not session.closed
+        with pytest.raises(ClientConnectError):
+            await client.call("echo")
 
 
 async def test_cannot_connect(tmp_path: Path) -> None:
@@ -143,6 +222,7 @@ def test_parse_uri() -> None:
     assert str(parse_uri("ws://127.0.0.1:6000")[0]) == "ws://127.0.0.1:6000/api/current"
     assert str(parse_uri("wss://h:1/websocket")[0]) == "wss://h:1/websocket"
     assert parse_uri("ws+unix:///run/x/m.sock")[1] == "/run/x/m.sock"
-    for bad in ("http://h:1", "ws+unix://", "nonsense"):
+    assert parse_uri("ws+unix:///run/x/m.sock:/websocket") == (URL("http://localhost/websocket"), "/run/x/m.sock")
+    for bad in ("http://h:1", "ws+unix://", "ws+unix:///:/websocket", "nonsense"):
         with pytest.raises(ValueError):
             parse_uri(bad)

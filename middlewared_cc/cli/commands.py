@@ -140,7 +140,8 @@ async def subscribe(client: Client, event: str, count: int) -> None:
     seen = 0
     try:
         while count <= 0 or seen < count:
-            method, params = await client.next_notification()
+            note = await client.notification()
+            method, params = note.get("method"), note.get("params")
             if method != "collection_update":
                 continue
             # "*" subscribes to every collection; otherwise skip what another subscription may deliver.
