@@ -59,7 +59,8 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 settings=settings, engine=engine, db=sessions, sealer=sealer, credentials=index,
                 writer=BatchWriter(engine),
                 providers=providers or ProviderRegistry.load(), events=EventHub(EVENT_NAMES),
-                auth=AuthState(settings.login_failures_per_minute), methods=Registry(method_sets()),
+                auth=AuthState(settings.login_failures_per_minute, settings.max_tokens_per_user,
+                               settings.max_tokens), methods=Registry(method_sets()),
                 verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem,
             )
             for name, reason in services.providers.unavailable().items():

@@ -1,4 +1,5 @@
-"""Keeping live logins in step with the store: a revoked key or a deleted user logs its sessions out."""
+"""Keeping live logins in step with the store: a revoked key or a deleted user logs its sessions out and
+ends its login tokens; a renamed or re-roled user's sessions get the new name and roles at once."""
 
 from __future__ import annotations
 
@@ -27,21 +28,23 @@ def _matching(services: Services, match: Callable[[Principal], bool]) -> list[Se
 
 def end_key_logins(services: Services, key_id: int) -> None:
     """Log out every session that logged in with API key ``key_id`` (revoked, reset or deleted)."""
+    services.auth.tokens.drop(api_key_id=key_id)
     for session in _matching(services, lambda p: p.api_key_id == key_id):
         log.info("session %s logged out: its API key %d was revoked or replaced", session.id, key_id)
         log_out(services, session)
 
 
-def end_user_logins(services: Services, username: str) -> None:
-    """Log out every session of ``username`` (deleted or locked)."""
-    for session in _matching(services, lambda p: p.username == username and p.uid != 0):
+def end_user_logins(services: Services, user_id: int) -> None:
+    """Log out every session of user ``user_id`` (deleted or locked), by password, key or token."""
+    services.auth.tokens.drop(user_id=user_id)
+    for session in _matching(services, lambda p: p.user_id == user_id):
         log.info("session %s logged out: its user was deleted or locked", session.id)
         log_out(services, session)
 
 
-def change_user(services: Services, old_name: str, new_name: str, roles: Iterable[str]) -> None:
-    """Give every session of ``old_name`` the user's current name and roles."""
+def change_user(services: Services, user_id: int, new_name: str, roles: Iterable[str]) -> None:
+    """Give every session of user ``user_id`` the user's current name and roles."""
     expanded = _roles.expand(roles)
-    for session in _matching(services, lambda p: p.username == old_name and p.uid != 0):
+    for session in _matching(services, lambda p: p.user_id == user_id):
         assert session.principal is not None
         session.principal = dataclasses.replace(session.principal, username=new_name, roles=expanded)

@@ -49,9 +49,10 @@ class KeyUpdate(Model):
     reset: bool = False
 
 
-def _entry(k: ApiKey) -> dict[str, Any]:
+def _entry(k: ApiKey, username: str | None) -> dict[str, Any]:
+    """``username``: the owner's current name (the key follows a rename), None for a key without one."""
     now = datetime.now(UTC).replace(tzinfo=None)
-    return {"id": k.id, "name": k.name, "username": k.username or "root",
+    return {"id": k.id, "name": k.name, "username": "root" if k.root else username,
             "created_at": k.created_at.isoformat() + "Z",
             "expires_at": k.expires_at.isoformat() + "Z" if k.expires_at else None,
             "revoked": k.revoked, "expired": bool(k.expires_at and k.expires_at <= now)}
@@ -60,40 +61,57 @@ def _entry(k: ApiKey) -> dict[str, Any]:
 @methods.method("api_key.query", role=_roles.FULL_ADMIN)
 async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
     """API keys (never the keys themselves)."""
+    q = sa.select(ApiKey, User.username).outerjoin(User, ApiKey.user_id == User.id).order_by(ApiKey.id)
     async with call.services.db() as db:
-        rows = [_entry(k) for k in (await db.execute(sa.select(ApiKey).order_by(ApiKey.id))).scalars()]
+        rows = [_entry(k, name) for k, name in (await db.execute(q)).all()]
     return query_rows(rows, filters, options, "API key")
 
 
 @methods.method("api_key.create", role=_roles.FULL_ADMIN)
 async def create(call: Call, data: KeyCreate) -> dict[str, Any]:
-    """Create a key for ``username`` (root when omitted). The reply's ``key`` is shown this once only."""
-    errors = ValidationErrors()
-    async with call.services.db() as db:
-        if data.username not in (None, "root"):
-            found = await db.execute(sa.select(User.id).where(User.username == data.username))
-            if found.first() is None:
-                errors.add("api_key_create.username", "User does not exist")
-        if (await db.execute(sa.select(ApiKey.id).where(ApiKey.name == data.name))).first():
-            errors.add("api_key_create.name", "Object with this name already exists")
-    errors.check()
+    """Create a key for ``username`` (root when omitted). The key belongs to that user, not to the name:
+    it follows a rename and is deleted with the user. The reply's ``key`` is shown this once only."""
+    root = data.username in (None, "root")
     secret = new_api_key_secret()
-    row = ApiKey(name=data.name, username=None if data.username in (None, "root") else data.username,
-                 key_hash=api_key_digest(secret), created_at=datetime.now(UTC).replace(tzinfo=None),
-                 expires_at=data.expires_at, revoked=False)
+    row = ApiKey(name=data.name, root=root, user_id=None, key_hash=api_key_digest(secret),
+                 created_at=datetime.now(UTC).replace(tzinfo=None), expires_at=data.expires_at, revoked=False)
     try:
+        # One transaction: the user cannot be deleted between finding its id and adding its key.
         async with call.services.db() as db, db.begin():
+            errors = ValidationErrors()
+            if not root:
+                row.user_id = (await db.execute(sa.select(User.id).where(User.username == data.username))) \
+                    .scalar_one_or_none()
+                if row.user_id is None:
+                    errors.add("api_key_create.username", "User does not exist")
+            if (await db.execute(sa.select(ApiKey.id).where(ApiKey.name == data.name))).first():
+                errors.add("api_key_create.name", "Object with this name already exists")
+            errors.check()
             db.add(row)
     except IntegrityError:
         raise ValidationErrors([FieldError("api_key_create.name", "Object with this name already exists")]) \
             from None
-    return {**_entry(row), "key": f"{row.id}-{secret}"}
+    return {**_entry(row, data.username), "key": f"{row.id}-{secret}"}
 
 
 @methods.method("api_key.update", role=_roles.FULL_ADMIN)
 async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
     """Rename, change expiry, revoke, or ``reset`` (a new key, shown once in the reply)."""
     secret = new_api_key_secret() if data.reset else None
+    try:
+        row, username = await _update(call, id, data, secret)
+    except IntegrityError:
+        raise ValidationErrors([FieldError("api_key_update.name", "Object with this name already exists")]) \
+            from None
+    if row.revoked or secret is not None or _entry(row, username)["expired"]:
+        sessions.end_key_logins(call.services, id)
+    out = _entry(row, username)
+    if secret is not None:
+        out["key"] = f"{row.id}-{secret}"
+    return out
+
+
+async def _update(call: Call, id: int, data: KeyUpdate, secret: str | None) -> tuple[ApiKey, str | None]:
     async with call.services.db() as db, db.begin():
         row = await db.get(ApiKey, id)
         if row is None:
@@ -106,12 +124,8 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
             row.revoked = data.revoked
         if secret is not None:
             row.key_hash = api_key_digest(secret)
-    if row.revoked or secret is not None or _entry(row)["expired"]:
-        sessions.end_key_logins(call.services, id)
-    out = _entry(row)
-    if secret is not None:
-        out["key"] = f"{row.id}-{secret}"
-    return out
+        user = await db.get(User, row.user_id) if row.user_id is not None else None
+    return row, user.username if user is not None else None
 
 
 @methods.method("api_key.delete", role=_roles.FULL_ADMIN)

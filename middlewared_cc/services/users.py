@@ -21,6 +21,8 @@ from middlewared_cc.store.models import User
 methods = MethodSet()
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 Role = Annotated[str, Field(json_schema_extra={"enum": sorted(_roles.ALL_ROLES)})]
+# Names that are not local users: root is the unix-socket superuser and the owner of keys made without a user.
+RESERVED = frozenset({"root"})
 
 
 class UserCreate(Model):
@@ -77,7 +79,7 @@ async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {
 async def create(call: Call, data: UserCreate) -> dict[str, Any]:
     """Create a local user with a password and roles."""
     _check_roles("user_create", data.roles)
-    if data.username == "root":
+    if data.username in RESERVED:
         raise ValidationErrors([_exists("user_create")])
     await _unique(call, "user_create", data.username)
     user = User(username=data.username, full_name=data.full_name, roles=data.roles, locked=data.locked,
@@ -92,36 +94,41 @@ async def create(call: Call, data: UserCreate) -> dict[str, Any]:
 
 @methods.method("user.update", role=_roles.FULL_ADMIN)
 async def update(call: Call, id: int, data: UserUpdate) -> dict[str, Any]:
-    """Change a user's name, password, full name, roles or lock."""
+    """Change a user's name, password, full name, roles or lock. The user's API keys stay with it
+    through a rename; its sessions get the new name and roles at once (a lock logs them out)."""
     _check_roles("user_update", data.roles)
     if data.username is not None:
+        if data.username in RESERVED:
+            raise ValidationErrors([_exists("user_update")])
         await _unique(call, "user_update", data.username, exclude=id)
     new_hash = await hash_password(data.password) if data.password is not None else None
-    async with call.services.db() as db, db.begin():
-        user = await db.get(User, id)
-        if user is None:
-            raise InstanceNotFound(f"User {id}")
-        old_name = user.username
-        for key in ("username", "full_name", "roles", "locked"):
-            value = getattr(data, key)
-            if value is not None:
-                setattr(user, key, value)
-        if new_hash is not None:
-            user.password_hash = new_hash
+    try:
+        async with call.services.db() as db, db.begin():
+            user = await db.get(User, id)
+            if user is None:
+                raise InstanceNotFound(f"User {id}")
+            for key in ("username", "full_name", "roles", "locked"):
+                value = getattr(data, key)
+                if value is not None:
+                    setattr(user, key, value)
+            if new_hash is not None:
+                user.password_hash = new_hash
+    except IntegrityError:  # a concurrent create or rename won the name
+        raise ValidationErrors([_exists("user_update")]) from None
     if user.locked:
-        sessions.end_user_logins(call.services, old_name)
+        sessions.end_user_logins(call.services, user.id)
     else:
-        sessions.change_user(call.services, old_name, user.username, user.roles)
+        sessions.change_user(call.services, user.id, user.username, user.roles)
     return _entry(user)
 
 
 @methods.method("user.delete", role=_roles.FULL_ADMIN)
 async def delete(call: Call, id: int) -> bool:
-    """Delete a user."""
+    """Delete a user and its API keys (the database cascades); its sessions and tokens end."""
     async with call.services.db() as db, db.begin():
         user = await db.get(User, id)
         if user is None:
             raise InstanceNotFound(f"User {id}")
         await db.delete(user)
-    sessions.end_user_logins(call.services, user.username)
+    sessions.end_user_logins(call.services, id)
     return True

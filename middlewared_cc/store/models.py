@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -31,7 +42,10 @@ class StoreMeta(Base):
 
 
 class User(Base):
+    """A local user. Ids are never reused (AUTOINCREMENT): a token or key that names an id names one user."""
+
     __tablename__ = "users"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -42,11 +56,21 @@ class User(Base):
 
 
 class ApiKey(Base):
+    """An API key belongs to root (``root``) or to one user by id, never by name: deleting the user
+    deletes its keys (ON DELETE CASCADE), renaming keeps them, a new user of that name gets none. A key
+    with neither owner (its user vanished before migration 0003) logs in as nobody."""
+
     __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("NOT (root AND user_id IS NOT NULL)", name="one_owner"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    username: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    root: Mapped[bool] = mapped_column(Boolean, default=False)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True,
+                                                index=True)
     key_hash: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

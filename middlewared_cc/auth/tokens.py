@@ -1,0 +1,108 @@
+"""Login tokens (auth.generate_token): in memory only, bounded per user and in total.
+
+A token records *who* minted it (user id, API key id and that key's digest), never what they may do: at
+use, auth.principals checks the user and key as they are then and gives today's roles. Expired tokens are
+pruned from a heap ordered by expiry, so minting stays O(log n) however many tokens are outstanding.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from middlewared_cc.errors import CallError
+from middlewared_cc.session import Principal
+
+
+class TooManyTokens(CallError):
+    def __init__(self, what: str, setting: str, limit: int) -> None:
+        super().__init__(f"Too many login tokens outstanding {what}: the limit is {limit} (setting {setting}); "
+                         "wait for some to expire or use single_use tokens", errno.EBUSY)
+
+
+@dataclass(slots=True)
+class Token:
+    principal: Principal  # who minted it; its roles are not used at redemption
+    key_hash: str | None  # the API key's digest when minted: a reset key ends its tokens
+    owner: str
+    expires: float
+    single_use: bool
+    origin: str | None
+    attrs: dict[str, Any]
+
+
+def owner_of(principal: Principal) -> str:
+    """The bucket a principal's tokens are counted in: one per local user, one for root."""
+    return "root" if principal.user_id is None else f"user:{principal.user_id}"
+
+
+class TokenStore:
+    def __init__(self, per_user: int, total: int) -> None:
+        self.per_user = per_user
+        self.total = total
+        self._tokens: dict[str, Token] = {}
+        self._owned: Counter[str] = Counter()
+        self._expiry: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def issue(self, principal: Principal, key_hash: str | None, ttl: int, single_use: bool,
+              origin: str | None, attrs: dict[str, Any]) -> str:
+        """A new token; TooManyTokens when its user or the daemon holds as many as allowed."""
+        now = time.monotonic()
+        self._expire(now)
+        owner = owner_of(principal)
+        if self._owned[owner] >= self.per_user:
+            raise TooManyTokens("for this user", "max_tokens_per_user", self.per_user)
+        if len(self._tokens) >= self.total:
+            raise TooManyTokens("in this daemon", "max_tokens", self.total)
+        token = secrets.token_urlsafe(48)
+        self._tokens[token] = Token(principal, key_hash, owner, now + ttl, single_use, origin, attrs)
+        self._owned[owner] += 1
+        heapq.heappush(self._expiry, (now + ttl, token))
+        return token
+
+    def redeem(self, token: str, source: str) -> Token | None:
+        """The token's record if it is live and may be used from ``source`` (a single-use one is spent)."""
+        entry = self._tokens.get(token)
+        if entry is None:
+            return None
+        if entry.expires < time.monotonic():
+            self._remove(token)
+            return None
+        if entry.origin is not None and entry.origin != source:
+            return None
+        if entry.single_use:
+            self._remove(token)
+        return entry
+
+    def drop(self, *, user_id: int | None = None, api_key_id: int | None = None) -> None:
+        """Forget the tokens of a deleted or locked user, or of a revoked, reset or deleted key."""
+        for token, entry in list(self._tokens.items()):
+            p = entry.principal
+            if (user_id is not None and p.user_id == user_id) or \
+                    (api_key_id is not None and p.api_key_id == api_key_id):
+                self._remove(token)
+
+    def _remove(self, token: str) -> None:
+        entry = self._tokens.pop(token)
+        self._owned[entry.owner] -= 1
+        if self._owned[entry.owner] <= 0:
+            del self._owned[entry.owner]
+        # Spent and dropped tokens leave their heap entries behind; rebuild before they outnumber the live.
+        if len(self._expiry) > 2 * len(self._tokens) + 64:
+            self._expiry = [(e.expires, t) for t, e in self._tokens.items()]
+            heapq.heapify(self._expiry)
+
+    def _expire(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] < now:
+            _, token = heapq.heappop(self._expiry)  # _remove may rebuild the heap: always re-read it
+            entry = self._tokens.get(token)
+            if entry is not None and entry.expires < now:
+                self._remove(token)
