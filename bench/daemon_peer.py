@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import PYTHON, ROOT, Server, clean_env, free_port, spawn, wait_until
-from bench.wsclient import RpcClient, connect, rpc_client, session_for
+from middlewared_cc.client import Client
 
 DAEMON = ROOT / ".venv" / "bin" / "middlewared-cc"
 CREDENTIALS = "cloudsync.credentials"
@@ -85,15 +85,10 @@ async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.crede
     unix_target = f"ws+unix://{socket_path}"
 
     async def served() -> bool:
-        session, url = session_for(unix_target)
-        async with session:
-            client = RpcClient(await connect(session, url))
-            try:
-                params: list[Any] = [[["id", "=", 1]]] if probe.endswith(".query") else []
-                await client.call(probe, *params, timeout=10)
-                return True
-            finally:
-                await client.close()
+        async with Client(unix_target, background=False) as client:
+            params: list[Any] = [[["id", "=", 1]]] if probe.endswith(".query") else []
+            await client.call(probe, *params, timeout=10)
+            return True
 
     await wait_until(served, 60, "middlewared-cc", process)
     first_call_s = time.perf_counter() - begin
@@ -107,7 +102,7 @@ async def seed(target: str, names: list[str], connections: int = 8, inflight: in
     ids: list[int] = []
 
     async def one_socket() -> None:
-        async with rpc_client(target) as client:
+        async with Client(target) as client:
 
             async def lane() -> None:
                 for name in pending:
@@ -127,7 +122,7 @@ async def make_template(workdir: Path, name: str, count: int) -> Template:
     await asyncio.to_thread(state_dir.mkdir, parents=True)
     daemon = await start_daemon(state_dir, workdir / f"{name}-seed.log", probe="core.ping")
     try:
-        async with rpc_client(daemon.unix_target) as client:
+        async with Client(daemon.unix_target) as client:
             key = await client.call("api_key.create", {"name": "bench"})
         ids = await seed(daemon.unix_target, names_for(count))
     finally:

@@ -22,15 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bench import procstat
 from bench.params import Builder, compile_template
 from bench.stats import LoadResult
-from bench.wsclient import connect, session_for
-
-TEXT = aiohttp.WSMsgType.TEXT
+from middlewared_cc.client import Client, ClientCallError, ClientConnectError
 
 
 @dataclass(frozen=True)
@@ -67,21 +64,35 @@ def matches(result: Any, expected: Any) -> bool:
     return bool(result == expected)
 
 
-async def open_sockets(load: Load, session: aiohttp.ClientSession, url: str, extra: int = 0) -> list[Any]:
-    """Connect `load.connections` (+ `extra`) sockets and log each in, before any measurement."""
-    sockets = await asyncio.gather(*(connect(session, url) for _ in range(load.connections + extra)))
-    if load.api_key is not None:
-        for ws in sockets:
-            login = {"jsonrpc": "2.0", "id": 0, "method": "auth.login_with_api_key", "params": [load.api_key]}
-            await ws.send_frame(orjson.dumps(login), TEXT)
-            reply = orjson.loads((await ws.receive(timeout=30)).data)
-            if reply.get("result") is not True:
-                raise PermissionError(f"login refused: {reply.get('error')}")
-    return list(sockets)
+async def open_clients(load: Load, extra: int = 0) -> list[Client]:
+    """Connect `load.connections` (+ `extra`) clients and log each in, before any measurement.
+
+    The callers read their sockets themselves (no background reader): no task hop per reply.
+    """
+    clients = [Client(load.target, background=False) for _ in range(load.connections + extra)]
+    try:
+        await asyncio.gather(*(client.connect() for client in clients))
+        if load.api_key is not None:
+            for client in clients:
+                try:
+                    accepted = await client.login_with_api_key(load.api_key, timeout=30)
+                except ClientCallError as exc:
+                    raise PermissionError(f"login refused: {exc}") from None
+                if not accepted:
+                    raise PermissionError("login refused")
+    except BaseException:
+        await close_all(clients)
+        raise
+    return clients
+
+
+async def close_all(clients: list[Client]) -> None:
+    """Close every client, whatever state it is in."""
+    await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
 
 
 async def drive(
-    ws: Any,
+    client: Client,
     conn: int,
     load: Load,
     window: Window,
@@ -100,9 +111,10 @@ async def drive(
     async def send_next() -> None:
         nonlocal seq
         seq += 1
-        request = {"jsonrpc": "2.0", "id": seq, "method": load.method, "params": load.build(conn, seq)}
-        pending[seq] = clock()
-        await ws.send_frame(orjson.dumps(request), TEXT)
+        params = load.build(conn, seq)
+        sent = clock()
+        # This task is the socket's only reader, so the reply cannot be read before its id is recorded.
+        pending[await client.submit(load.method, *params)] = sent
 
     for _ in range(load.inflight):
         await send_next()
@@ -111,16 +123,15 @@ async def drive(
         # Lost replies must not hang the run: wait at most until the window closes plus the drain time.
         timeout = (max(0.0, (window.end_ns - now) / 1e9) if refill else 0.0) + load.drain_s
         try:
-            message = await ws.receive(timeout=timeout)
+            reply = await client.recv(timeout)
         except TimeoutError:
             result.note_error(f"{len(pending)} calls never answered")
             return
-        if message.type != TEXT:
-            result.note_error(f"socket ended ({message.type.name}) with {len(pending)} calls in flight")
+        except ClientConnectError as exc:
+            result.note_error(f"socket ended ({exc}) with {len(pending)} calls in flight")
             return
         now = clock()
-        reply = orjson.loads(message.data)
-        if "id" not in reply:
+        if type(reply) is not dict or "id" not in reply:
             continue  # a notification
         reply_id = reply["id"]
         sent = pending.pop(reply_id, None) if type(reply_id) is int else None
@@ -153,22 +164,22 @@ async def sample_at(instant_ns: int, pid: int | None) -> tuple[float, float]:
 async def run_rpc(load: Load) -> LoadResult:
     """The `rpc` mode."""
     result = LoadResult("rpc", load.target, load.method, load.connections, load.inflight, load.duration_s)
-    session, url = session_for(load.target)
-    async with session:
-        sockets = await open_sockets(load, session, url)
+    clients = await open_clients(load)
+    try:
         begin = time.perf_counter_ns()
         window = Window(
             begin + int(load.warmup_s * 1e9), begin + int((load.warmup_s + load.duration_s) * 1e9)
         )
         latencies: list[int] = []
         tasks = [
-            asyncio.ensure_future(drive(ws, i, load, window, result, latencies))
-            for i, ws in enumerate(sockets)
+            asyncio.ensure_future(drive(client, i, load, window, result, latencies))
+            for i, client in enumerate(clients)
         ]
         server_before, own_before = await sample_at(window.start_ns, load.server_pid)
         server_after, own_after = await sample_at(window.end_ns, load.server_pid)
         await asyncio.gather(*tasks)
-        await asyncio.gather(*(ws.close() for ws in sockets))
+    finally:
+        await close_all(clients)
     finish(result, latencies, load.server_pid, server_after - server_before, own_after - own_before)
     return result
 
@@ -195,17 +206,16 @@ def finish(
 async def run_burst(load: Load) -> LoadResult:
     """The `burst` mode: all C x P calls at once, `load.bursts` times; per-burst wall time in `extra`."""
     result = LoadResult("burst", load.target, load.method, load.connections, load.inflight, 0.0)
-    session, url = session_for(load.target)
     walls: list[float] = []
     latencies: list[int] = []
-    async with session:
-        sockets = await open_sockets(load, session, url)
+    clients = await open_clients(load)
+    try:
         for _ in range(load.bursts):
             burst = LoadResult("burst", load.target, load.method, load.connections, load.inflight, 0.0)
             begin = time.perf_counter_ns()
             window = Window(begin, begin + int(3600e9))
             await asyncio.gather(
-                *(drive(ws, i, load, window, burst, latencies, refill=False) for i, ws in enumerate(sockets))
+                *(drive(c, i, load, window, burst, latencies, refill=False) for i, c in enumerate(clients))
             )
             walls.append((time.perf_counter_ns() - begin) / 1e6)
             result.calls += burst.calls
@@ -213,7 +223,8 @@ async def run_burst(load: Load) -> LoadResult:
             result.id_mismatches += burst.id_mismatches
             result.error_samples.extend(burst.error_samples[: 5 - len(result.error_samples)])
             await asyncio.sleep(0.2)
-        await asyncio.gather(*(ws.close() for ws in sockets))
+    finally:
+        await close_all(clients)
     result.set_latencies(latencies)
     result.extra["burst_wall_ms"] = [round(wall, 1) for wall in walls]
     if load.server_pid:

@@ -20,7 +20,7 @@ from bench.measure import Measurer
 from bench.procs import start_limit_server, stop_all
 from bench.rcd_peer import start_from_template
 from bench.s3_peer import S3, direct_listing_ms
-from bench.wsclient import rpc_client
+from middlewared_cc.client import Client
 
 Record = dict[str, Any]
 MIB = 1024.0
@@ -97,7 +97,7 @@ async def round_rpc(ctx: Context, r: int) -> dict[str, Record]:
             )  # fmt: skip
             out["ping"] = versus_limit(d, lim)
         if ctx.wanted("query"):
-            async with rpc_client(daemon.unix_target) as client:
+            async with Client(daemon.unix_target) as client:
                 rows = await client.call(f"{CREDENTIALS}.query")
             if len(rows) != 20:
                 raise RuntimeError(f"query returned {len(rows)} credentials, expected 20")
@@ -132,7 +132,7 @@ async def round_store(ctx: Context, r: int) -> dict[str, Record]:
     try:
         out["startup"] = record({"first_call_s": daemon.first_call_s})
         if ctx.wanted("rss"):
-            async with rpc_client(daemon.unix_target) as client:
+            async with Client(daemon.unix_target) as client:
                 await client.call("cloudsync.providers")  # every provider plugin is loaded and described
             await asyncio.sleep(1.0)
             out["rss_idle"] = record({"rss_mib": procstat.memory(daemon.server.pid).rss_kib / MIB})
@@ -236,7 +236,7 @@ async def round_names(ctx: Context, r: int) -> dict[str, Record]:
     try:
         for scenario, (filters, expected) in queries.items():
             for daemon in (big, small):
-                async with rpc_client(daemon.unix_target) as client:
+                async with Client(daemon.unix_target) as client:
                     found = await client.call(f"{CREDENTIALS}.query", filters)
                 if len(found) != expected:
                     raise RuntimeError(f"{scenario}: {len(found)} matches, expected {expected}")

@@ -13,46 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
-import aiohttp
 import orjson
 
 from bench import procstat
-from bench.loadgen import Load, open_sockets
+from bench.loadgen import Load, close_all, open_clients
 from bench.stats import LoadResult
-from bench.wsclient import session_for
-
-TEXT = aiohttp.WSMsgType.TEXT
-
-
-async def subscribe(ws: Any, event: str) -> None:
-    """Subscribe one socket; raise if the server refuses."""
-    await ws.send_frame(
-        orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.subscribe", "params": [event]}), TEXT
-    )
-    while True:
-        reply = orjson.loads((await ws.receive(timeout=30)).data)
-        if reply.get("id") == 1:
-            if "error" in reply:
-                raise RuntimeError(f"core.subscribe refused: {reply['error']}")
-            return
+from middlewared_cc.client import Client, ClientConnectError
 
 
 async def listen(
-    ws: Any, sent: dict[str, int], seen: set[str], latencies: list[int], done: asyncio.Event
+    client: Client, sent: dict[str, int], seen: set[str], latencies: list[int], done: asyncio.Event
 ) -> None:
     """Record every "added" notification until the socket closes or `done` is set."""
     clock = time.perf_counter_ns
     while not done.is_set():
         try:
-            message = await ws.receive(timeout=0.2)
+            note = await client.notification(timeout=0.2)
         except TimeoutError:
             continue
-        if message.type != TEXT:
+        except ClientConnectError:
             return
         now = clock()
-        note = orjson.loads(message.data)
         params = note.get("params")
         if (
             note.get("method") != "collection_update"
@@ -66,7 +48,9 @@ async def listen(
             latencies.append(now - sent[name])
 
 
-async def write(ws: Any, load: Load, result: LoadResult, sent: dict[str, int], created: list[str]) -> None:
+async def write(
+    client: Client, load: Load, result: LoadResult, sent: dict[str, int], created: list[str]
+) -> None:
     """The writer: `load.inflight` creates outstanding until the window ends."""
     clock = time.perf_counter_ns
     end = clock() + int(load.duration_s * 1e9)
@@ -77,27 +61,24 @@ async def write(ws: Any, load: Load, result: LoadResult, sent: dict[str, int], c
         nonlocal seq
         seq += 1
         params = load.build(0, seq)
-        names[seq] = params[0]["name"]
-        sent[names[seq]] = clock()
-        await ws.send_frame(
-            orjson.dumps({"jsonrpc": "2.0", "id": seq, "method": load.method, "params": params}), TEXT
-        )
+        name = params[0]["name"]
+        sent[name] = clock()
+        names[await client.submit(load.method, *params)] = name
 
     for _ in range(load.inflight):
         await send_next()
     while names:
         try:
-            message = await ws.receive(timeout=max(0.0, (end - clock()) / 1e9) + load.drain_s)
+            reply = await client.recv(timeout=max(0.0, (end - clock()) / 1e9) + load.drain_s)
         except TimeoutError:
             result.note_error(f"{len(names)} creates never answered")
             return
-        if message.type != TEXT:
-            result.note_error(f"writer socket ended ({message.type.name})")
+        except ClientConnectError as exc:
+            result.note_error(f"writer socket ended ({exc})")
             return
-        reply = orjson.loads(message.data)
-        if "id" not in reply:
+        if type(reply) is not dict or "id" not in reply:
             continue
-        name = names.pop(reply["id"], None)
+        name = names.pop(reply["id"], None) if type(reply["id"]) is int else None
         if name is None:
             result.id_mismatches += 1
             continue
@@ -114,18 +95,18 @@ async def run_subscribe(load: Load) -> LoadResult:
     result = LoadResult(
         "subscribe", load.target, load.method, load.connections, load.inflight, load.duration_s
     )
-    session, url = session_for(load.target)
     sent: dict[str, int] = {}
     created: list[str] = []
     latencies: list[int] = []
-    async with session:
-        writer, *subscribers = await open_sockets(load, session, url, extra=1)
-        await asyncio.gather(*(subscribe(ws, load.event) for ws in subscribers))
+    clients = await open_clients(load, extra=1)
+    writer, *subscribers = clients
+    try:
+        await asyncio.gather(*(client.call("core.subscribe", load.event, timeout=30) for client in subscribers))
         seen: list[set[str]] = [set() for _ in subscribers]
         done = asyncio.Event()
         listeners = [
-            asyncio.ensure_future(listen(ws, sent, seen[i], latencies, done))
-            for i, ws in enumerate(subscribers)
+            asyncio.ensure_future(listen(client, sent, seen[i], latencies, done))
+            for i, client in enumerate(subscribers)
         ]
         cpu_before, own_before = (
             procstat.cpu_seconds(load.server_pid) if load.server_pid else 0.0,
@@ -142,7 +123,8 @@ async def run_subscribe(load: Load) -> LoadResult:
             await asyncio.sleep(0.05)
         done.set()
         await asyncio.gather(*listeners)
-        await asyncio.gather(*(ws.close() for ws in [writer, *subscribers]))
+    finally:
+        await close_all(clients)
     missing = sum(len(expected - got) for got in seen)
     result.calls = len(created)
     result.duration_s = round(elapsed, 3)
