@@ -189,6 +189,29 @@ async def test_writes_during_a_rotation_are_sealed_under_the_new_key(filled: Run
     await _restart_and_check(filled, ROWS + 60)
 
 
+async def test_a_row_that_does_not_open_stops_the_rotation_cleanly(filled: Running) -> None:
+    """One row moved onto another (its seal is bound to its row): all or nothing, and a clear EIO."""
+    settings = filled.settings
+    await filled.stop()
+    with sqlite3.connect(settings.state_dir / "config.db") as conn:
+        (blob,) = conn.execute("SELECT secrets FROM cloud_credentials WHERE id = 1").fetchone()
+        conn.execute("UPDATE cloud_credentials SET secrets = ? WHERE id = 2", (blob,))
+    with sqlite3.connect(settings.state_dir / "config.db") as conn:
+        before = conn.execute("SELECT id, secrets FROM cloud_credentials ORDER BY id").fetchall()
+    await filled.start()
+    key = read_key(settings.key_file)
+    peer = await filled.root()
+    with pytest.raises(CallFailed) as err:
+        await peer.call("config.rotate_secret_key")
+    assert err.value.data["errname"] == "EIO" and "cloud_credentials row 2" in err.value.data["reason"]
+    assert read_key(settings.key_file) == key
+    _settled(settings)
+    with sqlite3.connect(settings.state_dir / "config.db") as conn:
+        assert conn.execute("SELECT id, secrets FROM cloud_credentials ORDER BY id").fetchall() == before
+    await peer.call("cloudsync.credentials.delete", 2)
+    assert await peer.call("config.rotate_secret_key") == ROWS - 1
+
+
 # Crash states: each one a kill -9 at one of the rotation's steps, built on disk directly.
 
 async def _sealed_under_fresh_key(settings: Settings) -> tuple[bytes, bytes]:

@@ -56,7 +56,9 @@ async def _rotate(services: Services) -> int:
 
 
 def _retrieve(task: asyncio.Task[int]) -> None:
-    """A rotation whose caller left still reports its failure, in the log."""
-    if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, CallError):
-        log.error("key rotation failed (%s); the secrets stay under the key they were sealed with",
-                  type(exc).__name__)
+    """A rotation whose caller left still reports its failure, in the log (a CallError's text holds no
+    secret; another exception's might, so only its type)."""
+    if task.cancelled() or (exc := task.exception()) is None:
+        return
+    reason = exc.message if isinstance(exc, CallError) else type(exc).__name__
+    log.error("key rotation failed (%s); the secrets stay under the key they were sealed with", reason)

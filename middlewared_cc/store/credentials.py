@@ -84,7 +84,11 @@ async def reseal_all(conn: AsyncConnection, old: Sealer, new: Sealer) -> int:
         rows = (await conn.execute(sa.select(table.c.id, table.c.secrets).where(table.c.secrets.is_not(None))))
         for ident, blob in rows.all():
             binding = row_binding(table.name, ident)
-            resealed = new.seal(old.open(blob, binding), binding)
+            try:
+                opened = old.open(blob, binding)
+            except Undecryptable as exc:
+                raise Undecryptable(f"{table.name} row {ident}: {exc}") from None
+            resealed = new.seal(opened, binding)
             await conn.execute(sa.update(table).where(table.c.id == ident).values(secrets=resealed))
             count += 1
     return count

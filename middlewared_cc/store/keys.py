@@ -16,6 +16,7 @@ reported, naming both ids.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from middlewared_cc.errors import RotationInProgress
+from middlewared_cc.errors import CallError, RotationInProgress
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.credentials import reseal_all
 from middlewared_cc.store.models import CloudCredential, KeychainCredential, StoreMeta
@@ -170,7 +171,11 @@ def begin_rotation(path: Path) -> Sealer:
 async def reseal(conn: AsyncConnection, old: Sealer, new: Sealer) -> int:
     """Step 2, in the caller's transaction: every sealed row under ``new``, and ``new``'s id recorded."""
     assert new.key_id is not None
-    count = await reseal_all(conn, old, new)
+    try:
+        count = await reseal_all(conn, old, new)
+    except Undecryptable as exc:  # all or nothing: the transaction rolls back, the old key stays
+        raise CallError(f"Cannot rotate the key: {exc}; supply its secrets again or delete it first",
+                        errno.EIO) from None
     await record_key_id(conn, new.key_id)
     return count
 
