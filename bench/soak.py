@@ -150,8 +150,8 @@ async def kill_rclone(pid: int, tally: Tally, at_s: float, out: dict[str, Any]) 
     if not old:
         out.update(ok=False, note="no rclone child to kill")
         return
+    out.update(at_s=tally.now(), old_pid=old[0])  # read first: a call sent before it was in flight at the kill
     os.kill(old[0], signal.SIGKILL)
-    out.update(at_s=tally.now(), old_pid=old[0])
     while tally.now() < out["at_s"] + RESTART_WAIT_S:
         new = [child for child in rclone_children(pid) if child != old[0]]
         if new:
