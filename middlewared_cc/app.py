@@ -12,6 +12,7 @@ from middlewared_cc.auth.state import AuthState
 from middlewared_cc.context import Services
 from middlewared_cc.events import EventHub
 from middlewared_cc.providers.registry import ProviderRegistry
+from middlewared_cc.rclone.lifetime import end_stale
 from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.rpc import jsonrpc
 from middlewared_cc.rpc.connection import SERVICES
@@ -66,6 +67,8 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             for name, reason in services.providers.unavailable().items():
                 log.error("provider plugin %s is unavailable: %s", name, reason)
             app[SERVICES] = services
+            # An rcd left behind by a killed daemon is ended now, not when the next verify starts one.
+            await asyncio.to_thread(end_stale, settings.runtime_dir / "rclone")
             services.writer.start()
             yield
             for session in list(services.sessions):

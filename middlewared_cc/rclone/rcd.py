@@ -3,6 +3,9 @@
 Running one rclone process per verify costs ~100 ms and ~90 MB before any network I/O; one rcd answers the
 same call in ~10 ms. The daemon runs with a scrubbed environment, a private 0600 config file in a 0700
 runtime folder, and short retry flags (rclone's defaults take minutes to give up on a refused port).
+
+rcd never outlives us (see ``rclone.lifetime``): the kernel kills it when we die, and one left behind by an
+earlier run is ended before the next starts.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import aiohttp
 import orjson
 
 from middlewared_cc.rclone.errors import RcloneError, RcloneUnavailable
+from middlewared_cc.rclone.lifetime import PID_NAME, SOCKET_NAME, die_with, end_stale, remove_pid, write_pid
 from middlewared_cc.rclone.masking import MASK, masker
 
 LOG = logging.getLogger(__name__)
 
-SOCKET_NAME = "rclone.sock"
 CONFIG_NAME = "rclone.conf"
 
 # Variables rclone needs or that are harmless; everything else (AWS_*, SSL_*, *_PROXY, SSH_AUTH_SOCK,
@@ -190,6 +193,7 @@ class RcloneDaemon:
     def _prepare_dir(self) -> None:
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.runtime_dir, 0o700)
+        end_stale(self.runtime_dir)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         # A fresh config each start: named remotes left by a crash must not outlive it.
@@ -200,6 +204,7 @@ class RcloneDaemon:
     async def _spawn(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.socket_path.unlink)
+        # Forked from this, the event-loop thread: see rclone.lifetime for why that matters.
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv(),
             stdin=asyncio.subprocess.DEVNULL,
@@ -207,7 +212,9 @@ class RcloneDaemon:
             stderr=asyncio.subprocess.PIPE,
             env=self.environment(),
             start_new_session=True,
+            preexec_fn=die_with(os.getpid()),
         )
+        await asyncio.to_thread(write_pid, self.runtime_dir / PID_NAME, self._proc.pid)
         if self._stderr_task is not None:
             self._stderr_task.cancel()
         self._stderr_task = asyncio.create_task(self._forward_stderr(self._proc), name="rcd-stderr")
@@ -263,6 +270,8 @@ class RcloneDaemon:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if proc is not None:
+            await asyncio.to_thread(remove_pid, self.runtime_dir / PID_NAME, proc.pid)
         if self._stderr_task is not None:
             self._stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
