@@ -304,6 +304,21 @@ async def test_concurrent_wrong_passwords_are_counted_before_they_are_checked(da
     assert {r["error"]["data"]["errname"] for r in refused} == {"EBUSY"}
 
 
+async def test_a_caller_that_hangs_up_mid_check_keeps_its_failures(daemon: Daemon) -> None:
+    await daemon.user("zoe", [])
+    limiter, limit = daemon.services.auth.limiter, daemon.services.settings.login_failures_per_minute
+    peer = await daemon.connect()
+    for i in range(limit):
+        await peer.send({"jsonrpc": "2.0", "id": i, "method": "auth.login", "params": ["zoe", "wrong-password"]})
+    for _ in range(500):  # until the daemon has started every attempt (bounded: 10 s)
+        if limiter.counted("127.0.0.1", "user:zoe") == limit:
+            break
+        await asyncio.sleep(0.02)
+    await peer.ws.close()  # the checks still running are cancelled: their attempts stay counted
+    other = await daemon.connect()
+    assert (await other.request("auth.login", "zoe", PASSWORD))["error"]["data"]["errname"] == "EBUSY"
+
+
 async def test_one_account_failing_does_not_lock_others_out(daemon: Daemon) -> None:
     limit = daemon.services.settings.login_failures_per_minute
     await daemon.user("wes", [])

@@ -48,6 +48,11 @@ class LoginLimiter:
         window.append(now)
         return key, now
 
+    def counted(self, source: str, account: str) -> int:
+        """Attempts at ``account`` from ``source`` that count now (failed or still being checked)."""
+        cutoff = time.monotonic() - WINDOW
+        return sum(1 for stamp in self._windows.get((source, account), ()) if stamp >= cutoff)
+
     def succeeded(self, attempt: Attempt) -> None:
         """A successful login does not count against its account."""
         key, stamp = attempt
