@@ -350,6 +350,7 @@ async def _start_process(state: Path) -> Started:
     raise AssertionError("the daemon did not start")
 
 
+@pytest.mark.timeout(300)  # eight daemon starts: generous for a loaded 2-core machine
 async def test_kill_9_at_many_points_of_a_rotation(tmp_path: Path) -> None:
     state = tmp_path / "state"
     settings = make_settings(state)
@@ -365,7 +366,7 @@ async def test_kill_9_at_many_points_of_a_rotation(tmp_path: Path) -> None:
         await session.close()
     proc.kill()
     await asyncio.wait_for(proc.wait(), 10)
-    for fraction in (0.0, 0.05, 0.15, 0.3, 0.5, 0.7, 0.85, 1.0, 1.3, 2.0):
+    for fraction in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.5):  # of one rotation's duration
         proc, session, peer = await _start_process(state)
         try:
             await _all_decrypt(peer, ROWS)  # after the previous kill
