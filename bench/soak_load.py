@@ -9,6 +9,7 @@ deletes are drawn with equal weight, so the memory figure measures leaks, not da
 from __future__ import annotations
 
 import errno
+import heapq
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ EVENT = f"{CREDENTIALS}.query"
 PREFIX = "soak-"
 MAX_OWNED = 6
 CALL_TIMEOUT_S = 60.0  # above the daemon's own verify timeout (45 s): its answer, not ours, decides
-SECRETS = ("access_key_id", "secret_access_key")
+SLOWEST = 3
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Tally:
 
     clock0: float = field(default_factory=time.perf_counter)
     latencies: dict[str, list[int]] = field(default_factory=dict)
+    # Per method, the slowest calls as (nanoseconds, sent at seconds): where in the run the tail sits.
+    slowest: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
 
     def now(self) -> float:
@@ -54,22 +57,28 @@ class Tally:
         try:
             result = await call()
         except ClientCallError as exc:
-            self._record(method, begin)
+            self._record(method, begin, sent)
             self.fail(method, sent, f"[{exc.code}/{exc.errno}] {exc.reason}", exc.errno)
             return False, None
         except (TimeoutError, ConnectionError) as exc:
-            self._record(method, begin)
+            self._record(method, begin, sent)
             self.fail(method, sent, f"{type(exc).__name__}: {exc}")
             return False, None
-        self._record(method, begin)
+        self._record(method, begin, sent)
         return True, result
 
     def fail(self, method: str, sent_s: float, text: str, code: int | None = None) -> None:
         """Record a failure (an error reply, a timeout, or a wrong answer)."""
         self.failures.append(Failure(method, sent_s, self.now(), text[:500], code))
 
-    def _record(self, method: str, begin_ns: int) -> None:
-        self.latencies.setdefault(method, []).append(time.perf_counter_ns() - begin_ns)
+    def _record(self, method: str, begin_ns: int, sent_s: float) -> None:
+        took = time.perf_counter_ns() - begin_ns
+        self.latencies.setdefault(method, []).append(took)
+        worst = self.slowest.setdefault(method, [])
+        if len(worst) < SLOWEST or took > worst[0][0]:
+            heapq.heappush(worst, (took, sent_s))
+            if len(worst) > SLOWEST:
+                heapq.heappop(worst)
 
 
 @dataclass

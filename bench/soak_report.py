@@ -81,6 +81,7 @@ def methods(tally: Tally, errors: list[Failure], elapsed_s: float) -> dict[str, 
             "errors": sum(1 for failure in errors if failure.method == method),
             "p50_ms": round(percentile(values, 0.5), 2), "p99_ms": round(percentile(values, 0.99), 2),
             "max_ms": round(values[-1], 2),
+            "slowest": [f"{took / 1e6:.0f} ms @{sent:.1f} s" for took, sent in sorted(tally.slowest[method], reverse=True)],
         }  # fmt: skip
     return out
 
@@ -137,10 +138,11 @@ def build(args: argparse.Namespace, run: dict[str, Any], live: dict[str, Any], r
 
 
 def _methods_rows(report: dict[str, Any]) -> list[str]:
-    rows = ["| method | calls | calls/s | errors | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|"]
+    rows = ["| method | calls | calls/s | errors | p50 ms | p99 ms | max ms | slowest (sent at) |",
+            "|---|---|---|---|---|---|---|---|"]
     for method, m in report["methods"].items():
         rows.append(f"| {method} | {m['calls']:,} | {m['calls_per_s']} | {m['errors']} | {m['p50_ms']} | "
-                    f"{m['p99_ms']} | {m['max_ms']} |")  # fmt: skip
+                    f"{m['p99_ms']} | {m['max_ms']} | {', '.join(m['slowest'])} |")  # fmt: skip
     return rows
 
 
