@@ -43,6 +43,39 @@ def test_quick_run_measures_daemon_and_limit_server(tmp_path: Path) -> None:
     assert "core.ping, 64 connections" in text and "## Machine" in text and "bench.loadgen" in text
 
 
+
+def test_soak_smoke(tmp_path: Path) -> None:
+    """`bench.soak` for 10 s at 4 connections: a rotation and an rclone kill under load, no errors, every
+    acknowledged write read back, and its RESULTS.md section replaced in place, the rest of the file kept."""
+    report, raw = tmp_path / "RESULTS.md", tmp_path / "soak.json"
+    report.write_text("# Benchmark results\n\nkept\n\n<!-- soak:begin -->\nstale\n<!-- soak:end -->\n\nafter\n")
+    command = [sys.executable, "-m", "bench.soak", "--duration", "10", "--connections", "4", "--subscribers", "1",
+               "--json", str(raw), "--write-results", "--out", str(report)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = orjson.loads(raw.read_bytes())
+    assert result["errors"] == 0, result["error_samples"]
+    for key in ("methods", "expected_refusals", "writes", "events", "rotation", "rclone_restart", "rss", "targets"):
+        assert key in result, key
+    for method in ("query", "query(filters)", "get_instance", "create", "update", "delete", "verify"):
+        stats = result["methods"][f"cloudsync.credentials.{method}"]
+        assert stats["calls"] > 0 and stats["max_ms"] >= stats["p99_ms"] >= stats["p50_ms"] > 0, (method, stats)
+    writes = result["writes"]
+    assert writes["created"] > 0 and writes["updated"] > 0 and writes["deleted"] > 0
+    for side in (writes["live"], writes["after_restart"]):
+        assert side["missing"] == side["wrong"] == side["resurrected"] == side["undecryptable"] == 0, side
+    assert result["rotation"]["ok"] and result["rclone_restart"]["ok"], (result["rotation"], result["rclone_restart"])
+    assert result["events"]["received"] > 0 and result["events"]["missing"] == 0
+    assert result["rss"]["samples"] >= 8 and result["rss"]["peak_mib"] > 0
+    assert {target["text"] for target in result["targets"]} >= {
+        "errors (error replies, timeouts, wrong answers)",
+        "acknowledged writes missing or wrong (live + after restart)",
+    }
+    text = report.read_text()
+    assert text.startswith("# Benchmark results\n\nkept\n") and text.endswith("<!-- soak:end -->\n\nafter\n")
+    assert text.count("## Soak (reliability)") == 1 and "stale" not in text
+
 async def test_loadgen_counts_wrong_ids_and_errors(aiohttp_server: Any) -> None:
     """A server answering with a wrong id or an error object is caught, not counted as a good call."""
 
