@@ -43,7 +43,6 @@ def test_quick_run_measures_daemon_and_limit_server(tmp_path: Path) -> None:
     assert "core.ping, 64 connections" in text and "## Machine" in text and "bench.loadgen" in text
 
 
-
 def test_soak_smoke(tmp_path: Path) -> None:
     """`bench.soak` for 10 s at 4 connections: a rotation and an rclone kill under load, no errors, every
     acknowledged write read back, and its RESULTS.md section replaced in place, the rest of the file kept."""
@@ -75,6 +74,7 @@ def test_soak_smoke(tmp_path: Path) -> None:
     text = report.read_text()
     assert text.startswith("# Benchmark results\n\nkept\n") and text.endswith("<!-- soak:end -->\n\nafter\n")
     assert text.count("## Soak (reliability)") == 1 and "stale" not in text
+
 
 async def test_loadgen_counts_wrong_ids_and_errors(aiohttp_server: Any) -> None:
     """A server answering with a wrong id or an error object is caught, not counted as a good call."""
