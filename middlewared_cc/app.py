@@ -16,6 +16,7 @@ from middlewared_cc.rclone.lifetime import end_stale
 from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.rpc import jsonrpc
 from middlewared_cc.rpc.connection import SERVICES
+from middlewared_cc.rpc.guard import GUARD, ConnectionGuard
 from middlewared_cc.rpc.registry import MethodSet, Registry
 from middlewared_cc.services import api_keys, auth, config, core, credentials, keychain, users, verify
 from middlewared_cc.settings import Settings
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             await engine.dispose()
 
     app.cleanup_ctx.append(resources)
+    app[GUARD] = ConnectionGuard.from_settings(settings)  # used by the listeners daemon.serve opens
     for path in ("/api/current", "/api/v25.04.0"):
         app.router.add_get(path, jsonrpc.handle)
     app.router.add_get("/websocket", _legacy)

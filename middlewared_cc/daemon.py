@@ -8,6 +8,7 @@ import ctypes
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -21,8 +22,9 @@ from aiohttp import WSCloseCode, web
 from sqlalchemy.exc import DBAPIError
 
 from middlewared_cc.app import create_app
-from middlewared_cc.logs import setup_logging
+from middlewared_cc.logs import install_loop_reports, setup_logging
 from middlewared_cc.rpc.connection import SERVICES
+from middlewared_cc.rpc.guard import GUARD
 from middlewared_cc.settings import Settings, SettingsError
 from middlewared_cc.store.preflight import StoreUnusable, check_files, check_integrity, unusable
 from middlewared_cc.store.sealing import KeyFileError, read_key
@@ -91,6 +93,46 @@ async def _drain(app: web.Application, timeout: float) -> None:
                            for session in list(services.sessions)), return_exceptions=True)
 
 
+def raise_descriptor_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (the unit sets LimitNOFILE=); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # e.g. an infinite hard limit the kernel caps lower
+            log.warning("cannot raise the descriptor limit from %d: %s", soft, exc)
+    return int(soft)
+
+
+async def open_listeners(runner: web.AppRunner, settings: Settings, descriptors: int) -> list[asyncio.AbstractServer]:
+    """The unix socket and (if set) the TCP listener, every connection under the app's ConnectionGuard.
+
+    Opened with the loop's own create_server rather than aiohttp's sites so the guard sees each connection
+    before aiohttp does; accept() errors are summarised by the loop's exception handler (logs.py).
+    """
+    loop = asyncio.get_running_loop()
+    install_loop_reports(loop)
+    guard = runner.app[GUARD]
+    guard.fit(descriptors)
+    assert runner.server is not None, "runner.setup() first"
+    factory = guard.protocol_factory(runner.server)
+    sock_path = Path(settings.unix_socket)
+    sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if sock_path.is_socket():
+        sock_path.unlink()
+    servers: list[asyncio.AbstractServer] = [await loop.create_unix_server(factory, str(sock_path))]
+    # Any local user may connect; who they are is decided inside the socket (root by SO_PEERCRED).
+    os.chmod(sock_path, 0o666)
+    if settings.tcp_address is not None:
+        host, port = settings.tcp_address
+        ctx = tls_context(settings)
+        servers.append(await loop.create_server(
+            factory, host, port, ssl=ctx, reuse_address=True,
+            ssl_handshake_timeout=settings.handshake_timeout if ctx is not None else None))
+    return servers
+
+
 async def serve(settings: Settings) -> int:
     read_key(settings.key_file)  # an unsafe key file stops start-up before anything is created
     check_files(settings)
@@ -102,19 +144,8 @@ async def serve(settings: Settings) -> int:
     except (DBAPIError, sqlite3.Error) as exc:
         raise unusable(settings, exc) from None
     _release_startup_memory()
-    sites: list[web.BaseSite] = []
-    sock_path = Path(settings.unix_socket)
-    sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    if sock_path.is_socket():
-        sock_path.unlink()
-    sites.append(web.UnixSite(runner, str(sock_path)))
-    if settings.tcp_address is not None:
-        host, port = settings.tcp_address
-        sites.append(web.TCPSite(runner, host, port, ssl_context=tls_context(settings)))
-    for site in sites:
-        await site.start()
-    # Any local user may connect; who they are is decided inside the socket (root by SO_PEERCRED).
-    os.chmod(sock_path, 0o666)
+    servers = await open_listeners(runner, settings, raise_descriptor_limit())
+    sock_path = settings.unix_socket
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,8 +158,8 @@ async def serve(settings: Settings) -> int:
     _notify("STOPPING=1")
     log.info("middlewared-cc stopping")
     watchdog.cancel()
-    for site in sites:  # stop accepting
-        await site.stop()
+    for server in servers:  # stop accepting
+        server.close()
     await _drain(app, settings.shutdown_timeout)
     await runner.cleanup()  # closes the database
     log.info("middlewared-cc stopped")

@@ -46,6 +46,10 @@ class Settings:
     onedrive_graph_url: str
     onedrive_token_url: str
     event_loop: str
+    max_unauthenticated_connections: int
+    max_unauthenticated_per_source: int
+    handshake_timeout: float
+    login_timeout: float
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -179,6 +183,10 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         max_tokens=_num(raw, "max_tokens", 4096, int, 1, 1_000_000),
         onedrive_graph_url=_url(raw, "onedrive_graph_url", "https://graph.microsoft.com/v1.0"),
         event_loop=_choice(raw, "event_loop", "asyncio", ("asyncio", "uvloop")),
+        max_unauthenticated_connections=_num(raw, "max_unauthenticated_connections", 1024, int, 1, 1_000_000),
+        max_unauthenticated_per_source=_num(raw, "max_unauthenticated_per_source", 64, int, 1, 1_000_000),
+        handshake_timeout=_num(raw, "handshake_timeout", 5.0, float, 0.5, 300),
+        login_timeout=_num(raw, "login_timeout", 20.0, float, 1, 3600),
         onedrive_token_url=_url(raw, "onedrive_token_url",
                                 "https://login.microsoftonline.com/common/oauth2/v2.0/token"),
     )

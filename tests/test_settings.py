@@ -45,6 +45,10 @@ def every_key(tmp: Path) -> dict[str, Any]:
         "onedrive_graph_url": "http://127.0.0.1:1/graph",
         "onedrive_token_url": "https://127.0.0.1:1/token",
         "event_loop": "uvloop",
+        "max_unauthenticated_connections": 300,
+        "max_unauthenticated_per_source": 11,
+        "handshake_timeout": 2.5,
+        "login_timeout": 7.5,
     }
 
 

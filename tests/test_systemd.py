@@ -95,6 +95,9 @@ def test_unit_promises() -> None:
     # A user namespace would hide a root peer's uid from SO_PEERCRED and break the root session.
     assert "PrivateUsers" not in d
     assert float(d["TimeoutStopSec"][0]) > 10  # longer than the daemon's default shutdown_timeout
+    # Enough descriptors that the default cap on unauthenticated connections (1,024, at most half the
+    # limit) leaves room for everyone else (issue 9, item 8).
+    assert int(d["LimitNOFILE"][0]) >= 4 * 1024
 
 
 # Sets the kernel's MDWE on itself (inherited across exec), then becomes the command: no preexec_fn.

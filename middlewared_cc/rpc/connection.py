@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from middlewared_cc.context import Services
+from middlewared_cc.rpc.guard import GUARD, socket_uid
 from middlewared_cc.session import Principal, Session
 
 PRELOGIN_FRAME_LIMIT = 8 * 1024
@@ -20,12 +19,7 @@ SERVICES = web.AppKey("services", Services)
 def peer_uid(request: web.Request) -> int | None:
     """The uid of a unix-socket peer (SO_PEERCRED), or None for TCP."""
     transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    return socket_uid(transport.get_extra_info("socket") if transport is not None else None)
 
 
 @asynccontextmanager
@@ -40,6 +34,9 @@ async def open_session(request: web.Request, protocol: str) -> AsyncIterator[Ses
     source = f"unix:{uid}" if uid is not None else (request.remote or "unknown")
     session = Session(ws=ws, source=source, max_outbox=services.settings.max_outgoing_queue,
                       protocol=protocol, peer_uid=uid, transport=request.transport)
+    guard = request.app.get(GUARD)
+    if guard is not None:
+        guard.upgraded(request.transport, session)
     if uid == 0:
         session.principal = Principal.root()
     services.sessions.add(session)
