@@ -118,7 +118,11 @@ async def sample(pid: int, tally: Tally, samples: Samples, stop_at: float) -> No
     tick = 0
     while tick <= stop_at:
         await sleep_until(tally, tick)  # whole seconds on the run's clock: a late tick does not drift
-        samples.points.append((tally.now(), procstat.memory(pid).rss_kib, open_fds(pid)))
+        try:
+            samples.points.append((tally.now(), procstat.memory(pid).rss_kib, open_fds(pid)))
+        except FileNotFoundError:
+            tally.fail("daemon", tally.now(), f"the daemon (pid {pid}) exited during the run")
+            return
         tick += 1
 
 
@@ -127,8 +131,10 @@ async def rotate(unix_target: str, tally: Tally, at_s: float, out: dict[str, Any
     await sleep_until(tally, at_s)
     async with Client(unix_target) as root:
         out["at_s"] = begin = tally.now()
-        ok, rows = await tally.timed("config.rotate_secret_key",
-                                     lambda: root.call("config.rotate_secret_key", timeout=300))  # fmt: skip
+        ok, rows = False, None
+        with contextlib.suppress(ConnectionError):  # counted by timed(); the run goes on
+            ok, rows = await tally.timed("config.rotate_secret_key",
+                                         lambda: root.call("config.rotate_secret_key", timeout=300))  # fmt: skip
     out.update(ok=ok, rows=rows, end_s=tally.now(), seconds=tally.now() - begin)
 
 

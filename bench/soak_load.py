@@ -60,10 +60,13 @@ class Tally:
             self._record(method, begin, sent)
             self.fail(method, sent, f"[{exc.code}/{exc.errno}] {exc.reason}", exc.errno)
             return False, None
-        except (TimeoutError, ConnectionError) as exc:
+        except TimeoutError as exc:
             self._record(method, begin, sent)
             self.fail(method, sent, f"{type(exc).__name__}: {exc}")
             return False, None
+        except ConnectionError as exc:  # the connection is gone: counted once, then the caller stops
+            self.fail(method, sent, f"{type(exc).__name__}: {exc}")
+            raise
         self._record(method, begin, sent)
         return True, result
 
@@ -125,7 +128,16 @@ class Caller:
                 op = self.create
             elif len(self.owned) >= MAX_OWNED and op == self.create:
                 op = self.delete
-            await op()
+            try:
+                await op()
+            except ConnectionError:
+                self.uncertain_all()
+                return
+
+    def uncertain_all(self) -> None:
+        """The connection was lost: whatever was in flight may or may not have happened."""
+        for ident in list(self.owned):
+            self._forget(ident)
 
     def _call(self, method: str, *params: Any) -> Callable[[], Awaitable[Any]]:
         return lambda: self.client.call(method, *params, timeout=CALL_TIMEOUT_S)

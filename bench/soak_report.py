@@ -191,15 +191,19 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['events']['missing']} missing."),
         (f"- RSS (sampled every second, {mem['samples']} samples): {mem['after_warmup_mib']} MiB in the window after "
         f"warm-up ({mem['window_s']:.0f} s), {mem['last_window_mib']} MiB in the last window, peak {mem['peak_mib']} "
-        f"MiB; open descriptors {mem['fds_after_warmup']} -> {mem['fds_last_window']}."),
-        (f"- Expected refusals, not counted as errors: {report['expected_refusals']} (EBUSY while the rotation "
-        "held the writer; a verify already inside rcd when rcd was killed is not resent, by design)."),
+        f"MiB; open descriptors {mem['fds_after_warmup']:.0f} -> {mem['fds_last_window']:.0f}."),
+        (f"- Expected refusals, not counted as errors: {report['expected_refusals'][BUSY]} calls refused with "
+         f"EBUSY while the rotation held the writer; {report['expected_refusals'][IN_FLIGHT]} verifies already "
+         "inside rcd when it was killed (the daemon does not resend a request rcd may have acted on)."),
         (f"- Verifies sent after the rclone kill that failed anyway: {report['rclone_kill_failures']} (the daemon "
          "reuses a pooled keep-alive connection to the dead rcd before its watcher notices the exit, and a verify "
          "is not retried although it only lists; see the row above the events)."),
         (f"- Daemon log: {report['log']['before_restart']['problems']} ERROR/CRITICAL lines or tracebacks "
         f"({report['log']['before_restart']['lines']:,} lines)."),
     ]  # fmt: skip
+    if s["duration_s"] < 600:
+        lines.insert(3, f"**A {s['duration_s']:.0f}-second run, not the 10-minute figure: rerun "
+                        "`.venv/bin/python -m bench.soak --write-results` on a quiet machine.**\n")
     lines += [f"  - `{line}`" for line in report["log"]["before_restart"]["first"][:3]]
     lines += [f"- Error: `{sample}`" for sample in report["error_samples"][:5]]
     return "\n".join([*lines, "", END])
