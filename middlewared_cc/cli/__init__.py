@@ -31,8 +31,8 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, top: bool) -> No
 
     group = parser.add_argument_group("connection")
     group.add_argument("-u", "--uri", default=default(None),
-                       help="ws://HOST:PORT, wss://HOST:PORT, ws+unix:///SOCKET or /SOCKET "
-                            "(default: the local daemon's unix socket)")
+                       help="ws://HOST:PORT[/PATH], wss://HOST:PORT[/PATH], ws+unix:///SOCKET[:/PATH] or "
+                            "/SOCKET; PATH defaults to /api/current (default: the local daemon's unix socket)")
     group.add_argument("-U", "--username", default=default(None), help="log in as this user")
     group.add_argument("-P", "--password", default=default(None),
                        help=f"password for -U (visible in ps: prefer ${PASSWORD_ENV} or the prompt)")
