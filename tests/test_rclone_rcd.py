@@ -169,3 +169,26 @@ async def test_log_scrubbing_covers_live_secrets_and_url_passwords(rcd: RcloneDa
     # Still scrubbed for a grace period: the log line of a call may be read after its reply.
     assert "S3CR3T" not in rcd._scrub("late S3CR3T-value")
     assert rcd._scrub("plain line") == "plain line"
+
+
+async def test_call_sent_after_a_kill_waits_for_the_restart(rcd: RcloneDaemon) -> None:
+    # Sent once rcd is wholly gone (keep-alive connections to it made before): never delivered, so it
+    # waits for the restart rather than failing as "died during the call". Only a call sent in the few
+    # milliseconds while the kernel tears rcd down can land in its dying listener and be reset; that one
+    # is reported as died during the call, as a death mid-call is (it cannot be told apart, so never resent).
+    loop = asyncio.get_running_loop()
+    for round_ in range(2):
+        assert await asyncio.gather(*(rcd.call("rc/noop", {"warm": i}, 5) for i in range(4)))
+        pid = rcd.pid
+        assert pid is not None
+        pidfd = os.pidfd_open(pid)
+        try:
+            exited = loop.create_future()
+            loop.add_reader(pidfd, exited.set_result, None)  # readable once every thread of rcd is gone
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.wait_for(exited, 5)
+            loop.remove_reader(pidfd)
+        finally:
+            os.close(pidfd)
+        assert (await rcd.call("rc/noop", {"after": round_}, 5)) == {"after": round_}
+        assert rcd.pid not in (None, pid)
