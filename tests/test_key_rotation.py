@@ -8,6 +8,7 @@ credential must decrypt under the key file that is on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -128,15 +129,49 @@ async def _restart_and_check(running: Running, count: int = ROWS) -> Peer:
     return peer
 
 
+@contextlib.asynccontextmanager
+async def _writer_held(services: Services) -> AsyncIterator[None]:
+    """Every write waits until the block ends: a rotation started inside cannot finish inside, so its
+    caller certainly leaves while it runs."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(_conn: object) -> None:
+        started.set()
+        await release.wait()
+
+    held = asyncio.ensure_future(services.writer.run(hold))
+    await started.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        await held
+        await services.writer.run(_nothing)  # queued behind whatever was queued inside: all committed
+
+
+async def _nothing(_conn: object) -> None:
+    return None
+
+
+async def _rotation_started(services: Services) -> asyncio.Task[int]:
+    for _ in range(6000):
+        if services.rotation is not None:
+            return services.rotation
+        await asyncio.sleep(0.005)
+    raise AssertionError("the rotation did not start")
+
+
 async def test_caller_disconnecting_mid_rotation_does_not_undo_it(filled: Running) -> None:
     services = filled.services
     old = read_key(filled.settings.key_file)
     peer = await filled.root()
-    await peer.send({"jsonrpc": "2.0", "id": 1, "method": "config.rotate_secret_key", "params": []})
-    while services.rotation is None:  # the call has started: now the caller goes away
-        await asyncio.sleep(0.001)
-    await peer.ws.close()
-    assert await asyncio.wait_for(asyncio.shield(services.rotation), 60) == ROWS
+    async with _writer_held(services):
+        await peer.send({"jsonrpc": "2.0", "id": 1, "method": "config.rotate_secret_key", "params": []})
+        rotation = await _rotation_started(services)
+        await peer.ws.close()  # the caller goes away while its rotation waits for the writer
+        await asyncio.sleep(0.1)  # the server sees the close and cancels the call
+        assert not rotation.done()
+    assert rotation.done() and rotation.result() == ROWS
     assert read_key(filled.settings.key_file) != old
     _settled(filled.settings)
     await _restart_and_check(filled)
@@ -145,12 +180,14 @@ async def test_caller_disconnecting_mid_rotation_does_not_undo_it(filled: Runnin
 async def test_client_timing_out_mid_rotation_does_not_undo_it(filled: Running) -> None:
     """The issue's own case: `midclt-cc -t 0.3 call config.rotate_secret_key` gives up, the daemon goes on."""
     services = filled.services
-    done = await asyncio.create_subprocess_exec(
-        str(MIDCLT), "-u", filled.settings.unix_socket, "-t", "0.01", "call", "config.rotate_secret_key",
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert await asyncio.wait_for(done.wait(), 60) != 0  # it timed out
-    assert services.rotation is not None
-    await asyncio.wait_for(asyncio.shield(services.rotation), 60)
+    async with _writer_held(services):
+        done = await asyncio.create_subprocess_exec(
+            str(MIDCLT), "-u", filled.settings.unix_socket, "-t", "2", "call", "config.rotate_secret_key",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert await asyncio.wait_for(done.wait(), 60) != 0  # it timed out: the rotation cannot end yet
+        rotation = await _rotation_started(services)
+        assert not rotation.done()
+    assert rotation.done() and rotation.result() == ROWS
     _settled(filled.settings)
     await _restart_and_check(filled)
 

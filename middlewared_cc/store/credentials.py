@@ -82,13 +82,16 @@ async def reseal_all(conn: AsyncConnection, old: Sealer, new: Sealer) -> int:
     count = 0
     for table in (_T, sa.Table(KeychainCredential.__tablename__, KeychainCredential.metadata)):
         rows = (await conn.execute(sa.select(table.c.id, table.c.secrets).where(table.c.secrets.is_not(None))))
+        resealed = []
         for ident, blob in rows.all():
             binding = row_binding(table.name, ident)
             try:
                 opened = old.open(blob, binding)
             except Undecryptable as exc:
                 raise Undecryptable(f"{table.name} row {ident}: {exc}") from None
-            resealed = new.seal(opened, binding)
-            await conn.execute(sa.update(table).where(table.c.id == ident).values(secrets=resealed))
-            count += 1
+            resealed.append({"row": ident, "sealed": new.seal(opened, binding)})
+        if resealed:  # one executemany: the writer (every other write) waits for the rotation
+            await conn.execute(sa.update(table).where(table.c.id == sa.bindparam("row"))
+                               .values(secrets=sa.bindparam("sealed")), resealed)
+        count += len(resealed)
     return count
