@@ -194,11 +194,20 @@ async def test_client_timing_out_mid_rotation_does_not_undo_it(filled: Running) 
 
 async def test_concurrent_rotations_one_runs_the_others_get_ebusy(filled: Running) -> None:
     peers = [await filled.root() for _ in range(6)]
-    replies = await asyncio.gather(*(p.request("config.rotate_secret_key") for p in peers))
+    async with _writer_held(filled.services):  # no rotation can end: every early reply is a refusal
+        await asyncio.gather(*(p.send({"jsonrpc": "2.0", "id": 1, "method": "config.rotate_secret_key",
+                                       "params": []}) for p in peers))
+        pending = {asyncio.ensure_future(p.recv(60)) for p in peers}
+        replies: list[dict[str, Any]] = []
+        while len(pending) > 1:
+            finished, pending = await asyncio.wait(pending, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            assert finished, "no reply"
+            replies += [t.result() for t in finished]
+    replies.append(await pending.pop())
     done = [r["result"] for r in replies if "result" in r]
     busy = [r["error"]["data"] for r in replies if "error" in r]
-    assert done and all(n == ROWS for n in done)
-    assert busy and all(e["errname"] == "EBUSY" and "already running" in e["reason"] for e in busy)
+    assert done == [ROWS]
+    assert len(busy) == 5 and all(e["errname"] == "EBUSY" and "already running" in e["reason"] for e in busy)
     _settled(filled.settings)
     # and again, so a finished rotation does not block the next one
     assert await peers[0].call("config.rotate_secret_key") == ROWS
