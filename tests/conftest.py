@@ -21,7 +21,7 @@ from middlewared_cc.rclone.rcd import RcloneDaemon
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.settings import Settings
 
-pytest_plugins = ["tests.servers.conftest_plugin"]
+pytest_plugins = ["tests.servers.conftest_plugin", "tests.ui.fixtures"]  # tests.ui: the browser tests' fixtures
 
 
 def free_port() -> int:
