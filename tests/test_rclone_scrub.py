@@ -120,6 +120,8 @@ def test_empty_secrets_do_not_mask_everything() -> None:
 
 _PASSWORD = 'CANARYa1b2c3" \\x+&/é%7dZZ9f8e7d\\'
 _MARKERS = ("CANARYa1b2c3", "ZZ9f8e7d")
+# Over masking.LONG characters, as tokens are: matched in whole encodings rather than character by character.
+_LONG = _PASSWORD + "-" + "Lx9" * 20 + '"end\n' + _PASSWORD
 
 
 def _go_quote(text: str, *, ascii_only: bool = False) -> str:
@@ -143,34 +145,42 @@ def _b64(data: str, *, urlsafe: bool = False, pad: bool = True) -> str:
     return out if pad else out.rstrip("=")
 
 
-FORMS = {
-    "raw": _PASSWORD,
-    "json": json.dumps(_PASSWORD),
-    "json-utf8": json.dumps(_PASSWORD, ensure_ascii=False),
-    "json-in-json": json.dumps(json.dumps(_PASSWORD)),
-    "go-%q": _go_quote(_PASSWORD),
-    "go-%+q": _go_quote(_PASSWORD, ascii_only=True),
-    "go-%q-twice": _go_quote(_go_quote(_PASSWORD)),
-    "quote": urllib.parse.quote(_PASSWORD),
-    "quote-all": urllib.parse.quote(_PASSWORD, safe=""),
-    "quote_plus": urllib.parse.quote_plus(_PASSWORD),
-    "quote-lowercase": re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote(_PASSWORD)),
-    "xml": xml.sax.saxutils.escape(_PASSWORD, {'"': "&quot;"}),
-    "xml-numeric": "".join(c if c.isascii() and c.isalnum() else f"&#{ord(c)};" for c in _PASSWORD),
-    "base64": _b64(_PASSWORD),
-    "base64-urlsafe-nopad": _b64(_PASSWORD, urlsafe=True, pad=False),
-    "basic-auth": "Basic " + _b64("someone:" + _PASSWORD),
-    "basic-auth-other-user": "Basic " + _b64("ab:" + _PASSWORD),
-    "base64-in-blob-0": _b64('{"p":"' + _PASSWORD + '"}'),
-    "base64-in-blob-1": _b64('{"pw":"' + _PASSWORD + '"}', urlsafe=True),
-    "base64-in-blob-2": _b64('{"pwd":"' + _PASSWORD + '"}', pad=False),
-    "obscured": obscure(_PASSWORD),
-}
+def _forms(secret: str) -> dict[str, str]:
+    return {
+        "raw": secret,
+        "json": json.dumps(secret),
+        "json-utf8": json.dumps(secret, ensure_ascii=False),
+        "json-in-json": json.dumps(json.dumps(secret)),
+        "go-%q": _go_quote(secret),
+        "go-%+q": _go_quote(secret, ascii_only=True),
+        "go-%q-twice": _go_quote(_go_quote(secret)),
+        "quote": urllib.parse.quote(secret),
+        "quote-all": urllib.parse.quote(secret, safe=""),
+        "quote_plus": urllib.parse.quote_plus(secret),
+        "quote-lowercase": re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote(secret)),
+        "xml": xml.sax.saxutils.escape(secret, {'"': "&quot;"}),
+        "base64": _b64(secret),
+        "base64-urlsafe-nopad": _b64(secret, urlsafe=True, pad=False),
+        "basic-auth": "Basic " + _b64("someone:" + secret),
+        "basic-auth-other-user": "Basic " + _b64("ab:" + secret),
+        "base64-in-blob-0": _b64('{"p":"' + secret + '"}'),
+        "base64-in-blob-1": _b64('{"pw":"' + secret + '"}', urlsafe=True),
+        "base64-in-blob-2": _b64('{"pwd":"' + secret + '"}', pad=False),
+        "obscured": obscure(secret),
+    }
 
 
-@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
-def test_every_form_of_a_secret_is_masked(form: str) -> None:
-    secrets = secret_values({"pass": _PASSWORD, "user": "someone"}, ("pass",))
+FORMS = [
+    *((name, form, _PASSWORD) for name, form in _forms(_PASSWORD).items()),
+    ("xml-numeric", "".join(c if c.isascii() and c.isalnum() else f"&#{ord(c)};" for c in _PASSWORD), _PASSWORD),
+    ("mixed-escaping", _PASSWORD.replace('"', "%22", 1).replace("é", "\\u00e9"), _PASSWORD),
+    *((f"long-{name}", form, _LONG) for name, form in _forms(_LONG).items()),
+]
+
+
+@pytest.mark.parametrize(("form", "secret"), [f[1:] for f in FORMS], ids=[f[0] for f in FORMS])
+def test_every_form_of_a_secret_is_masked(form: str, secret: str) -> None:
+    secrets = secret_values({"pass": secret, "user": "someone"}, ("pass",))
     cleaned = scrub(f"before {form} after", secrets)
     assert not [m for m in _MARKERS if m in cleaned], cleaned
     for run in re.findall(r"[A-Za-z0-9+/_=-]{8,}", cleaned):

@@ -12,8 +12,11 @@ A secret never comes back only as itself. rclone and the servers it talks to quo
   error body;
 - rclone's obscured form (``base64url(IV || AES-CTR)``), whose IV is random: it is found by revealing.
 
-Each secret becomes one regular expression in which every character may take any of its escaped forms,
-so mixed and partial escaping are covered without listing encoders. ASCII letters, digits and ``-_.~`` are
+Each secret up to ``LONG`` characters (a password, a key id) becomes one regular expression in which
+every character may take any of its escaped forms, so mixed and partial escaping are covered without
+listing encoders. Longer ones (OAuth tokens, PEM keys, machine-made) are matched in the whole output of
+each encoder above, one or two layers deep, by plain substring search: Python compiles a regular
+expression at ~100 µs per character, too slow on the event loop for a 2 KB token. ASCII letters, digits and ``-_.~`` are
 matched as themselves only: no quoting or URL encoding touches them, and leaving them plain keeps the
 expression for a 2 KB token or key small. Base64 is found through the part of the encoding that depends
 on the secret only: the secret starts at one of three byte offsets modulo 3 of the blob, so three "cores"
@@ -35,13 +38,18 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import re
+import urllib.parse
+import xml.sax.saxutils
 from collections.abc import Iterable
 
 from middlewared_cc.providers.obscure import reveal
 
 MASK = "********"
 SHORT = 6
+# Longer values (tokens, keys) are matched in whole encodings only: see the module docstring.
+LONG = 48
 
 # Escape introducers (backslash, %, &) count too: a short secret may sit right after ``\"`` or ``%22``.
 _DELIMITERS = r"\s\"'`=:,;()\[\]{}<>/@|\\%&+?#*!"
@@ -126,6 +134,40 @@ def _base64_forms(value: str) -> set[str]:
     return padded | {form.rstrip("=") for form in padded}
 
 
+def _go_quote(text: str, *, ascii_only: bool = False) -> str:
+    """The inside of Go's ``strconv.Quote(text)`` (``%q``), or of ``QuoteToASCII`` (``%+q``)."""
+    out = []
+    for ch in text:
+        if ch in "\"\\":
+            out.append("\\" + ch)
+        elif ch in _SHORT_ESCAPES:
+            out.append("\\" + _SHORT_ESCAPES[ch])
+        elif (ch.isprintable() or ch == " ") and (ch.isascii() or not ascii_only):
+            out.append(ch)
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x80 else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def _literal_forms(value: str) -> set[str]:
+    """A long value's forms, each written by one encoder (one or two quoting layers) as a whole."""
+    go, js, quoted = _go_quote(value), json.dumps(value)[1:-1], urllib.parse.quote(value)
+    return {
+        value,
+        js,
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        json.dumps(js)[1:-1],
+        go,
+        _go_quote(go),
+        _go_quote(value, ascii_only=True),
+        quoted,
+        re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quoted),
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value),
+        xml.sax.saxutils.escape(value, {'"': "&quot;"}),
+    }
+
+
 class Masker:
     """Replaces every form of a fixed set of secrets in a text with ``MASK``."""
 
@@ -135,29 +177,33 @@ class Masker:
         derived = set(values)
         cores: set[str] = set()
         for value in values:
-            derived.update(_base64_forms(value))
-            cores.update(_base64_cores(value))
-        # Longest first: where two alternatives match at one place, the longer wins.
-        ordered = sorted((v for v in derived if _maskable(v)), key=lambda v: (-len(v), v))
-        self._pattern = re.compile("|".join(_value_pattern(v) for v in ordered)) if ordered else None
-        self._cores = (
-            re.compile("|".join(re.escape(c) for c in sorted(cores, key=len, reverse=True)))
-            if cores
-            else None
+            # A long value's base64 is found by its cores, at any alignment; a short one's only whole.
+            found = _base64_cores(value)
+            cores.update(found)
+            if not found:
+                derived.update(_base64_forms(value))
+        self._cores = sorted(cores, key=len, reverse=True)
+        # Longest first: where two forms match at one place, the longer wins.
+        self._literals = sorted(
+            {form for v in derived if len(v) > LONG for form in _literal_forms(v)}, key=len, reverse=True
         )
+        ordered = sorted((v for v in derived if len(v) <= LONG and _maskable(v)), key=lambda v: (-len(v), v))
+        self._pattern = re.compile("|".join(_value_pattern(v) for v in ordered)) if ordered else None
 
     def __call__(self, text: str) -> str:
         """``text`` with every secret form and any URL user info replaced by ``MASK``."""
         # Base64 first: a blob holding a secret goes whole, before the secret's own forms cut it in two.
         if self._values:
             text = _BASE64_RUN.sub(self._mask_base64, text)
+        for literal in self._literals:
+            text = text.replace(literal, MASK)
         if self._pattern is not None:
             text = self._pattern.sub(MASK, text)
         return _URL_USERINFO.sub(MASK + "@", text)
 
     def _mask_base64(self, match: re.Match[str]) -> str:
         run = match.group()
-        if self._cores is not None and self._cores.search(run):
+        if any(core in run for core in self._cores):
             return MASK
         if len(run) >= _OBSCURED_MIN:
             try:
