@@ -9,13 +9,18 @@ of `=` on a present value (null included), while `nin`, `rnin`, `!^` and `!$` ne
 
 from __future__ import annotations
 
+import asyncio
 import operator
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from .model import Condition, Node, Or, Path, Query
 
 MISSING: Final = object()
+# How long `filter_rows_yielding` works before it lets the event loop serve everybody else.
+SLICE_SECONDS: Final = 0.005
 
 NULL, BOOL, NUMBER, TEXT, OTHER = 0, 1, 2, 3, 4
 
@@ -73,6 +78,36 @@ def casefold(value: object) -> object:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The list operand of `in`/`nin`, indexed once per query: a set lookup per row, not a scan.
+
+    Scalars are keyed by (class, value), which is exactly strict equality for them (`1 == 1.0` within
+    numbers, `True` apart from `1`); lists and objects are compared one by one with strict_equal.
+    """
+
+    scalars: frozenset[tuple[int, object]]
+    others: tuple[object, ...]
+
+    @classmethod
+    def of(cls, items: Iterable[object]) -> Members:
+        scalars: set[tuple[int, object]] = set()
+        others: list[object] = []
+        for item in items:
+            cls_ = value_class(item)
+            if cls_ == OTHER:
+                others.append(item)
+            else:
+                scalars.add((cls_, item))
+        return cls(frozenset(scalars), tuple(others))
+
+    def __contains__(self, item: object) -> bool:
+        cls_ = value_class(item)
+        if cls_ == OTHER:
+            return any(strict_equal(other, item) for other in self.others)
+        return (cls_, item) in self.scalars
+
+
 def _contains(container: object, item: object) -> bool:
     """`item in container` for a list (strict), a string (substring) or a dict (key); else False."""
     if isinstance(container, list):
@@ -89,7 +124,7 @@ def compare(source: object, condition: Condition) -> bool:
     op = condition.op
     value: object = condition.value
     if condition.casefold:
-        source, value = casefold(source), casefold(value)
+        source, value = casefold(source), condition.operand
     if op == "=":
         return strict_equal(source, value)
     if op == "!=":
@@ -101,10 +136,12 @@ def compare(source: object, condition: Condition) -> bool:
         assert condition.pattern is not None
         if source is None:
             source = ""
-        return isinstance(source, str) and condition.pattern.match(source) is not None
+        return isinstance(source, str) and condition.pattern.matches(source)
     if op in ("in", "nin"):
         if source is None and op == "nin":
             return False
+        if condition.members is not None:
+            return (source in condition.members) == (op == "in")
         if isinstance(value, str) and not isinstance(source, str):
             return False  # substring form: only strings can be inside a string
         return _contains(value, source) == (op == "in")
@@ -138,3 +175,22 @@ def filter_rows(rows: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
     if not q.filters:
         return list(rows)
     return [row for row in rows if all(matches(row, node) for node in q.filters)]
+
+
+async def filter_rows_yielding(rows: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
+    """filter_rows for a coroutine: it yields to the event loop every SLICE_SECONDS of work.
+
+    The limits of `parse_query` bound the work per row; this bounds how long the loop waits for it, so
+    a filter that is costly over many rows delays its own caller and not every other connection.
+    """
+    if not q.filters:
+        return list(rows)
+    kept: list[dict[str, Any]] = []
+    deadline = time.monotonic() + SLICE_SECONDS
+    for row in rows:
+        if all(matches(row, node) for node in q.filters):
+            kept.append(row)
+        if time.monotonic() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + SLICE_SECONDS
+    return kept

@@ -6,9 +6,12 @@ Python and translated to SQL without either side seeing a different meaning.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    from .evaluate import Members
+    from .regex import Regex
 
 Path = tuple[str, ...]
 Json: TypeAlias = "None | bool | int | float | str | list[Json] | dict[str, Json]"
@@ -23,13 +26,20 @@ STRING_OPERATORS = frozenset({"^", "!^", "$", "!$"})
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """One `[path, op, value]` filter. `op` is the base operator; `casefold` is the `C` prefix."""
+    """One `[path, op, value]` filter. `op` is the base operator; `casefold` is the `C` prefix.
+
+    `parse_query` prepares the rest once per query rather than once per row: `operand` is the value as
+    compared (case-folded for a `C` operator), `members` the list of `in`/`nin` as a set, `pattern` the
+    compiled regular expression of `~`.
+    """
 
     path: Path
     op: str
     value: Json
     casefold: bool = False
-    pattern: re.Pattern[str] | None = None  # compiled once for `~`
+    pattern: Regex | None = None
+    members: Members | None = None
+    operand: Json = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ kind: a plain column (text, integer, real or boolean, NULL meaning None) or a JS
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -21,7 +20,6 @@ from .model import Path
 
 Kind = Literal["text", "int", "real", "bool", "json"]
 CASEFOLD_FUNCTION: Final = "mwcc_casefold"
-MATCH_FUNCTION: Final = "mwcc_match"
 _JSON_CLASSES: Final[dict[int, tuple[str, ...]]] = {
     NULL: ("null",),
     BOOL: ("true", "false"),
@@ -128,20 +126,14 @@ def _sql_casefold(value: object) -> object:
     return value.casefold() if isinstance(value, str) else value
 
 
-def _sql_match(pattern: object, value: object) -> int:
-    if not isinstance(pattern, str) or not isinstance(value, str):
-        return 0
-    return 1 if re.match(pattern, value) is not None else 0
-
-
 def register_sqlite_functions(dbapi_connection: Any) -> None:
     """Register the functions the translation uses, on a sqlite3 or SQLAlchemy-aiosqlite connection.
 
-    SQLite's own lower() folds ASCII only and it has no regexp, so both come from Python to give
-    exactly the Python meaning. Call it from a `connect` event of the engine.
+    SQLite's own lower() folds ASCII only, so case folding comes from Python to give exactly the
+    Python meaning; its cost is linear in the value. (There is no regexp: `~` is never translated.)
+    Call it from a `connect` event of the engine.
     """
     dbapi_connection.create_function(CASEFOLD_FUNCTION, 1, _sql_casefold, deterministic=True)
-    dbapi_connection.create_function(MATCH_FUNCTION, 2, _sql_match, deterministic=True)
 
 
 __all__ = ["SqlField", "TypedField", "Untranslatable", "json_attribute", "register_sqlite_functions", "typed"]

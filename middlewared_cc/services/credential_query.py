@@ -4,7 +4,8 @@ Name, provider type and non-secret attributes live in plain columns or queryable
 them become SQL (served by the name index for ``=`` and ``^``) that returns matching ids; the entries
 themselves come from the in-memory CredentialIndex. Anything else (a secret attribute, an untranslatable
 operator) falls back to the query engine's Python evaluation over the index, which has exactly the same
-meaning. Without filters no SQL runs at all.
+meaning, in slices that let the event loop serve other callers (a costly filter costs its caller).
+Without filters no SQL runs at all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from middlewared_cc import roles as _roles
 from middlewared_cc.errors import FieldError, ValidationErrors
 from middlewared_cc.query import (
     SqlField,
-    filter_rows,
+    filter_rows_yielding,
     finish,
     json_attribute,
     parse_query,
@@ -86,5 +87,5 @@ async def run(call: Call, filters: list[Any], options: dict[str, Any]) -> Any:
         creds = list(index)
     rows = [view(services, c, shape, writer) for c in creds]
     if q.filters and where is None:
-        rows = filter_rows(rows, q)
+        rows = await filter_rows_yielding(rows, q)
     return finish(rows, q, ordered=order is not None, what=WHAT)

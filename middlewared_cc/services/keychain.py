@@ -14,7 +14,7 @@ from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.providers import REDACTED
-from middlewared_cc.query import filter_rows, finish, parse_query
+from middlewared_cc.query import filter_rows_yielding, finish, parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
 from middlewared_cc.rpc.types import Name
 from middlewared_cc.store import credentials as cred_store
@@ -96,7 +96,7 @@ async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {
                                            "attributes.private_key cannot be used without the write role")])
     async with call.services.db() as db:
         rows = [_entry(p, can_see) for p in await store.all_pairs(db, call.services.sealer)]
-    return finish(filter_rows(rows, q), q, what="Keychain credential")
+    return finish(await filter_rows_yielding(rows, q), q, what="Keychain credential")
 
 
 @methods.method("keychaincredential.create", role=_roles.KEYCHAIN_CREDENTIAL_WRITE)
