@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import Daemon, Peer
+from middlewared_cc.settings import Settings
+from tests.conftest import Daemon, Peer, start_daemon
 
 FIVE_KEYS = {"error", "errname", "reason", "trace", "extra"}
 PING = {"jsonrpc": "2.0", "method": "core.ping", "params": []}
@@ -83,8 +85,20 @@ async def test_replies_out_of_order(daemon: Daemon) -> None:
     assert sorted(order) == [1, 2, 3, 4]
 
 
-async def test_more_than_20_calls_in_flight(daemon: Daemon) -> None:
-    peer = await daemon.connect()
+@pytest.fixture
+async def slow_logins(settings_factory: Callable[..., Settings]) -> AsyncIterator[Daemon]:
+    """A daemon whose failed-login limit is out of the way: every wrong password costs a real scrypt, so
+    the first 20 calls are still running when the next ones arrive."""
+    settings = settings_factory(login_failures_per_minute="100000")
+    runner, url = await start_daemon(settings)
+    async with aiohttp.ClientSession() as session, \
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix:
+        yield Daemon(runner.app, url, settings.unix_socket, session, unix, settings.state_dir)
+    await runner.cleanup()
+
+
+async def test_more_than_20_calls_in_flight(slow_logins: Daemon) -> None:
+    peer = await slow_logins.connect()
     frames = [orjson.dumps({"jsonrpc": "2.0", "id": i, "method": "auth.login", "params": ["nobody", f"wrong{i}"]})
               for i in range(1, 26)]
     for frame in frames:
