@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import results_file
 from bench.procs import ROOT
 
 
@@ -192,5 +193,5 @@ def _runs_table(last: dict[str, Any]) -> str:
 
 
 def write(path: Path, text: str) -> None:
-    """Write the report (called from a worker thread by the driver)."""
-    path.write_text(text)
+    """Write the report (called from a worker thread by the driver), keeping the other benchmarks' sections."""
+    results_file.rewrite_keeping_sections(path, text)

@@ -6,17 +6,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import shlex
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from bench import results_file
 from bench.soak_load import Failure, Tally, is_busy
 from bench.stats import percentile
 
-BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
+BEGIN, END = results_file.markers("soak")
 RSS_GROWTH_MIB = 5.0
 VERIFY = "cloudsync.credentials.verify"
 RCD_RESTART_WAIT_S = 3.0  # rclone/rcd.py: how long a call arriving during a restart waits for it
@@ -211,10 +211,4 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace the soak section in `path`, or append it; the rest of the file is left alone."""
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    path.write_text(text)
+    results_file.write_section(path, "soak", section)
