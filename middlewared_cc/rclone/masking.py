@@ -14,14 +14,13 @@ A secret never comes back only as itself. rclone and the servers it talks to quo
 
 Each secret up to ``LONG`` characters (a password, a key id) becomes one regular expression in which
 every character may take any of its escaped forms, so mixed and partial escaping are covered without
-listing encoders. Longer ones (OAuth tokens, PEM keys, machine-made) are matched in the whole output of
-each encoder above, one or two layers deep, by plain substring search: Python compiles a regular
-expression at ~100 µs per character, too slow on the event loop for a 2 KB token. ASCII letters, digits and ``-_.~`` are
-matched as themselves only: no quoting or URL encoding touches them, and leaving them plain keeps the
-expression for a 2 KB token or key small. Base64 is found through the part of the encoding that depends
-on the secret only: the secret starts at one of three byte offsets modulo 3 of the blob, so three "cores"
-(standard and URL-safe each) find it at any alignment, and the whole base64 run holding a core is masked
-(its edges carry bits of the secret too).
+listing encoders; ASCII letters, digits and ``-_.~`` are matched as themselves only, as no quoting or URL
+encoding touches them. Longer ones (OAuth tokens, PEM keys and their lines: machine-made) are matched in
+the whole output of each encoder above, one or two layers deep, by substring search: Python's regex
+parser takes tens of milliseconds for a 2 KB token's pattern, too long on the event loop. Base64 is found
+through the part of the encoding that depends on the secret only: the secret starts at one of three byte
+offsets modulo 3 of the blob, so three "cores" (standard and URL-safe each) find it at any alignment, and
+the whole base64 run holding a core is masked (its edges carry bits of the secret too).
 
 Short secrets (fewer than ``SHORT`` characters) are masked only as whole tokens, between delimiters
 (white space, quotes, ``=:,;()[]{}<>/@|\\%&+?#*!``) or the text's ends, never inside a word or a number:
@@ -57,8 +56,7 @@ _DELIMITERS = r"\s\"'`=:,;()\[\]{}<>/@|\\%&+?#*!"
 _TOKEN_START = rf"(?<![^{_DELIMITERS}])"
 _TOKEN_END = rf"(?![^{_DELIMITERS}])"
 _BACKSLASHES = r"\\+"
-# Characters no quoting or encoding touches (URL-unreserved, never escaped by Go or JSON): kept as they are,
-# which keeps the pattern of a 2 KB token or key small.
+# Characters no quoting or encoding touches (URL-unreserved, never escaped by Go or JSON): kept as they are.
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _SHORT_ESCAPES = {"\n": "n", "\t": "t", "\r": "r", "\b": "b", "\f": "f", "\a": "a", "\v": "v"}
 _ENTITIES = {"\"": ("&quot;",), "&": ("&amp;",), "<": ("&lt;",), ">": ("&gt;",), "'": ("&apos;",)}
