@@ -19,6 +19,7 @@ from .azure import AzureServer, running_azure
 from .b2 import B2Server, running_b2
 from .ftp import FTPServer, running_ftp
 from .http_files import HTTPServer, running_http
+from .intercept_proxy import InterceptProxy, running_proxy
 from .oauth import OAuthServer, running_oauth
 from .s3 import S3Server, running_s3
 from .sftp import SFTPServer, running_sftp
@@ -87,3 +88,10 @@ def b2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[B2Server]:
 def oauth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OAuthServer]:
     """Fake OneDrive: OAuth token endpoint with refresh-token rotation, and a drive holding one file."""
     yield from _serve(tmp_path_factory, "oauth", running_oauth)
+
+
+@pytest.fixture(scope="session")
+def intercept_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InterceptProxy]:
+    """TLS-intercepting proxy with the session's test CA: ``add_route(host, port)`` sends a provider's real
+    host name to a local plain-HTTP fake; the daemon reaches it through ``https_proxy`` and ``ca_file``."""
+    yield from _serve(tmp_path_factory, "proxy", running_proxy)
