@@ -30,6 +30,7 @@ PROVIDER = Provider(
             secret=True,
             max_length=LONG_MAX_LENGTH,
             json_keys=("type", "project_id", "private_key", "client_email"),
+            json_masked=("private_key",),  # the form's preview never shows it
             rclone_option="service_account_credentials",
         ),
     ),

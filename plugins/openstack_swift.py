@@ -3,10 +3,14 @@
 from middlewared_cc.providers import Field, Kind, Provider
 
 _CREDENTIALS_FILE = "from an OpenStack credentials file"
+# The form's folded sections, as TrueNAS groups them.
+AUTH_ADVANCED = "Authentication Advanced Options"
+ADVANCED = "Advanced Options"
 
 
-def _optional(name: str, title: str, help: str, *, secret: bool = False, kind: Kind = Kind.STRING) -> Field:
-    return Field(name, kind, title=title, help=help, default="", secret=secret, rclone_option=name)
+def _optional(name: str, title: str, help: str, *, secret: bool = False, kind: Kind = Kind.STRING,
+              group: str = AUTH_ADVANCED) -> Field:
+    return Field(name, kind, title=title, help=help, default="", secret=secret, rclone_option=name, group=group)
 
 
 PROVIDER = Provider(
@@ -59,8 +63,10 @@ PROVIDER = Provider(
         _optional(
             "tenant_domain", "Tenant Domain", "Tenant domain - optional (v3 auth) (OS_PROJECT_DOMAIN_NAME)."
         ),
-        _optional("region", "Region Name", "Region name - optional (OS_REGION_NAME)."),
-        _optional("storage_url", "Storage URL", "Storage URL - optional (OS_STORAGE_URL).", kind=Kind.URL),
+        _optional("region", "Region Name", "Region name - optional (OS_REGION_NAME).", group=ADVANCED),
+        _optional(
+            "storage_url", "Storage URL", "Storage URL - optional (OS_STORAGE_URL).", kind=Kind.URL, group=ADVANCED
+        ),
         _optional(
             "auth_token",
             "Auth Token",
@@ -99,6 +105,7 @@ PROVIDER = Provider(
             help="Endpoint type to choose from the service catalogue. Public is recommended.",
             nullable=True,
             choices=("public", "internal", "admin"),
+            group=ADVANCED,
             rclone_option="endpoint_type",
         ),
     ),

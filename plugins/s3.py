@@ -5,6 +5,8 @@ from typing import Any
 
 from middlewared_cc.providers import Field, Kind, Provider
 
+ADVANCED = "Advanced Options"  # folded in the form: AWS itself needs none of these
+
 
 def _rclone_extra(attrs: Mapping[str, Any]) -> dict[str, str]:
     # rclone picks quirks by vendor: AWS for Amazon itself, a generic profile for any other endpoint.
@@ -43,6 +45,7 @@ PROVIDER = Provider(
             "endpoint",
             Kind.URL,
             title="Endpoint URL",
+            group=ADVANCED,
             help="S3 API endpoint URL. When using AWS, the endpoint field can be empty to use the default "
             "endpoint for the region, and available buckets are automatically fetched.",
             default="",
@@ -52,6 +55,7 @@ PROVIDER = Provider(
             "region",
             Kind.STRING,
             title="Region",
+            group=ADVANCED,
             help="AWS resources in a geographic area. Leave empty to automatically detect the correct "
             "public region for the bucket. Entering a private region name allows interacting with Amazon "
             "buckets created in that region, e.g. us-gov-east-1.",
@@ -62,6 +66,7 @@ PROVIDER = Provider(
             "skip_region",
             Kind.BOOL,
             title="Disable Endpoint Region",
+            group=ADVANCED,
             help="Select to prevent automatic detection of the bucket region. Select only if your AWS "
             "provider does not support regions.",
             default=False,
@@ -70,6 +75,7 @@ PROVIDER = Provider(
             "signatures_v2",
             Kind.BOOL,
             title="Use Signature Version 2",
+            group=ADVANCED,
             help="Select to force using Signature Version 2 to sign API requests. Select only if your AWS "
             "provider does not support default version 4 signatures.",
             default=False,
@@ -79,6 +85,7 @@ PROVIDER = Provider(
             "max_upload_parts",
             Kind.INT,
             title="Maximum Upload Parts",
+            group=ADVANCED,
             help="Maximum number of parts in a multipart upload (S3 allows at most 10000).",
             default=10000,
             minimum=1,

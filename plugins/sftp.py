@@ -63,7 +63,8 @@ PROVIDER = Provider(
             "private_key",
             Kind.KEYCHAIN,
             title="Private Key ID",
-            help="ID of an SSH key pair in the keychain (keychaincredential) whose private key is used to log in.",
+            help="SSH key pair from the keychain (keychaincredential id) whose private key is used to log in. "
+            "Generate New creates one for this credential.",
             default=None,
             nullable=True,
             keychain_type="SSH_KEY_PAIR",  # checked on save, kept from deletion, its PEM given to rclone

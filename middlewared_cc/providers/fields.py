@@ -63,6 +63,10 @@ class Field:
     its value is the id of a keychain credential of type ``keychain_type``, which must exist when the
     credential is stored, which cannot be deleted while referenced (unless ``cascade``), and whose private
     key (PEM) is what ``rclone_option`` receives at verify and listing, never the id.
+
+    How a form shows the field is data too, carried in its JSON Schema: ``group`` names the folded section
+    it belongs to ("Advanced Options"; empty: the main section), and ``json_masked`` names the keys of a
+    JSON document a preview hides (a service account's ``private_key``).
     """
 
     name: str
@@ -84,6 +88,8 @@ class Field:
     rclone_obscure: bool = False
     rclone_values: Mapping[str, str] = field(default_factory=dict, hash=False)
     keychain_type: str = "SSH_KEY_PAIR"  # KEYCHAIN only: the type of keychain credential referenced
+    group: str = ""  # the form section holding the field; empty is the main one
+    json_masked: tuple[str, ...] = ()  # JSON only: keys a preview of the document masks
 
     def check(self, value: object) -> str | None:
         """Return why ``value`` is not acceptable for this field, or None when it is."""
@@ -120,6 +126,10 @@ class Field:
             found.append(f"{self.name}: rclone_values maps a value that is not a choice")
         if self.kind is Kind.KEYCHAIN and self.keychain_type not in KEYCHAIN_TYPES:
             found.append(f"{self.name}: keychain_type must be one of {', '.join(sorted(KEYCHAIN_TYPES))}")
+        if not isinstance(self.group, str) or len(self.group) > 100:
+            found.append(f"{self.name}: group must be a short string")
+        if self.json_masked and self.kind is not Kind.JSON:
+            found.append(f"{self.name}: json_masked is for JSON fields")
         if self.required and self.default is not None:
             found.append(f"{self.name}: a required field takes no default")
         # Only a declaration that is otherwise sound can say whether its default passes.

@@ -1,12 +1,14 @@
 """The attributes every OAuth token provider shares (Box, Dropbox, Google Drive, OneDrive, pCloud, Yandex).
 
 A refresh token only works with the client that obtained it, so client id and secret are stored with
-the token; blank means rclone's built-in app.
+the token; blank means rclone's built-in app. The form folds them: most people never set them.
 """
 
 from __future__ import annotations
 
 from middlewared_cc.providers.fields import LONG_MAX_LENGTH, Field, Kind
+
+OAUTH_ADVANCED = "OAuth Advanced Options"
 
 
 def oauth_fields(token_help: str) -> tuple[Field, Field, Field]:
@@ -20,6 +22,7 @@ def oauth_fields(token_help: str) -> tuple[Field, Field, Field]:
             default="",
             secret=True,
             rclone_option="client_id",
+            group=OAUTH_ADVANCED,
         ),
         Field(
             "client_secret",
@@ -29,6 +32,7 @@ def oauth_fields(token_help: str) -> tuple[Field, Field, Field]:
             default="",
             secret=True,
             rclone_option="client_secret",
+            group=OAUTH_ADVANCED,
         ),
         Field(
             "token",

@@ -1,4 +1,12 @@
-"""JSON Schema of provider attributes and the ``cloudsync.providers`` listing, derived from declarations."""
+"""JSON Schema of provider attributes and the ``cloudsync.providers`` listing, derived from declarations.
+
+Besides standard JSON Schema, each attribute carries what a form needs to show it, as ``x-`` keywords
+that other schema consumers ignore: ``x-group`` (the folded section holding it), ``x-widget`` (``token``:
+accepts an ``rclone authorize`` paste; ``json-file``: read from a file and previewed, with ``x-json-keys``
+required and ``x-json-masked`` hidden in the preview; ``keychain``: a keychain credential of type
+``x-keychain-type``) and ``x-drive-listing`` (the drive listing that fills it). The page at ``/ui/``
+builds every provider's form from these alone.
+"""
 
 from __future__ import annotations
 
@@ -59,7 +67,42 @@ def field_schema(spec: Field) -> dict[str, Any]:
     if spec.secret:
         out["writeOnly"] = True
     out["_required_"] = spec.required
+    out.update(_form_hints(spec))
     return out
+
+
+# A provider's ``drive_listing`` as a form offers it: the method, the arguments it takes (named as the
+# provider's fields are), the list's title, and the fields a chosen drive fills (named as the drive's keys).
+_DRIVE_LISTINGS: dict[str, dict[str, Any]] = {
+    "microsoft_graph": {
+        "method": "cloudsync.onedrive_list_drives",
+        "title": "Drives List",
+        "params": ["client_id", "client_secret", "token"],
+        "fills": ["drive_type", "drive_id"],
+    },
+}
+
+
+def _form_hints(spec: Field) -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    if spec.group:
+        hints["x-group"] = spec.group
+    if spec.kind is Kind.TOKEN:
+        hints["x-widget"] = "token"
+    elif spec.kind is Kind.JSON:
+        hints.update({"x-widget": "json-file", "x-json-keys": list(spec.json_keys),
+                      "x-json-masked": list(spec.json_masked)})
+    elif spec.kind is Kind.KEYCHAIN:
+        hints.update({"x-widget": "keychain", "x-keychain-type": spec.keychain_type})
+    return hints
+
+
+def _drive_listing_hint(provider: Provider, name: str) -> dict[str, Any]:
+    listing = _DRIVE_LISTINGS.get(provider.drive_listing or "")
+    if listing is None or name not in listing["fills"]:
+        return {}
+    return {"x-drive-listing": {"method": listing["method"], "title": listing["title"],
+                                "params": listing["params"], "key": name}}
 
 
 def listing_entry(provider: Provider) -> dict[str, Any]:
@@ -68,7 +111,8 @@ def listing_entry(provider: Provider) -> dict[str, Any]:
         "name": provider.type,
         "title": provider.title,
         "credentials_schema": [
-            {"property": spec.name, "schema": field_schema(spec)} for spec in provider.fields
+            {"property": spec.name, "schema": field_schema(spec) | _drive_listing_hint(provider, spec.name)}
+            for spec in provider.fields
         ],
         "credentials_oauth": provider.oauth_url,
         "buckets": provider.buckets,
