@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -50,6 +52,10 @@ class Settings:
     max_unauthenticated_per_source: int
     handshake_timeout: float
     login_timeout: float
+    https_proxy: str
+    http_proxy: str
+    no_proxy: str
+    ca_file: str
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -131,6 +137,40 @@ def _url(raw: dict[str, Any], key: str, default: str) -> str:
     return value
 
 
+def _proxy(raw: dict[str, Any], key: str) -> str:
+    # The value may hold a password: no message below repeats it.
+    value = _str(raw, key, "").strip()
+    if not value:
+        return ""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{key}: must be a proxy URL such as http://[user:password@]host:port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or port == 0:
+        raise SettingsError(f"{key}: must be a proxy URL such as http://[user:password@]host:port")
+    return value
+
+
+def _ca_file(raw: dict[str, Any]) -> str:
+    path = _str(raw, "ca_file", "")
+    if not path:
+        return path
+    if not os.path.isfile(path):
+        raise SettingsError(f"ca_file: no such file: {path}")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+        # The same parser the daemon's TLS context uses; Go (rclone) reads PEM certificates alike.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise SettingsError(f"ca_file: {path} holds no PEM certificate") from None
+    except OSError as exc:
+        raise SettingsError(f"ca_file: cannot read {path}: {exc.strerror}") from None
+    return path
+
+
 def _listen(value: str) -> str:
     if not value:
         return value
@@ -189,6 +229,10 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         login_timeout=_num(raw, "login_timeout", 20.0, float, 1, 3600),
         onedrive_token_url=_url(raw, "onedrive_token_url",
                                 "https://login.microsoftonline.com/common/oauth2/v2.0/token"),
+        https_proxy=_proxy(raw, "https_proxy"),
+        http_proxy=_proxy(raw, "http_proxy"),
+        no_proxy=_str(raw, "no_proxy", "").strip(),
+        ca_file=_ca_file(raw),
     )
 
 

@@ -49,7 +49,18 @@ def every_key(tmp: Path) -> dict[str, Any]:
         "max_unauthenticated_per_source": 11,
         "handshake_timeout": 2.5,
         "login_timeout": 7.5,
+        "https_proxy": "http://proxy-user:pr0xy%40pass@127.0.0.1:3128",
+        "http_proxy": "http://127.0.0.1:3129",
+        "no_proxy": ".internal.example,10.0.0.0/8",
+        "ca_file": str(ca_file(tmp)),
     }
+
+
+def ca_file(tmp: Path) -> Path:
+    """A PEM file holding one CA certificate."""
+    from tests.servers.tlsca import TestCA
+
+    return TestCA(tmp / "ca").ca_pem_path
 
 
 def toml_value(value: Any) -> str:
@@ -118,6 +129,9 @@ BAD: list[tuple[str, Any]] = [
     ("login_failures_per_minute", 0), ("state_dir", 5), ("unix_socket", "a\nb"), ("log_file", ["x"]),
     ("rclone_binary", "a\x00b"), ("onedrive_token_url", "ftp://x"), ("onedrive_graph_url", ""),
     ("event_loop", "trio"),
+    ("https_proxy", "proxy:3128"), ("https_proxy", "socks5://127.0.0.1:1080"), ("http_proxy", "http://u:p@/x"),
+    ("http_proxy", "http://127.0.0.1:99999"), ("https_proxy", "http://127.0.0.1:3128/path"),
+    ("ca_file", "/no/such/ca.pem"), ("ca_file", __file__),  # a file, but no PEM certificate
     ("no_such_setting", 1),
 ]
 
@@ -168,7 +182,8 @@ def run_daemon(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Co
 
 @pytest.mark.parametrize(("how", "key"), [
     ("toml", "listen"), ("toml", "no_such_setting"), ("env", "log_level"), ("env", "max_calls_per_connection"),
-    ("env", "log_file"), ("env", "tls_certificate"), ("missing-config", "config"),
+    ("env", "log_file"), ("env", "tls_certificate"), ("missing-config", "config"), ("env", "ca_file"),
+    ("env", "https_proxy"),
 ])
 def test_daemon_refuses_bad_setting(tmp_path: Path, how: str, key: str) -> None:
     args: list[str] = []
