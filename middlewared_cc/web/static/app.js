@@ -10,7 +10,7 @@ import {ConnectionLost, ENOTAUTHENTICATED, Rpc, RpcError} from './rpc.js';
 const TOKEN_KEY = 'middlewared-cc.token';
 const TOKEN_TTL = 600; // seconds a token lives: a closed tab's login ends within this
 const TOKEN_RENEW_MS = 240_000;
-const WHOAMI_MS = 15_000; // how soon a revoked login is noticed
+const WHOAMI_MS = 5_000; // how soon a revoked login is noticed (one auth.me per tab)
 const COLLECTION = 'cloudsync.credentials.query';
 
 class Page {
@@ -193,21 +193,23 @@ class Page {
   // ----- logged in -----
 
   async enter() {
-    const [me, providers] = await Promise.all([this.call('auth.me'), this.call('cloudsync.providers')]);
+    this.buffered = [];
+    const [me, providers] = await Promise.all([this.call('auth.me'), this.call('cloudsync.providers'),
+      this.call('core.subscribe', [COLLECTION])]);
     this.user = me;
     this.roles = new Set((me.privilege && me.privilege.roles) || []);
     this.providers = providers;
     this.byType = new Map(providers.map((p) => [p.name, p]));
     this.list = new CredentialList(this);
     this.renderMain();
-    await this.loadList();
+    await this.loadList(true);
     this.startTimers();
   }
 
   /** Subscribe, then query; events that arrive meanwhile are replayed over the answer, in order. */
-  async loadList() {
-    this.buffered = [];
-    await this.call('core.subscribe', [COLLECTION]);
+  async loadList(subscribed = false) {
+    this.buffered = this.buffered || [];
+    if (!subscribed) await this.call('core.subscribe', [COLLECTION]);
     const entries = await this.call('cloudsync.credentials.query', [[], {}]);
     const buffered = this.buffered;
     this.buffered = null;
@@ -217,11 +219,12 @@ class Page {
   }
 
   notified(params) {
-    if (!params || params.collection !== COLLECTION || !this.list) return;
+    if (!params || params.collection !== COLLECTION) return;
     if (this.buffered) {
       this.buffered.push(params);
       return;
     }
+    if (!this.list) return;
     this.list.apply(params);
     if (this.form && this.form.entry && this.form.entry.id === params.id) {
       this.form.externalChange(params.msg, params.fields ? {...params.fields, id: params.id} : null);

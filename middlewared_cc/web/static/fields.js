@@ -52,7 +52,7 @@ class Field {
   }
 
   get mustFill() {
-    return this.required && !this.keepsStored;
+    return this.required && !this.keepsStored && !this.readOnly;
   }
 
   frame(control, {labelFor = true, extra = null} = {}) {

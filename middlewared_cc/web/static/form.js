@@ -73,8 +73,8 @@ export class CredentialForm {
           h('div', {class: 'label-row'}, h('label', {for: this.providerSelect.id}, 'Provider'),
             this.mode === 'add' ? required.cloneNode(true) : null),
           this.providerSelect, this.providerError),
-        this.providerFields,
-        this.verifyArea),
+        this.providerFields),
+      this.verifyArea,
       h('footer', {class: 'dialog-foot'},
         h('div', {class: 'left'}, this.verifyButton, this.deleteButton),
         h('div', {class: 'right'}, closeButton, this.saveButton)));
