@@ -56,6 +56,7 @@ OBSERVED = [
         "invalid_auth",
     ),
     ("NewFs: dial tcp: lookup nowhere.invalid: no such host", "cannot_connect"),
+    ("couldn't login: Object (typically, node or user) not found", "invalid_auth"),  # MEGA, wrong password
     ('error in ListJSON: Get "http://127.0.0.1:40403/": context deadline exceeded', "timeout"),
     ("something nobody has seen before", None),
 ]

@@ -69,6 +69,11 @@ _REASON_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "permission denied",
             "AccountProblem",
             "InvalidAuth",
+            # go-mega's texts for MEGA's -9 (wrong e-mail or password), -15, -16 and -26 at login.
+            (
+                r"couldn't login: (?:Object \(typically, node or user\) not found"
+                r"|Invalid or expired user session|User blocked|Multi-factor authentication required)"
+            ),
         ),
     ),
     (
