@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +67,21 @@ def ui_daemon(ui_daemon_factory: DaemonFactory) -> ThreadDaemon:
     return ui_daemon_factory()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item, so ``ui_factory`` knows whether the test failed."""
+    report = yield
+    setattr(item, f"ui_report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def ui_factory(chromium: Browser) -> Iterator[Callable[..., UI]]:
-    """Make a UI (own context and page) on a daemon; each is checked and closed after the test."""
+def ui_factory(chromium: Browser, request: pytest.FixtureRequest,
+               ui_daemon_factory: DaemonFactory) -> Iterator[Callable[..., UI]]:
+    """Make a UI (own context and page) on a daemon; each is checked and closed after the test, and
+    screenshotted as ``failed-<test>-<n>.png`` when the test failed (before any daemon stops: this fixture
+    depends on ``ui_daemon_factory`` so that it is torn down first)."""
     made: list[UI] = []
 
     def make(daemon: ThreadDaemon, **context_options: Any) -> UI:
@@ -78,6 +90,10 @@ def ui_factory(chromium: Browser) -> Iterator[Callable[..., UI]]:
         return ui
 
     yield make
+    report = getattr(request.node, "ui_report_call", None)
+    if report is not None and report.failed:
+        for n, ui in enumerate(made):
+            ui.screenshot(f"failed-{request.node.name}-{n}")
     problems = []
     for ui in made:
         problems += ui.problems()

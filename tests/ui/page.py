@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Locator, Page
 
 TIMEOUT_MS = 15_000
+VERIFY_TIMEOUT_MS = 60_000
 VALID = "The credential is valid."
+NOT_VALID = "The credential is not valid."
 
 
 class UI:
@@ -79,19 +81,19 @@ class UI:
         return self.page.get_by_role("button", name=re.compile(r"^log ?in$", re.IGNORECASE))
 
     def login_with_password(self, username: str, password: str) -> None:
-        self._login_mode(re.compile(r"password", re.IGNORECASE))
+        self._login_mode(re.compile(r"^with password$", re.IGNORECASE))
         self.page.get_by_label("Username").fill(username)
         self.page.get_by_label("Password", exact=True).fill(password)
         self.login_button.click()
 
     def login_with_key(self, key: str) -> None:
-        self._login_mode(re.compile(r"api key", re.IGNORECASE))
+        self._login_mode(re.compile(r"^with api key$", re.IGNORECASE))
         self.page.get_by_label("API Key").fill(key)
         self.login_button.click()
 
     def _login_mode(self, name: re.Pattern[str]) -> None:
-        """Pick the login method when the form offers a choice (radio buttons or tabs)."""
-        for role in ("radio", "tab"):
+        """Pick the login method when the form offers a choice (toggle buttons, radio buttons or tabs)."""
+        for role in ("button", "radio", "tab"):
             choice = self.page.get_by_role(role, name=name)
             if choice.count():
                 choice.first.check() if role == "radio" else choice.first.click()
@@ -103,7 +105,7 @@ class UI:
         self.expect_list()
 
     def logout(self) -> None:
-        self.page.get_by_role("button", name="Log out").click()
+        self.logout_button.click()
 
     # The list.
 
@@ -111,8 +113,14 @@ class UI:
     def heading(self) -> Locator:
         return self.page.get_by_role("heading", name="Cloud Credentials")
 
+    @property
+    def logout_button(self) -> Locator:
+        return self.page.get_by_role("button", name="Log out")
+
     def expect_list(self) -> None:
-        self.heading.wait_for()
+        """Logged in, with the list loaded (the heading is on the login form too)."""
+        self.logout_button.wait_for()
+        self.page.get_by_role("searchbox", name="Filter").wait_for()
 
     def row(self, name: str) -> Locator:
         return self.page.get_by_role("row").filter(
@@ -129,9 +137,8 @@ class UI:
         self.field("Name").wait_for()
 
     def edit(self, name: str) -> None:
-        row = self.row(name)
-        edit = row.get_by_role("button", name=re.compile("edit", re.IGNORECASE))
-        (edit if edit.count() else row.get_by_role("cell", name=name, exact=True)).first.click()
+        """Open a credential's form from the list (its name is the button)."""
+        self.row(name).get_by_role("button", name=name, exact=True).click()
         self.field("Name").wait_for()
 
     def field(self, label: str) -> Locator:
@@ -160,14 +167,24 @@ class UI:
     def button(self, name: str) -> Locator:
         return self.page.get_by_role("button", name=name, exact=True)
 
-    def verify(self) -> Locator:
-        """Press Verify Credential; the element holding the outcome once it is in."""
+    def verify_valid(self) -> None:
+        """Press Verify Credential and wait for "The credential is valid."."""
         self.button("Verify Credential").click()
-        outcome = self.page.get_by_role("status").or_(self.page.get_by_role("alert")).filter(
-            has_text=re.compile(r"valid|error|fail|denied|refused|\S", re.IGNORECASE))
-        self.page.get_by_text(re.compile(r"^The credential is valid\.$|could not|not valid|error|failed", re.IGNORECASE)) \
-            .first.wait_for(timeout=60_000)
-        return outcome
+        self.page.get_by_text(VALID, exact=True).wait_for(timeout=VERIFY_TIMEOUT_MS)
+
+    def verify_error(self) -> Locator:
+        """Press Verify Credential and wait for a failure: the live region holding the reason and excerpt."""
+        self.button("Verify Credential").click()
+        region = self.page.get_by_role("status").filter(has_text=NOT_VALID)
+        region.wait_for(timeout=VERIFY_TIMEOUT_MS)
+        return region
+
+    def choose_file(self, label: str, path: Path) -> None:
+        """Pick a file through the browser's file chooser opened by the control named ``label``."""
+        control = self.page.get_by_role("button", name=label).or_(self.page.get_by_label(label)).first
+        with self.page.expect_file_chooser() as chooser:
+            control.click()
+        chooser.value.set_files(str(path))
 
     def save(self) -> None:
         self.button("Save").click()
