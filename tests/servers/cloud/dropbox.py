@@ -2,7 +2,7 @@
 
 rclone's dropbox backend (Dropbox's Go SDK), listing a folder: ``POST /2/files/list_folder`` with
 ``{"path": "" | "/dir", "recursive": false, "limit": 1000, …}``, then ``/2/files/list_folder/continue``
-while ``has_more``. Refresh: ``POST /oauth2/token``. Dropbox issues short-lived access tokens (four hours)
+while ``has_more``; opened at a sub-path it first asks ``/2/files/get_metadata`` (is it a file?). Refresh: ``POST /oauth2/token``. Dropbox issues short-lived access tokens (four hours)
 and keeps the refresh token (the reply has none). A bad token gets ``401`` with
 ``{"error_summary": "invalid_access_token/…", "error": {".tag": "invalid_access_token"}}``, an expired one
 the same with ``expired_access_token``; a missing path ``409`` ``path/not_found/``.
@@ -125,6 +125,20 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
             return json_reply({"error_summary": "reset/..", "error": {".tag": "reset"}}, status=409)
         return json_reply({"entries": [], "cursor": body["cursor"], "has_more": False})
 
+    async def get_metadata(request: web.Request) -> web.Response:
+        if (failure := check(request)) is not None:
+            return failure
+        body = await args(request)
+        if isinstance(body, web.Response):
+            return body
+        path = str(body.get("path", "")).rstrip("/")
+        parent, _, name = path.rpartition("/")
+        for row in _TREE.get(parent.lower(), []):
+            if row[1].lower() == name.lower():
+                return json_reply(_entry(parent, *row))
+        return json_reply({"error_summary": "path/not_found/..",
+                           "error": {".tag": "path", "path": {".tag": "not_found"}}}, status=409)
+
     async def current_account(request: web.Request) -> web.Response:
         if (failure := check(request)) is not None:
             return failure
@@ -151,6 +165,7 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
     app = new_app(calls)
     app.router.add_post("/2/files/list_folder", list_folder)
     app.router.add_post("/2/files/list_folder/continue", list_continue)
+    app.router.add_post("/2/files/get_metadata", get_metadata)
     app.router.add_post("/2/users/get_current_account", current_account)
     app.router.add_post("/oauth2/token", token)
     return {API_HOST: app}
