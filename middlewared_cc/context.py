@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from middlewared_cc.events import EventHub
 from middlewared_cc.logs import IncidentLog
+from middlewared_cc.outbound import Outbound
 from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.session import Principal, Session
 from middlewared_cc.settings import Settings
@@ -45,6 +47,11 @@ class Services:
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot
     incidents: IncidentLog = field(default_factory=lambda: IncidentLog(logging.getLogger("middlewared_cc.rpc")))
     rotation: asyncio.Task[int] | None = None  # the key rotation running or last run (config.py)
+
+    @functools.cached_property
+    def outbound(self) -> Outbound:
+        """Proxy and CA rules for every outbound connection (rcd and the daemon's own HTTP calls)."""
+        return Outbound.from_settings(self.settings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from middlewared_cc.errors import CallError
+from middlewared_cc.outbound import Outbound
 from middlewared_cc.rclone.errors import RcloneError
 from middlewared_cc.rclone.rcd import RcloneDaemon
 from middlewared_cc.rclone.remote import ProviderLike, Remote, open_remote, token_problem
@@ -92,7 +93,7 @@ async def _list(
     except TimeoutError:
         raise CallError(f"Listing timed out after {timeout:g} seconds", errno.ETIMEDOUT) from None
     except RcloneError as exc:
-        text = scrub(exc.text, holder[0].secrets) if holder else "rclone refused the credential"
+        text = scrub(exc.text, holder[0].secrets | rcd.environment_secrets) if holder else "rclone refused the credential"
         raise CallError(excerpt(text) or text, errno.EFAULT) from None
     listed = reply.get("list")
     items = (
@@ -116,19 +117,21 @@ async def onedrive_list_drives(
     token_url: str = MICROSOFT_TOKEN_URL,
     on_token: Callable[[str], Awaitable[None]] | None = None,
     timeout: float = 30.0,
+    outbound: Outbound | None = None,
 ) -> list[dict[str, str]]:
     """The drives the token's account can use: ``[{drive_id, drive_type, name, description}]``.
 
     Asks Microsoft Graph for ``/me/drives`` and ``/me/drive`` (the latter is sometimes missing from the
     former). On 401 the token is refreshed once with the client that obtained it, and ``on_token`` gets
-    the new token JSON. Failures raise CallError with a message that holds no secret.
+    the new token JSON. Failures raise CallError with a message that holds no secret. Every request
+    follows ``outbound`` (proxy, trusted CAs; default: direct, system trust).
     """
     if (problem := token_problem(token)) is not None:
         raise CallError(problem, errno.EINVAL)
     current: dict[str, Any] = orjson.loads(token)
     client = (client_id, client_secret) if client_id else RCLONE_ONEDRIVE_CLIENT
     graph = graph_url.rstrip("/")
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+    async with (outbound or Outbound()).session(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         try:
             status, drives = await _graph_get(session, f"{graph}/me/drives", current)
             if status == 401 and current.get("refresh_token"):

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from middlewared_cc.outbound import Outbound
 from middlewared_cc.rclone.errors import RcloneError, RcloneUnavailable
 from middlewared_cc.rclone.lifetime import PID_NAME, SOCKET_NAME, die_with, end_stale, remove_pid, write_pid
 from middlewared_cc.rclone.masking import MASK, masker
@@ -31,7 +32,8 @@ LOG = logging.getLogger(__name__)
 CONFIG_NAME = "rclone.conf"
 
 # Variables rclone needs or that are harmless; everything else (AWS_*, SSL_*, *_PROXY, SSH_AUTH_SOCK,
-# RCLONE_*, ...) changes rclone's behaviour behind our back or leaks credentials into it.
+# RCLONE_*, ...) changes rclone's behaviour behind our back or leaks credentials into it. The proxy and CA
+# variables rcd does get come from our settings only (middlewared_cc.outbound).
 _KEPT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 _FLAGS = (
     "--rc-no-auth",
@@ -63,8 +65,10 @@ class RcloneDaemon:
         *,
         extra_env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         self.binary = binary
+        self.outbound = outbound or Outbound()
         self.runtime_dir = Path(runtime_dir)
         self.socket_path = self.runtime_dir / SOCKET_NAME
         self.config_path = self.runtime_dir / CONFIG_NAME
@@ -91,8 +95,14 @@ class RcloneDaemon:
         env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
         env.setdefault("PATH", "/usr/bin:/bin")
         env["HOME"] = str(self.runtime_dir)
+        env.update(self.outbound.rclone_environment(self.runtime_dir))
         env.update(self._extra_env)
         return env
+
+    @property
+    def environment_secrets(self) -> frozenset[str]:
+        """Secrets in rcd's environment (proxy credentials): scrub them from its errors as well."""
+        return self.outbound.secrets()
 
     def argv(self) -> list[str]:
         """rcd's command line; it never holds a secret."""
@@ -200,6 +210,7 @@ class RcloneDaemon:
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(fd)
         os.chmod(self.config_path, 0o600)
+        self.outbound.write_bundle(self.runtime_dir)
 
     async def _spawn(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -288,6 +299,8 @@ class RcloneDaemon:
     def _scrub(self, line: str) -> str:
         # Every form (escaped, encoded, base64, obscured), as in error texts; see rclone.masking.
         line = _URL_USERINFO.sub(MASK + "@", line)
+        if own := self.environment_secrets:
+            line = masker(own)(line)
         for _key, secrets in list(self._live_secrets.values()):
             line = masker(secrets)(line)
         return line

@@ -72,7 +72,7 @@ async def verify(
         secrets = (
             holder[0].secrets if holder else secret_values(attrs, provider.secret_names, key_pem=key_pem)
         )
-        message = scrub(exc.text, secrets)
+        message = scrub(exc.text, [*secrets, *rcd.environment_secrets])
         short = excerpt(message)
         return VerifyOutcome(False, message, short, classify(message), _refreshed(holder))
     return VerifyOutcome(True, token=_refreshed(holder))

@@ -37,7 +37,8 @@ async def engine(services: Services) -> RcloneDaemon:
 
     async with services.rclone_lock:
         if services.rclone is None:
-            rcd = RcloneDaemon(services.settings.rclone_binary, services.settings.runtime_dir / "rclone")
+            rcd = RcloneDaemon(services.settings.rclone_binary, services.settings.runtime_dir / "rclone",
+                               outbound=services.outbound)
             try:
                 await rcd.start()
             except OSError as exc:
@@ -173,4 +174,4 @@ async def onedrive_list_drives(call: Call, data: OneDriveArgs) -> list[dict[str,
 
     return await rclone_listing.onedrive_list_drives(
         data.client_id, data.client_secret, data.token, on_token=refreshed,
-        graph_url=settings.onedrive_graph_url, token_url=settings.onedrive_token_url)
+        graph_url=settings.onedrive_graph_url, token_url=settings.onedrive_token_url, outbound=services.outbound)
