@@ -261,9 +261,54 @@ class Page {
     if (this.form === form) this.form = null;
   }
 
+  /** Where focus goes when the control that had it is gone (its row was deleted). */
+  focusHome() {
+    const target = document.getElementById('add-credential') || document.getElementById('credential-filter');
+    if (target) target.focus();
+  }
+
+  /** Ask before deleting ``entry``; the daemon's refusal is shown in the dialog as it came. */
+  confirmDelete(entry, opener, deleted = null) {
+    const name = entry.name;
+    const titleId = 'confirm-title';
+    const alert = h('p', {class: 'alert', role: 'alert', hidden: true});
+    const confirm = h('button', {type: 'button', class: 'danger'}, 'Confirm');
+    const cancel = h('button', {type: 'button', class: 'secondary', onclick: () => dialog.close()}, 'Cancel');
+    const dialog = h('dialog', {class: 'confirm-dialog', 'aria-labelledby': titleId, 'aria-describedby': 'confirm-text'},
+      h('h2', {id: titleId}, 'Delete Cloud Credential'),
+      h('p', {id: 'confirm-text'}, `Delete the cloud credential "${name}"? This cannot be undone.`),
+      alert,
+      h('div', {class: 'dialog-foot'}, cancel, confirm));
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      if (opener && opener.isConnected) opener.focus();
+      else this.focusHome();
+    });
+    confirm.addEventListener('click', async () => {
+      confirm.disabled = true;
+      try {
+        await this.call('cloudsync.credentials.delete', [entry.id]);
+        if (this.list) this.list.remove(entry.id);
+        this.toast(`Deleted "${name}".`);
+        dialog.close();
+        if (deleted) deleted();
+      } catch (error) {
+        alert.textContent = `"${name}" was not deleted: ${error.message}`;
+        alert.hidden = false;
+        confirm.hidden = true;
+        cancel.textContent = 'Close';
+        cancel.focus();
+      }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    cancel.focus();
+  }
+
   toast(text) {
     const item = h('p', {class: 'toast'}, text);
     this.toasts.append(item);
+    while (this.toasts.childElementCount > 3) this.toasts.firstElementChild.remove();
     setTimeout(() => item.remove(), 5000);
   }
 
@@ -292,10 +337,12 @@ class Page {
       const roles = new Set((me.privilege && me.privilege.roles) || []);
       const before = this.canWrite;
       this.roles = roles;
-      if (before !== this.canWrite) {
+      if (before !== this.canWrite) {  // roles changed under us: redraw with or without the write controls
         if (this.form) this.form.close();
+        const entries = [...this.list.entries.values()];
+        this.list = new CredentialList(this);
         this.renderMain();
-        this.list.render();
+        this.list.setAll(entries);
       }
     } catch {
       // 207 is handled by call(); a lost connection by connectionLost().

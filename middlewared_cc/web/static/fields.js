@@ -338,8 +338,9 @@ class ChoiceField extends Field {
   }
 
   addOption(value, text, selected) {
+    // Options carry the value as text ("" for none); the JSON value (an int stays an int) is kept by index.
     this.values.push(value);
-    this.input.append(h('option', {value: String(this.values.length - 1)}, text));
+    this.input.append(h('option', {value: value === null ? '' : String(value)}, text));
     if (selected) this.input.selectedIndex = this.values.length - 1;
   }
 
@@ -400,7 +401,7 @@ class KeychainField extends Field {
       return;
     }
     this.values.push(value);
-    this.input.append(h('option', {value: String(this.values.length - 1)}, text));
+    this.input.append(h('option', {value: value === null ? '' : String(value)}, text));
   }
 
   select(value) {
@@ -615,9 +616,8 @@ export class DriveList {
       this.drives = Array.isArray(drives) ? drives : [];
       this.input.replaceChildren(h('option', {value: ''}, this.drives.length ? 'Choose a drive' : 'No drives found'));
       this.drives.forEach((drive, index) => {
-        const text = drive.name ? `${drive.name}${drive.description ? ` - ${drive.description}` : ''}`
-          : `${drive.drive_type} - ${drive.drive_id}`;
-        this.input.append(h('option', {value: String(index)}, text));
+        const title = `${drive.name || humanize(drive.drive_type)}${drive.description ? ` (${drive.description})` : ''}`;
+        this.input.append(h('option', {value: String(index)}, `${title} - ${drive.drive_id}`));
       });
       this.input.disabled = this.drives.length === 0;
       this.status.textContent = this.drives.length ? `${this.drives.length} drive(s) found; choosing one fills the fields below.` : '';

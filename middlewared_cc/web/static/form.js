@@ -114,6 +114,7 @@ export class CredentialForm {
     this.dialog.remove();
     this.app.formClosed(this);
     if (this.opener && this.opener.isConnected) this.opener.focus();
+    else if (!document.querySelector('dialog[open]')) this.app.focusHome();
   }
 
   showProvider(type) {
@@ -344,43 +345,7 @@ export class CredentialForm {
   }
 
   confirmDelete() {
-    const name = this.entry.name;
-    const confirm = h('button', {type: 'button', class: 'danger'}, 'Confirm');
-    const keep = h('button', {type: 'button', class: 'secondary'}, 'Cancel');
-    const titleId = uid('confirm-title');
-    const textId = uid('confirm-text');
-    const dialog = h('dialog', {class: 'confirm-dialog', role: 'alertdialog', 'aria-labelledby': titleId,
-      'aria-describedby': textId},
-      h('h2', {id: titleId}, 'Delete cloud credential'),
-      h('p', {id: textId}, `Delete the cloud credential "${name}"? This cannot be undone.`),
-      h('div', {class: 'dialog-foot'}, keep, confirm));
-    keep.addEventListener('click', () => dialog.close());
-    dialog.addEventListener('close', () => {
-      dialog.remove();
-      if (this.deleteButton.isConnected) this.deleteButton.focus();
-    });
-    confirm.addEventListener('click', async () => {
-      confirm.disabled = true;
-      dialog.close();
-      await this.delete();
-    });
-    document.body.append(dialog);
-    dialog.showModal();
-    keep.focus();
-  }
-
-  async delete() {
-    this.clearErrors();
-    try {
-      await this.app.call('cloudsync.credentials.delete', [this.entry.id]);
-      this.app.list.remove(this.entry.id);
-      this.app.toast(`Deleted "${this.entry.name}".`);
-      this.close();
-    } catch (error) {
-      // The daemon's refusal as it came (e.g. the credential is in use).
-      this.showAlert(h('p', {}, h('strong', {}, `"${this.entry.name}" was not deleted. `), error.message));
-      this.alert.focus();
-    }
+    this.app.confirmDelete(this.entry, this.deleteButton, () => this.close());
   }
 
   /** The list saw this credential change or go elsewhere (another browser, the CLI). */

@@ -30,7 +30,8 @@ export class CredentialList {
     this.body = h('tbody');
     this.table = h('table', {class: 'credentials', 'aria-describedby': 'credential-count'},
       h('caption', {class: 'vh'}, 'Cloud credentials'),
-      h('thead', {}, h('tr', {}, this.headers.name.th, this.headers.provider.th)),
+      h('thead', {}, h('tr', {}, this.headers.name.th, this.headers.provider.th,
+        this.app.canWrite ? h('th', {scope: 'col', class: 'actions'}, h('span', {class: 'vh'}, 'Actions')) : null)),
       this.body);
     this.empty = h('div', {class: 'empty', hidden: true});
     this.el = h('section', {class: 'list', 'aria-labelledby': 'page-title'},
@@ -42,6 +43,8 @@ export class CredentialList {
     this.body.addEventListener('click', (event) => {
       const button = event.target.closest('button[data-id]');
       if (button) this.app.openForm(this.entries.get(Number(button.dataset.id)), button);
+      const remove = event.target.closest('button[data-delete]');
+      if (remove) this.app.confirmDelete(this.entries.get(Number(remove.dataset.delete)), remove);
     });
   }
 
@@ -103,7 +106,9 @@ export class CredentialList {
     const rows = shown.map(({entry, name, provider}) => h('tr', {},
       h('td', {}, h('button', {type: 'button', class: 'link', 'data-id': String(entry.id)}, name),
         entry.undecryptable ? h('span', {class: 'badge', title: entry.undecryptable}, 'cannot decrypt') : null),
-      h('td', {}, provider)));
+      h('td', {}, provider),
+      this.app.canWrite ? h('td', {class: 'actions'}, h('button', {type: 'button', class: 'secondary small',
+        'data-delete': String(entry.id)}, 'Delete', h('span', {class: 'vh'}, ` ${name}`))) : null));
     this.body.replaceChildren(...rows);
     for (const [name, {th, indicator}] of Object.entries(this.headers)) {
       const active = name === key;
