@@ -25,6 +25,7 @@ from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.keys import load_sealer
 from middlewared_cc.store.preflight import check_integrity
 from middlewared_cc.store.writer import BatchWriter
+from middlewared_cc.web import ops as web_ops
 from middlewared_cc.web import routes as web_routes
 
 log = logging.getLogger("middlewared_cc")
@@ -89,4 +90,5 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
         app.router.add_get(path, jsonrpc.handle)
     app.router.add_get("/websocket", _legacy)
     web_routes.add(app)  # the Cloud Credentials page at /ui/
+    web_ops.add(app)  # /metrics, /healthz, /readyz
     return app

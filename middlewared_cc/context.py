@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from middlewared_cc.events import EventHub
 from middlewared_cc.logs import IncidentLog
+from middlewared_cc.metrics import Metrics
 from middlewared_cc.outbound import Outbound
 from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.session import Principal, Session
@@ -47,6 +48,7 @@ class Services:
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot
     incidents: IncidentLog = field(default_factory=lambda: IncidentLog(logging.getLogger("middlewared_cc.rpc")))
     rotation: asyncio.Task[int] | None = None  # the key rotation running or last run (config.py)
+    metrics: Metrics = field(default_factory=Metrics)  # what /metrics shows (metrics/recorder.py)
 
     @functools.cached_property
     def outbound(self) -> Outbound:

@@ -20,6 +20,7 @@ class EventHub:
     def __init__(self, names: set[str]) -> None:
         self.names = frozenset(names)
         self._subscribers: dict[str, set[Session]] = {}
+        self.dropped = 0  # sessions cut because an event overflowed their outbox (read by /metrics)
 
     def subscribe(self, session: Session, name: str) -> None:
         self._subscribers.setdefault(name, set()).add(session)
@@ -42,3 +43,4 @@ class EventHub:
                 continue
             fields = render(session) if render is not None else None
             session.send(session.format_event(msg, collection, ident, fields))
+            self.dropped += session.closed  # send() cuts a session whose outbox is full

@@ -56,6 +56,7 @@ class Settings:
     http_proxy: str
     no_proxy: str
     ca_file: str
+    metrics_allow_unauthenticated_local: bool
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -127,6 +128,15 @@ def _choice(raw: dict[str, Any], key: str, default: str, choices: tuple[str, ...
     value = _str(raw, key, default)
     if value not in choices:
         raise SettingsError(f"{key}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if isinstance(value, str) and value.lower() in ("true", "false"):  # from the environment
+        value = value.lower() == "true"
+    if not isinstance(value, bool):
+        raise SettingsError(f"{key}: must be true or false")
     return value
 
 
@@ -233,6 +243,7 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         http_proxy=_proxy(raw, "http_proxy"),
         no_proxy=_str(raw, "no_proxy", "").strip(),
         ca_file=_ca_file(raw),
+        metrics_allow_unauthenticated_local=_bool(raw, "metrics_allow_unauthenticated_local", False),
     )
 
 

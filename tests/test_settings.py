@@ -53,6 +53,7 @@ def every_key(tmp: Path) -> dict[str, Any]:
         "http_proxy": "http://127.0.0.1:3129",
         "no_proxy": ".internal.example,10.0.0.0/8",
         "ca_file": str(ca_file(tmp)),
+        "metrics_allow_unauthenticated_local": True,
     }
 
 

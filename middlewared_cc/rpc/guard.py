@@ -77,6 +77,7 @@ class ConnectionGuard:
         self._by_source: dict[str, int] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._events: dict[str, int] = {}  # what was refused or cut since the last report
+        self.totals: dict[str, int] = {}  # refused, cut, closed: since start (read by /metrics)
         self._reported = 0.0
 
     @classmethod
@@ -170,6 +171,8 @@ class ConnectionGuard:
     def _note(self, what: str) -> None:
         """Count what happened; one summary line every REPORT_EVERY seconds at most."""
         self._events[what] = self._events.get(what, 0) + 1
+        action = what.split(" ", 1)[0]  # the first word: never the source in the rest of the text
+        self.totals[action] = self.totals.get(action, 0) + 1
         now = time.monotonic()
         if now - self._reported >= REPORT_EVERY:
             summary = "; ".join(f"{count} {event}" for event, count in self._events.items())

@@ -8,6 +8,7 @@ tracked and cancelled with its session live here, once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -78,11 +79,13 @@ class Runner:
 
     async def answer(self, ident: Any, method: str, params: list[Any]) -> bytes:
         """The frame answering one call: its result, or its failure, in this protocol's framing."""
-        framing = self.framing
+        framing, started = self.framing, time.perf_counter()
         try:
             value = await settle(self.services, self.session, method, params)
         except (MethodNotFound, ValidationErrors, CallError, Incident) as failure:
+            self.services.metrics.calls.done(method, failure, started)
             return framing.failure(ident, method, failure)
+        self.services.metrics.calls.done(method, None, started)
         try:
             return framing.result(ident, value)
         except Exception as exc:  # noqa: BLE001 - a result that cannot be encoded is a bug, not the caller's

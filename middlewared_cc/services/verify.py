@@ -83,6 +83,7 @@ async def verify(call: Call, data: dict[str, Any]) -> dict[str, Any]:
                                           timeout=services.settings.verify_timeout)
         except ValueError as exc:  # a value rclone's config could not carry safely
             raise ValidationErrors([FieldError(sub.attr_path, str(exc))]) from None
+    services.metrics.verified(provider.type, outcome.valid, outcome.reason)
     if outcome.token is not None:
         await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
     return outcome.result()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -42,6 +43,8 @@ class BatchWriter:
         self._queue: list[_Write[Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Told (batch size, seconds) after each batch is settled: app metrics (metrics/recorder.py).
+        self.committed: Callable[[int, float], None] = lambda size, seconds: None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -71,7 +74,9 @@ class BatchWriter:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                await self._commit(self._next_batch())
+                batch, started = self._next_batch(), time.perf_counter()
+                await self._commit(batch)
+                self.committed(len(batch), time.perf_counter() - started)
 
     def _next_batch(self) -> list[_Write[Any]]:
         size = 0
