@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,12 @@ def _entry(folder: str, tag: str, name: str, body: bytes) -> dict[str, Any]:
     return entry
 
 
+def _path(body: dict[str, Any]) -> str:
+    """The request's path as Dropbox reads it: repeated slashes collapsed (rclone asks ``//docs`` for a
+    folder of the root, ``"/" + root + "/" + dir`` with an empty root), no trailing slash."""
+    return re.sub(r"/+", "/", str(body.get("path", ""))).rstrip("/")
+
+
 def _auth_error(tag: str) -> web.Response:
     return json_reply({"error_summary": f"{tag}/..", "error": {".tag": tag}}, status=401)
 
@@ -106,7 +113,7 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
         body = await args(request)
         if isinstance(body, web.Response):
             return body
-        path = str(body.get("path", "")).rstrip("/")
+        path = _path(body)
         if path.lower() not in _TREE:
             return json_reply({"error_summary": "path/not_found/..",
                                "error": {".tag": "path", "path": {".tag": "not_found"}}}, status=409)
@@ -131,7 +138,7 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
         body = await args(request)
         if isinstance(body, web.Response):
             return body
-        path = str(body.get("path", "")).rstrip("/")
+        path = _path(body)
         parent, _, name = path.rpartition("/")
         for row in _TREE.get(parent.lower(), []):
             if row[1].lower() == name.lower():
