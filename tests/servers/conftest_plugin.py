@@ -17,6 +17,14 @@ import pytest
 
 from .azure import AzureServer, running_azure
 from .b2 import B2Server, running_b2
+from .cloud.base import CloudFake
+from .cloud.box import running_box
+from .cloud.dropbox import running_dropbox
+from .cloud.gcs import GCSFake
+from .cloud.google import running_google
+from .cloud.onedrive import OneDriveFake, running_onedrive
+from .cloud.pcloud import PCloudFake, running_pcloud
+from .cloud.yandex import running_yandex
 from .ftp import FTPServer, running_ftp
 from .http_files import HTTPServer, running_http
 from .intercept_proxy import InterceptProxy, running_proxy
@@ -27,6 +35,7 @@ from .swift import SwiftServer, running_swift
 from .webdav import WebDAVServer, running_webdav
 
 T = TypeVar("T")
+F = TypeVar("F", bound=CloudFake)
 
 
 def _serve(
@@ -95,3 +104,66 @@ def intercept_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interc
     """TLS-intercepting proxy with the session's test CA: ``add_route(host, port)`` sends a provider's real
     host name to a local plain-HTTP fake; the daemon reaches it through ``https_proxy`` and ``ca_file``."""
     yield from _serve(tmp_path_factory, "proxy", running_proxy)
+
+
+def _behind_proxy(proxy: InterceptProxy, fake: CloudFake | GCSFake) -> None:
+    for host, port in fake.hosts.items():
+        proxy.add_route(host, port)
+
+
+@pytest.fixture(scope="session")
+def google_fakes(intercept_proxy: InterceptProxy) -> Iterator[tuple[CloudFake, GCSFake]]:
+    """Google's token endpoint (refresh and service-account JWT grants), Drive and Cloud Storage, routed from
+    oauth2.googleapis.com, www.googleapis.com and storage.googleapis.com through ``intercept_proxy``."""
+    with running_google() as (drive, gcs):
+        _behind_proxy(intercept_proxy, drive)
+        _behind_proxy(intercept_proxy, gcs)
+        yield drive, gcs
+
+
+@pytest.fixture(scope="session")
+def drive_fake(google_fakes: tuple[CloudFake, GCSFake]) -> CloudFake:
+    """Fake Google Drive behind the proxy: a token of its own OAuth client, a file and a folder at the root."""
+    return google_fakes[0]
+
+
+@pytest.fixture(scope="session")
+def gcs_fake(google_fakes: tuple[CloudFake, GCSFake]) -> GCSFake:
+    """Fake Google Cloud Storage behind the proxy: a registered service account, two buckets."""
+    return google_fakes[1]
+
+
+def _cloud_fake(proxy: InterceptProxy, start: Callable[[], AbstractContextManager[F]]) -> Iterator[F]:
+    with start() as fake:
+        _behind_proxy(proxy, fake)
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def box_fake(intercept_proxy: InterceptProxy) -> Iterator[CloudFake]:
+    """Fake Box (api.box.com, app.box.com) behind the proxy; refresh tokens rotate on every use."""
+    yield from _cloud_fake(intercept_proxy, running_box)
+
+
+@pytest.fixture(scope="session")
+def dropbox_fake(intercept_proxy: InterceptProxy) -> Iterator[CloudFake]:
+    """Fake Dropbox (api.dropboxapi.com) behind the proxy; short-lived access tokens."""
+    yield from _cloud_fake(intercept_proxy, running_dropbox)
+
+
+@pytest.fixture(scope="session")
+def pcloud_fake(intercept_proxy: InterceptProxy) -> Iterator[PCloudFake]:
+    """Fake pCloud (api.pcloud.com and eapi.pcloud.com, one account each) behind the proxy."""
+    yield from _cloud_fake(intercept_proxy, running_pcloud)
+
+
+@pytest.fixture(scope="session")
+def yandex_fake(intercept_proxy: InterceptProxy) -> Iterator[CloudFake]:
+    """Fake Yandex Disk (cloud-api.yandex.com, oauth.yandex.com) behind the proxy."""
+    yield from _cloud_fake(intercept_proxy, running_yandex)
+
+
+@pytest.fixture(scope="session")
+def onedrive_fake(intercept_proxy: InterceptProxy) -> Iterator[OneDriveFake]:
+    """Fake OneDrive (graph.microsoft.com, login.microsoftonline.com) behind the proxy, no overrides."""
+    yield from _cloud_fake(intercept_proxy, running_onedrive)
