@@ -3,7 +3,11 @@ key is missing or wrong or the database cannot be read; never a path or a key id
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,8 +18,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.settings import Settings
-from tests.conftest import Daemon, start_daemon
+from tests.conftest import Daemon, free_port, start_daemon
 from tests.provider_samples import samples
+
+DAEMON = str(Path(sys.executable).parent / "middlewared-cc")
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any], str]:
@@ -94,3 +100,36 @@ async def test_not_ready_before_the_services_exist(daemon: Daemon) -> None:
 
     assert await Readiness().reason(None) == "starting"
     assert await Readiness().reason(services) is None
+
+
+async def test_the_daemon_process_answers_through_its_connection_guard(tmp_path: Path) -> None:
+    """The real ``middlewared-cc``: its listeners put every connection under the guard, which cuts plain
+    HTTP connections that never upgrade; a probe or a scrape is answered well before that."""
+    port, state = free_port(), tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIDDLEWARED_CC_")}
+    env.update(HOME=str(tmp_path), MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN=f"127.0.0.1:{port}")
+    proc = await asyncio.create_subprocess_exec(DAEMON, env=env, stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with aiohttp.ClientSession() as session, aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(state / "middlewared.sock"))) as unix:
+            for _ in range(300):
+                assert proc.returncode is None
+                try:
+                    status, _, _ = await get(session, f"http://127.0.0.1:{port}/healthz")
+                    break
+                except (aiohttp.ClientError, OSError):
+                    await asyncio.sleep(0.1)
+            assert status == 200
+            assert (await get(session, f"http://127.0.0.1:{port}/readyz"))[:2] == (200, {"status": "ready"})
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 401
+            async with unix.get("http://localhost/metrics") as resp:  # root on the unix socket
+                assert resp.status == 200
+                assert "middlewared_cc_calls_total" in await resp.text()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
