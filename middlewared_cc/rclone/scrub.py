@@ -34,6 +34,8 @@ _REASON_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tls: ",
             "x509: ",
             "host key mismatch",
+            "proxy authentication required",  # a proxy (https_proxy) refused its credentials: not the cloud's
+            "bad gateway",  # a proxy could not (or would not) reach the host
         ),
     ),
     ("timeout", ("context deadline exceeded", "timeout awaiting", r"Client\.Timeout")),
