@@ -8,8 +8,10 @@ declaration is overridden: what rclone is given is what a user's rclone is given
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -257,3 +259,92 @@ def test_every_fake_has_a_test() -> None:
 
     oauth_types = {p.type for p in ProviderRegistry.load() if p.oauth and not p.discontinued}
     assert oauth_types <= set(FAKES), oauth_types - set(FAKES)
+
+
+# The fakes themselves, asked directly (plain HTTP, the Host header naming the real host).
+
+
+def _jwt(key: Any, claims: dict[str, Any], kid: str) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    signed = f"{part({'alg': 'RS256', 'typ': 'JWT', 'kid': kid})}.{part(claims)}"
+    signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return signed + "." + base64.urlsafe_b64encode(signature).decode().rstrip("=")
+
+
+async def _post(
+    fake: Any, host: str, path: str, form: dict[str, str], basic: tuple[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Host": host}
+    if basic:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
+    async with aiohttp.ClientSession() as session, session.post(
+        f"http://127.0.0.1:{fake.hosts[host]}{path}", data=form, headers=headers
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_google_jwt_checks(gcs_fake: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.servers.cloud.google import AUTH_HOST, JWT_GRANT, TOKEN_URL
+
+    key_file = json.loads(gcs_fake.attributes["service_account_credentials"])
+    key = serialization.load_pem_private_key(key_file["private_key"].encode(), password=None)
+    now = int(time.time())
+    claims = {"iss": key_file["client_email"], "scope": "https://www.googleapis.com/auth/devstorage.read_write",
+              "aud": TOKEN_URL, "iat": now, "exp": now + 3600}
+
+    async def grant(assertion: str) -> tuple[int, dict[str, Any]]:
+        return await _post(gcs_fake, AUTH_HOST, "/token", {"grant_type": JWT_GRANT, "assertion": assertion})
+
+    status, body = await grant(_jwt(key, claims, key_file["private_key_id"]))
+    assert status == 200 and body["token_type"] == "Bearer" and body["access_token"].startswith("ya29.")
+    status, body = await grant(_jwt(key, {**claims, "aud": "https://example.com/token"}, key_file["private_key_id"]))
+    assert (status, body["error"]) == (400, "invalid_grant") and "audience" in body["error_description"]
+    status, body = await grant(_jwt(key, {**claims, "exp": now + 7200}, key_file["private_key_id"]))
+    assert status == 400 and "short-lived" in body["error_description"]
+    status, body = await grant(_jwt(key, {**claims, "iat": now - 7200, "exp": now - 3600}, key_file["private_key_id"]))
+    assert status == 400 and "short-lived" in body["error_description"]
+    other = json.loads(gcs_fake.wrong_secret)
+    forged = serialization.load_pem_private_key(other["private_key"].encode(), password=None)
+    status, body = await grant(_jwt(forged, claims, key_file["private_key_id"]))
+    assert (status, body) == (400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+    head, _, signature = _jwt(key, claims, key_file["private_key_id"]).split(".")
+    tampered = base64.urlsafe_b64encode(json.dumps({**claims, "iss": "x@y"}).encode()).decode().rstrip("=")
+    status, body = await grant(f"{head}.{tampered}.{signature}")
+    assert status == 400 and body["error"] == "invalid_grant"
+
+
+async def test_refresh_rules(box_fake: Any, drive_fake: Any, dropbox_fake: Any) -> None:
+    from tests.servers.cloud.box import AUTH_HOST as BOX_AUTH
+    from tests.servers.cloud.google import AUTH_HOST as GOOGLE_AUTH
+
+    # Box: the client in HTTP Basic; the used refresh token dies at once.
+    token = json.loads(box_fake.mint_token(expired=True))
+    basic = (box_fake.client_id, box_fake.client_secret)
+    form = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    status, body = await _post(box_fake, BOX_AUTH, "/api/oauth2/token", form, basic)
+    assert status == 200 and body["refresh_token"] != token["refresh_token"]
+    status, body = await _post(box_fake, BOX_AUTH, "/api/oauth2/token", form, basic)
+    assert (status, body["error"]) == (400, "invalid_grant")
+    # Google: the client in the form; the refresh token is kept; an unknown client is 401.
+    token = json.loads(drive_fake.mint_token(expired=True))
+    form = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"],
+            "client_id": drive_fake.client_id, "client_secret": drive_fake.client_secret}
+    for _ in range(2):
+        status, body = await _post(drive_fake, GOOGLE_AUTH, "/token", form)
+        assert status == 200 and "refresh_token" not in body and body["expires_in"] == 3599
+    status, body = await _post(drive_fake, GOOGLE_AUTH, "/token", {**form, "client_id": "nobody"})
+    assert (status, body["error"]) == (401, "invalid_client")
+    # Dropbox: short-lived access tokens, no refresh token in the reply.
+    token = json.loads(dropbox_fake.mint_token(expired=True))
+    form = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    status, body = await _post(dropbox_fake, "api.dropboxapi.com", "/oauth2/token", form,
+                               (dropbox_fake.client_id, dropbox_fake.client_secret))
+    assert status == 200 and body["access_token"].startswith("sl.") and body["expires_in"] == 14400
+    assert "refresh_token" not in body
