@@ -22,6 +22,7 @@ from .cloud.box import running_box
 from .cloud.dropbox import running_dropbox
 from .cloud.gcs import GCSFake
 from .cloud.google import running_google
+from .cloud.mega import MegaServer, running_mega
 from .cloud.onedrive import OneDriveFake, running_onedrive
 from .cloud.pcloud import PCloudFake, running_pcloud
 from .cloud.yandex import running_yandex
@@ -104,6 +105,15 @@ def intercept_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Interc
     """TLS-intercepting proxy with the session's test CA: ``add_route(host, port)`` sends a provider's real
     host name to a local plain-HTTP fake; the daemon reaches it through ``https_proxy`` and ``ca_file``."""
     yield from _serve(tmp_path_factory, "proxy", running_proxy)
+
+
+@pytest.fixture(scope="session")
+def mega_server(tmp_path_factory: pytest.TempPathFactory, intercept_proxy: InterceptProxy) -> Iterator[MegaServer]:
+    """Fake MEGA API (prelogin, login with v1/v2 key derivation and RSA session id, node tree, event poll),
+    routed from ``g.api.mega.co.nz`` through ``intercept_proxy``."""
+    with running_mega(tmp_path_factory.mktemp("mega")) as server:
+        intercept_proxy.add_route(server.api_host, server.port)
+        yield server
 
 
 def _behind_proxy(proxy: InterceptProxy, fake: CloudFake | GCSFake) -> None:
