@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from typing import Any
 
-from middlewared_cc.providers import Field, Kind, Provider, oauth_fields
+from middlewared_cc.providers import LOOPBACK_IP, Field, Kind, OAuthFlow, Provider, oauth_fields
 
 
 def _rclone_extra(attrs: Mapping[str, Any]) -> dict[str, str]:
@@ -16,6 +16,17 @@ PROVIDER = Provider(
     title="Google Drive",
     rclone_type="drive",
     oauth=True,
+    # rclone's drive backend: full drive scope, offline access; prompt=consent so a Reconnect gets a new
+    # refresh token too (Google sends one only at the first consent otherwise). PKCE supported.
+    oauth_flow=OAuthFlow(
+        authorize_url="https://accounts.google.com/o/oauth2/auth",
+        token_url="https://oauth2.googleapis.com/token",
+        redirect=LOOPBACK_IP,
+        scopes=("https://www.googleapis.com/auth/drive",),
+        pkce=True,
+        authorize_params={"access_type": "offline", "prompt": "consent"},
+        traps=("client_bound", "google_testing", "google_shared_retired"),
+    ),
     rclone_extra=_rclone_extra,
     fields=(
         *oauth_fields(

@@ -1,12 +1,21 @@
 """Microsoft OneDrive (personal, business and SharePoint document libraries)."""
 
-from middlewared_cc.providers import Field, Kind, Provider, oauth_fields
+from middlewared_cc.providers import LOOPBACK_LOCALHOST, Field, Kind, OAuthFlow, Provider, oauth_fields
 
 PROVIDER = Provider(
     type="ONEDRIVE",
     title="Microsoft OneDrive",
     rclone_type="onedrive",
     oauth=True,
+    # rclone's onedrive backend (global authority): its scopes; PKCE supported by Microsoft identity.
+    oauth_flow=OAuthFlow(
+        authorize_url="https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
+        token_url="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        redirect=LOOPBACK_LOCALHOST,
+        scopes=("Files.Read", "Files.ReadWrite", "Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All",
+                "offline_access"),
+        pkce=True,
+    ),
     drive_listing="microsoft_graph",  # cloudsync.onedrive_list_drives lists the account's drives
     fields=(
         *oauth_fields(

@@ -14,7 +14,7 @@ from middlewared_cc.providers.declaration import (
     Kind,
     Provider,
 )
-from middlewared_cc.providers.oauth import oauth_fields
+from middlewared_cc.providers.oauth import LOOPBACK_IP, LOOPBACK_LOCALHOST, OAuthFlow, oauth_fields
 from middlewared_cc.providers.obscure import obscure, reveal
 from middlewared_cc.providers.registry import ENTRY_POINT_GROUP, ProviderRegistry
 
@@ -24,9 +24,12 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "KEYCHAIN_TYPES",
     "LONG_MAX_LENGTH",
+    "LOOPBACK_IP",
+    "LOOPBACK_LOCALHOST",
     "REDACTED",
     "Field",
     "Kind",
+    "OAuthFlow",
     "Provider",
     "ProviderRegistry",
     "oauth_fields",

@@ -7,7 +7,8 @@ goes in the two optional hooks, ``rclone_extra`` and ``check``.
 
 What the services do for a provider beyond storing it is declared too, never keyed on its type id: a
 KEYCHAIN field is a reference to a keychain credential (checked, protected, its PEM given to rclone), and
-``drive_listing`` names the API that lists an account's drives.
+``drive_listing`` names the API that lists an account's drives, and ``oauth_flow`` how the daemon logs in
+to the provider for a token (``cloudsync.oauth.start``/``finish``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from middlewared_cc.providers.fields import (
     Field,
     Kind,
 )
+from middlewared_cc.providers.oauth import OAuthFlow
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
@@ -59,6 +61,8 @@ class Provider:
     ``oauth_url`` is the ``credentials_oauth`` of the listing: a web flow to obtain a token, or None.
     ``drive_listing`` says the account holds several drives, listed through that API (one of
     ``DRIVE_LISTINGS``); a token refreshed by the listing is written back to this provider's credentials.
+    ``oauth_flow`` declares the authorization-code login that fills ``client_id``, ``client_secret`` and
+    ``token`` (and the flow's ``hostname_field``); with it ``credentials_oauth`` is the daemon's own login page.
     """
 
     type: str
@@ -71,6 +75,7 @@ class Provider:
     oauth_url: str | None = None
     discontinued: bool = False
     drive_listing: str | None = None
+    oauth_flow: OAuthFlow | None = None
     rclone_extra: RcloneExtra | None = None
     check: CrossCheck | None = None
     # Names of the attributes that are redacted in output and kept on update when sent redacted.
@@ -147,4 +152,11 @@ class Provider:
             found.append("at most one keychain field: rclone receives one key")
         for spec in self.fields:
             found.extend(spec.problems())
+        if self.oauth_flow is not None:
+            if not isinstance(self.oauth_flow, OAuthFlow):
+                return [*found, "oauth_flow must be an OAuthFlow"]
+            found.extend(self.oauth_flow.problems())
+            needed = {"client_id", "client_secret", "token", self.oauth_flow.hostname_field} - {""}
+            if not self.oauth or not needed <= set(names):
+                found.append(f"oauth_flow needs oauth=True and the fields {', '.join(sorted(needed))}")
         return found
