@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from middlewared_cc.audit import Auditor
 from middlewared_cc.auth.state import AuthState
 from middlewared_cc.context import Services
 from middlewared_cc.events import EventHub
@@ -19,6 +20,7 @@ from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.rpc.guard import GUARD, ConnectionGuard
 from middlewared_cc.rpc.registry import MethodSet, Registry
 from middlewared_cc.services import api_keys, auth, config, core, credentials, keychain, users, verify
+from middlewared_cc.services import audit as audit_service
 from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
 from middlewared_cc.store.credential_index import CredentialIndex
@@ -36,7 +38,7 @@ EVENT_NAMES = {credentials.COLLECTION, "core.get_jobs"}
 def method_sets() -> list[MethodSet]:
     """Every service module's methods. Adding a service is one line here."""
     return [core.methods, auth.methods, users.methods, api_keys.methods, credentials.methods,
-            verify.methods, keychain.methods, config.methods]
+            verify.methods, keychain.methods, config.methods, audit_service.methods]
 
 
 async def _legacy(request: web.Request) -> web.StreamResponse:
@@ -70,9 +72,13 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             for name, reason in services.providers.unavailable().items():
                 log.error("provider plugin %s is unavailable: %s", name, reason)
             app[SERVICES] = services
+            # The audit trail: every record goes through the writer, in the transaction of the call's write.
+            services.audit = auditor = await Auditor.open(settings, engine, services.providers)
+            auditor.methods, auditor.writer, services.writer.journal = services.methods, services.writer, auditor
             # An rcd left behind by a killed daemon is ended now, not when the next verify starts one.
             await asyncio.to_thread(end_stale, settings.runtime_dir / "rclone")
             services.writer.start()
+            auditor.start()
             yield
             for session in list(services.sessions):
                 await session.ws.close(code=1001, message=b"server shutting down")
@@ -80,6 +86,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 await services.rclone.stop()
             if services.rotation is not None:  # let it end: stopping the writer mid-rotation undoes it
                 await asyncio.wait([services.rotation], timeout=settings.shutdown_timeout)
+            await auditor.stop()
             await services.writer.stop()
         finally:
             await engine.dispose()

@@ -22,6 +22,7 @@ from middlewared_cc.store.sealing import Sealer
 from middlewared_cc.store.writer import BatchWriter
 
 if TYPE_CHECKING:
+    from middlewared_cc.audit import Auditor
     from middlewared_cc.auth.state import AuthState
     from middlewared_cc.providers.registry import ProviderRegistry
     from middlewared_cc.rpc.registry import Registry
@@ -48,6 +49,7 @@ class Services:
     key_problem: str | None = None  # why secrets cannot be opened, when they cannot
     incidents: IncidentLog = field(default_factory=lambda: IncidentLog(logging.getLogger("middlewared_cc.rpc")))
     rotation: asyncio.Task[int] | None = None  # the key rotation running or last run (config.py)
+    audit: Auditor | None = None  # the audit trail (audit/); the call runner records through it
     metrics: Metrics = field(default_factory=Metrics)  # what /metrics shows (metrics/recorder.py)
 
     @functools.cached_property

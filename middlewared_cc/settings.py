@@ -52,6 +52,9 @@ class Settings:
     max_unauthenticated_per_source: int
     handshake_timeout: float
     login_timeout: float
+    audit_enabled: bool
+    audit_retention_days: int
+    audit_key_file: Path
     https_proxy: str
     http_proxy: str
     no_proxy: str
@@ -237,6 +240,9 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         max_unauthenticated_per_source=_num(raw, "max_unauthenticated_per_source", 64, int, 1, 1_000_000),
         handshake_timeout=_num(raw, "handshake_timeout", 5.0, float, 0.5, 300),
         login_timeout=_num(raw, "login_timeout", 20.0, float, 1, 3600),
+        audit_enabled=_bool(raw, "audit_enabled", True),
+        audit_retention_days=_num(raw, "audit_retention_days", 90, int, 0, 36500),
+        audit_key_file=Path(_str(raw, "audit_key_file", "") or state_dir / "audit.key").expanduser(),
         onedrive_token_url=_url(raw, "onedrive_token_url",
                                 "https://login.microsoftonline.com/common/oauth2/v2.0/token"),
         https_proxy=_proxy(raw, "https_proxy"),

@@ -49,6 +49,9 @@ def every_key(tmp: Path) -> dict[str, Any]:
         "max_unauthenticated_per_source": 11,
         "handshake_timeout": 2.5,
         "login_timeout": 7.5,
+        "audit_enabled": False,
+        "audit_retention_days": 30,
+        "audit_key_file": str(tmp / "a.key"),
         "https_proxy": "http://proxy-user:pr0xy%40pass@127.0.0.1:3128",
         "http_proxy": "http://127.0.0.1:3129",
         "no_proxy": ".internal.example,10.0.0.0/8",
@@ -74,7 +77,7 @@ def toml(values: dict[str, Any]) -> str:
 
 
 def expected(field: str, value: Any) -> Any:
-    return Path(value) if field in ("state_dir", "runtime_dir", "key_file") else value
+    return Path(value) if field in ("state_dir", "runtime_dir", "key_file", "audit_key_file") else value
 
 
 def test_the_test_covers_every_setting(tmp_path: Path) -> None:
@@ -130,6 +133,7 @@ BAD: list[tuple[str, Any]] = [
     ("login_failures_per_minute", 0), ("state_dir", 5), ("unix_socket", "a\nb"), ("log_file", ["x"]),
     ("rclone_binary", "a\x00b"), ("onedrive_token_url", "ftp://x"), ("onedrive_graph_url", ""),
     ("event_loop", "trio"),
+    ("audit_enabled", "yes"), ("audit_enabled", 1), ("audit_retention_days", -1), ("audit_retention_days", 1.5),
     ("https_proxy", "proxy:3128"), ("https_proxy", "socks5://127.0.0.1:1080"), ("http_proxy", "http://u:p@/x"),
     ("http_proxy", "http://127.0.0.1:99999"), ("https_proxy", "http://127.0.0.1:3128/path"),
     ("ca_file", "/no/such/ca.pem"), ("ca_file", __file__),  # a file, but no PEM certificate

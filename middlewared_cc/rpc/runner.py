@@ -12,6 +12,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from middlewared_cc.audit.recorder import errno_of
 from middlewared_cc.context import Services
 from middlewared_cc.errors import CallError, ValidationErrors
 from middlewared_cc.rpc.dispatch import execute
@@ -33,7 +34,32 @@ class Framing(Protocol):
     def too_many_calls(self, ident: Any, limit: int) -> bytes: ...
 
 
-async def settle(services: Services, session: Session, method: str, params: list[Any]) -> Any:
+async def settle(services: Services, session: Session, method: str, params: list[Any], **options: Any) -> Any:
+    """``_settle``, recorded by the audit trail (audit/policy.py says which calls are): the record joins
+    the call's write, or is stored before the reply; a call whose record cannot be stored fails
+    (AuditUnavailable, EIO)."""
+    audit = services.audit
+    entry = audit.begin(session, method, params) if audit is not None else None
+    if audit is None or entry is None:
+        return await _settle(services, session, method, params, **options)
+    token, before = audit.enter(entry), session.principal
+    try:
+        await audit.opened(entry)
+        try:
+            value = await _settle(services, session, method, params, **options)
+        except (MethodNotFound, ValidationErrors, CallError, Incident) as failure:
+            await audit.failed(entry, errno_of(failure))
+            raise
+        except asyncio.CancelledError:
+            audit.abandoned(entry)
+            raise
+        await audit.succeeded(entry, value, session, before)
+        return value
+    finally:
+        audit.leave(token)
+
+
+async def _settle(services: Services, session: Session, method: str, params: list[Any]) -> Any:
     """The method's result; raises a Failure only (any unexpected exception is logged as an incident)."""
     try:
         return await execute(services, session, method, params)

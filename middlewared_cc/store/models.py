@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -100,3 +101,28 @@ class KeychainCredential(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     secrets: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditRecord(Base):
+    """One audit record (audit/): who called what, from where, with which outcome. ``hash`` is the keyed
+    hash chaining it to the record before (see audit/chain.py); every other column is covered by it.
+    ``params`` and ``details`` are kept as the exact JSON text that was hashed."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=False)
+    audit_id: Mapped[str] = mapped_column(String(36))
+    message_timestamp: Mapped[int] = mapped_column(BigInteger, index=True)
+    timestamp: Mapped[str] = mapped_column(String(32))
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    session: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(128))
+    service: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(128), index=True)
+    success: Mapped[bool] = mapped_column(Boolean)
+    errno: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    params: Mapped[str] = mapped_column(Text)
+    details: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str] = mapped_column(String(64))

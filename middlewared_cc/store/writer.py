@@ -8,6 +8,12 @@ while a commit is under way share the next transaction (group commit). A write i
 transaction of its own, so only the failing write fails. ``on_commit`` hooks run in commit order, right
 after the commit, before any later write: the in-memory index stays in step with the database.
 Serializing all writes here is also what keeps key rotation from racing a write sealed under the old key.
+
+A ``journal`` (the audit trail, audit/recorder.py) adds its records to the same transactions: a write queued
+by a call carries that call's record (``Journal.claim``), which is inserted after the batch's writes and
+before its commit, so the write and its record commit together or not at all. A write whose op returns a
+falsy value (nothing deleted, no row updated) changed nothing and carries no record; the call stores one
+on its own, with its real outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -26,19 +32,42 @@ T = TypeVar("T")
 Op = Callable[[AsyncConnection], Awaitable[T]]
 
 
+class JournalTransaction(Protocol):
+    def add(self, record: object, result: object) -> None: ...
+
+    async def flush(self, conn: AsyncConnection) -> None: ...
+
+    def committed(self) -> None: ...
+
+
+class Journal(Protocol):
+    """Records that commit with the writes they describe (the audit trail)."""
+
+    def claim(self) -> object | None: ...
+
+    def transaction(self) -> JournalTransaction: ...
+
+    def release(self, record: object) -> None: ...
+
+
+_CLAIM: Any = object()  # run(): take the calling task's record from the journal
+
+
 @dataclass(slots=True)
 class _Write(Generic[T]):
     op: Op[T]
     on_commit: Callable[[T], None] | None
     future: asyncio.Future[T]
     exclusive: bool = False
+    record: object | None = None
 
 
 class BatchWriter:
     """Runs queued writes in as few transactions as possible, in order."""
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 256) -> None:
+    def __init__(self, engine: AsyncEngine, max_batch: int = 256, journal: Journal | None = None) -> None:
         self._engine = engine
+        self.journal = journal
         self._max_batch = max_batch
         self._queue: list[_Write[Any]] = []
         self._wake = asyncio.Event()
@@ -58,12 +87,15 @@ class BatchWriter:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def run(self, op: Op[T], on_commit: Callable[[T], None] | None = None, *,
-                  exclusive: bool = False) -> T:
+                  exclusive: bool = False, record: object | None = _CLAIM) -> T:
         """Run ``op`` in a transaction and return its result once committed. An ``exclusive`` op gets a
-        transaction of its own (key rotation: later writes must see its ``on_commit`` first)."""
+        transaction of its own (key rotation: later writes must see its ``on_commit`` first). ``record``
+        is the journal record the write carries; by default the calling task's (``Journal.claim``)."""
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
-        write: _Write[T] = _Write(op, on_commit, asyncio.get_running_loop().create_future(), exclusive)
+        if record is _CLAIM:
+            record = self.journal.claim() if self.journal is not None else None
+        write: _Write[T] = _Write(op, on_commit, asyncio.get_running_loop().create_future(), exclusive, record)
         self._queue.append(write)
         self._wake.set()
         # Shielded: a caller that goes away must not cancel a write other writes share a transaction with.
@@ -90,6 +122,15 @@ class BatchWriter:
 
     async def _commit(self, batch: list[_Write[Any]]) -> None:
         try:
+            await self._settle_batch(batch)
+        finally:
+            if self.journal is not None:
+                for write in batch:
+                    if write.record is not None:
+                        self.journal.release(write.record)
+
+    async def _settle_batch(self, batch: list[_Write[Any]]) -> None:
+        try:
             results = await self._transaction(batch)
         except Exception as exc:  # noqa: BLE001 - any failure: retry one by one so only its write fails
             if len(batch) == 1:
@@ -107,8 +148,19 @@ class BatchWriter:
             _settle(write, result=result)
 
     async def _transaction(self, batch: list[_Write[Any]]) -> list[Any]:
+        journal = self.journal.transaction() if self.journal is not None else None
         async with self._engine.begin() as conn:
-            return [await write.op(conn) for write in batch]
+            results = []
+            for write in batch:
+                result = await write.op(conn)
+                if journal is not None and write.record is not None and result:
+                    journal.add(write.record, result)
+                results.append(result)
+            if journal is not None:
+                await journal.flush(conn)
+        if journal is not None:
+            journal.committed()
+        return results
 
 
 def _settle(write: _Write[Any], *, result: Any = None, exc: BaseException | None = None) -> None:

@@ -1,0 +1,95 @@
+"""One audit record before it is stored: who, from where, what, with which (redacted) arguments and outcome.
+
+``CURRENT`` holds the record of the call the running task serves: the batching writer asks for it when the
+call writes, so the record joins that write's transaction (see recorder.Journal).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from middlewared_cc.errors import errname
+
+# TrueNAS's audit vocabulary: the service, and the events of the MIDDLEWARE service (plus JOB for the end
+# of a job, which TrueNAS records as the method call that started it).
+SERVICE = "MIDDLEWARE"
+METHOD_CALL = "METHOD_CALL"
+AUTHENTICATION = "AUTHENTICATION"
+JOB = "JOB"
+# The order of the columns in the hashed content (chain.digest); never reorder: old records would break.
+COLUMNS = ("id", "audit_id", "message_timestamp", "timestamp", "username", "session", "address", "service",
+           "event", "method", "success", "errno", "params", "details")
+
+CURRENT: ContextVar[Entry | None] = ContextVar("middlewared_cc_audit_entry", default=None)
+
+
+def canonical(value: Any) -> str:
+    """JSON with sorted keys: the exact text stored and hashed."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+
+
+@dataclass(eq=False)
+class Entry:
+    """A record of one call (or job end, or request before a call), filled in as the call goes on."""
+
+    event: str
+    method: str
+    username: str
+    session: str
+    address: str
+    params: str  # canonical JSON of the redacted arguments
+    details: dict[str, Any] = field(default_factory=dict)
+    targets: list[int] = field(default_factory=list)
+    success: bool = True
+    errno: int | None = None
+    ahead: bool = False  # a record of the request is stored before the method runs (policy.ahead)
+    task: object | None = None  # the task serving the call: only its writes carry the record
+    claimed: bool = False  # a write of the call carries it (recorder.Auditor.claim)
+    stored: bool = False  # committed
+
+    def failed(self, code: int) -> None:
+        self.success, self.errno = False, code
+
+    def refused(self) -> None:
+        """A login that answered false / AUTH_ERR: a failure without an exception."""
+        self.failed(_errno.EACCES)
+
+    def row(self, ident: int, result: Any = None) -> dict[str, Any]:
+        """The column values of this record as record ``ident`` (``result``: the write's, for target ids)."""
+        targets = list(self.targets)
+        extra = target_of(result)
+        if extra is not None and extra not in targets:
+            targets.append(extra)
+        now = datetime.now(UTC)
+        details = {**self.details, "targets": targets}
+        if self.errno is not None:
+            details["errname"] = errname(self.errno)
+        return {
+            "id": ident,
+            "audit_id": str(uuid.uuid4()),
+            "message_timestamp": int(now.timestamp()),
+            "timestamp": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "username": self.username[:64],
+            "session": self.session[:64],
+            "address": self.address[:128],
+            "service": SERVICE,
+            "event": self.event,
+            "method": self.method[:128],
+            "success": self.success,
+            "errno": self.errno,
+            "params": self.params,
+            "details": canonical(details),
+        }
+
+
+def target_of(value: Any) -> int | None:
+    """The id a result names: an entry ``{"id": ...}`` or a stored object with an ``id``."""
+    ident = value.get("id") if isinstance(value, dict) else getattr(value, "id", None)
+    return ident if type(ident) is int else None

@@ -1,0 +1,332 @@
+"""The Auditor: builds a record per call (the call runner asks), stores it with the call's write or on its
+own, keeps the chain's end, trims by age and checks the chain.
+
+Every record goes through the batching writer, which is what orders the chain: the writer runs one
+transaction at a time, and a transaction's records are appended from the end it started from (a batch
+that rolls back leaves the end where it was). One executemany per batch inserts them, after the batch's
+writes and before its commit: if it fails, the writes of that batch fail with it (the writer then retries
+each alone, so only writes whose own record cannot be stored fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import errno
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from middlewared_cc.audit import policy
+from middlewared_cc.audit.chain import GENESIS, Link, Verdict, check, digest, encode_anchor, read_anchor
+from middlewared_cc.audit.key import key_id, load_key
+from middlewared_cc.audit.record import AUTHENTICATION, CURRENT, JOB, METHOD_CALL, Entry, canonical, target_of
+from middlewared_cc.audit.redaction import MAX_PARAMS_JSON, Redactor
+from middlewared_cc.errors import CallError
+from middlewared_cc.store.models import AuditRecord, StoreMeta
+
+if TYPE_CHECKING:
+    from middlewared_cc.providers.registry import ProviderRegistry
+    from middlewared_cc.rpc.registry import Registry
+    from middlewared_cc.session import Principal, Session
+    from middlewared_cc.settings import Settings
+    from middlewared_cc.store.writer import BatchWriter
+
+log = logging.getLogger("middlewared_cc.audit")
+TABLE = sa.Table(AuditRecord.__tablename__, AuditRecord.metadata)
+_META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
+ANCHOR = "audit_anchor"
+KEY_ID = "audit_key_id"
+TRIM_EVERY = 3600.0  # seconds between retention trims
+DAY = 86400
+
+
+class AuditUnavailable(CallError):
+    """The call's audit record could not be stored: the call fails (the audit is not optional)."""
+
+    def __init__(self, refused: bool) -> None:
+        what = "the call was refused" if refused else "the call is reported as failed"
+        super().__init__(f"The audit trail could not store the record of this call; {what}", errno.EIO)
+
+
+async def _changed(_conn: AsyncConnection) -> bool:
+    """The write of a record stored on its own (a truthy result: the record joins the transaction)."""
+    return True
+
+
+class Appender:
+    """The records of one writer transaction, appended from the chain's end the transaction started at."""
+
+    def __init__(self, auditor: Auditor) -> None:
+        self._auditor = auditor
+        self.head = auditor.head
+        self.rows: list[dict[str, Any]] = []
+        self.entries: list[Entry] = []
+
+    def add(self, entry: object, result: object) -> None:
+        assert isinstance(entry, Entry)
+        row = entry.row(self.head.id + 1, result)
+        row["hash"] = digest(self._auditor.key, self.head.hash, row)
+        self.head = Link(row["id"], row["hash"])
+        self.rows.append(row)
+        self.entries.append(entry)
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        if self.rows:
+            await conn.execute(sa.insert(TABLE), self.rows)
+
+    def committed(self) -> None:
+        if self.rows:
+            self._auditor.head = self.head
+            self._auditor.stored += len(self.rows)
+            for entry in self.entries:
+                entry.stored = True
+
+
+class Auditor:
+    """The audit trail of one app (app.create_app builds it; services.audit)."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, key: bytes, head: Link,
+                 providers: ProviderRegistry) -> None:
+        self.settings = settings
+        self.enabled = settings.audit_enabled
+        self.engine = engine
+        self.key = key
+        self.head = head  # the last record committed
+        self.stored = 0  # records stored by this run (metrics)
+        self.redactor = Redactor(providers)
+        self.methods: Registry | None = None  # set by the app once the registry exists
+        self.writer: BatchWriter | None = None  # set by the app: records go through it
+        self._trimmer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, engine: AsyncEngine, providers: ProviderRegistry) -> Auditor:
+        """Load (or create) the audit key and find the chain's end. Raises KeyFileError for a missing or
+        wrong key while records exist (start-up stops)."""
+        async with engine.begin() as conn:
+            last = (await conn.execute(sa.select(TABLE.c.id, TABLE.c.hash).order_by(TABLE.c.id.desc())
+                                       .limit(1))).first()
+            meta = dict((await conn.execute(sa.select(_META.c.name, _META.c.value)
+                                            .where(_META.c.name.in_([ANCHOR, KEY_ID])))).all())
+            key = await asyncio.to_thread(load_key, settings.audit_key_file, meta.get(KEY_ID),
+                                          last is not None or ANCHOR in meta)
+            if meta.get(KEY_ID) is None:
+                await conn.execute(sa.insert(_META).values(name=KEY_ID, value=key_id(key)))
+        if last is not None:
+            head = Link(int(last[0]), str(last[1]))
+        else:
+            head, _ = read_anchor(key, meta.get(ANCHOR))
+        return cls(settings, engine, key, head, providers)
+
+    # The batching writer's journal (store/writer.py).
+
+    def claim(self) -> Entry | None:
+        """The running call's record, for the write being queued to carry (once per call)."""
+        entry = CURRENT.get()
+        # Tasks the call starts (a job's body) inherit the context: their writes are not the call's.
+        if entry is None or entry.claimed or entry.stored or entry.task is not asyncio.current_task():
+            return None
+        entry.claimed = True
+        return entry
+
+    def transaction(self) -> Appender:
+        return Appender(self)
+
+    def release(self, entry: object) -> None:
+        """A write that carried ``entry`` has settled; if the record is not stored, the call stores it."""
+        if isinstance(entry, Entry) and not entry.stored:
+            entry.claimed = False
+
+    # What the call runner calls.
+
+    def begin(self, session: Session, method: str, params: list[Any]) -> Entry | None:
+        """The record of this call, or None when the call is not recorded."""
+        if not self.enabled or not policy.recorded(method) or self.methods is None:
+            return None
+        declared = self.methods.get(method)
+        if declared is None:  # an unknown method runs nothing
+            return None
+        names = [p.name for p in declared.params]
+        principal = session.principal
+        authorized = declared.public or (principal is not None and
+                                         (declared.role is None or declared.role in principal.roles))
+        details: dict[str, Any] = {
+            "protocol": session.protocol, "authenticated": principal is not None or declared.public,
+            "authorized": authorized, "credentials": _credentials(principal),
+        }
+        entry = Entry(METHOD_CALL, method, principal.username if principal else "", session.id, session.source,
+                      self._params(names, params), details, policy.targets(names, params),
+                      ahead=policy.ahead(method))
+        if method in policy.LOGINS:
+            entry.event = AUTHENTICATION
+            entry.username, details["credentials"] = policy.login_details(method, params)
+        return entry
+
+    def _params(self, names: list[str], params: list[Any]) -> str:
+        text = canonical(self.redactor.params(names, params))
+        return text if len(text) <= MAX_PARAMS_JSON else canonical({"too_large": len(text)})
+
+    def enter(self, entry: Entry) -> contextvars.Token[Entry | None]:
+        entry.task = asyncio.current_task()
+        return CURRENT.set(entry)
+
+    def leave(self, token: contextvars.Token[Entry | None]) -> None:
+        CURRENT.reset(token)
+
+    async def opened(self, entry: Entry) -> None:
+        """Before the method runs: the request record of a method that writes outside the writer."""
+        if not entry.ahead:
+            return
+        request = dataclasses.replace(entry, details={**entry.details, "phase": "REQUEST"})
+        await self._store(request, refused=True)
+
+    async def succeeded(self, entry: Entry, value: Any, session: Session, before: Principal | None) -> None:
+        """After a method returned ``value``: its record, unless a write already carried it."""
+        if entry.event == AUTHENTICATION:
+            if policy.login_refused(entry.method, value):
+                entry.refused()
+            elif session.principal is not None:
+                entry.username = session.principal.username
+                entry.details["credentials"]["user"] = session.principal.username
+        if entry.stored:
+            return
+        target = target_of(value)
+        if target is not None and target not in entry.targets:
+            entry.targets.append(target)
+        try:
+            await self._store(entry, refused=False)
+        except AuditUnavailable:
+            if session.principal is not before:  # a login (or logout) that cannot be recorded is undone
+                session.principal = before
+            raise
+
+    async def failed(self, entry: Entry, code: int) -> None:
+        """After a method failed with errno ``code``."""
+        if entry.stored:  # its write committed, and then the call failed: a second record says so
+            entry = dataclasses.replace(entry, stored=False, claimed=False)
+        entry.failed(code)
+        await self._store(entry, refused=False)
+
+    def abandoned(self, entry: Entry) -> None:
+        """The call was cancelled (its connection closed): its record is stored without anyone waiting."""
+        if entry.stored:
+            return
+        entry.failed(errno.ECANCELED)
+        task = asyncio.get_running_loop().create_task(self._store(entry, refused=False))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def job_finished(self, method: str, job_id: int, principal: Principal | None, session: str,
+                           address: str, code: int | None) -> None:
+        """The end of a job (the jobs package calls this): success, or its errno."""
+        if not self.enabled:
+            return
+        entry = Entry(JOB, method, principal.username if principal else "", session, address, "[]",
+                      {"job_id": job_id, "credentials": _credentials(principal)})
+        if code is not None:
+            entry.failed(code)
+        await self._store(entry, refused=False)
+
+    async def _store(self, entry: Entry, *, refused: bool) -> None:
+        assert self.writer is not None
+        try:
+            await self.writer.run(_changed, record=entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to store: the call fails, the log says why
+            log.error("audit record of %s could not be stored (%s)", entry.method, type(exc).__name__)
+            raise AuditUnavailable(refused) from None
+
+    # Retention and verification.
+
+    def start(self) -> None:
+        """Trim by age now and every TRIM_EVERY seconds."""
+        if self.settings.audit_retention_days:
+            self._trimmer = asyncio.get_running_loop().create_task(self._trim_forever())
+
+    async def stop(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            await asyncio.gather(self._trimmer, return_exceptions=True)
+
+    async def _trim_forever(self) -> None:
+        while True:
+            try:
+                await self.trim()
+            except Exception as exc:  # noqa: BLE001 - try again next time; the log says why
+                log.error("audit retention trim failed (%s)", type(exc).__name__)
+            await asyncio.sleep(TRIM_EVERY)
+
+    async def trim(self, now: float | None = None) -> int:
+        """Delete the records older than the retention setting, from the oldest end, moving the anchor to
+        the last one deleted; returns how many went."""
+        days = self.settings.audit_retention_days
+        if not days:
+            return 0
+        cutoff = int((time.time() if now is None else now) - days * DAY)
+        assert self.writer is not None
+
+        async def op(conn: AsyncConnection) -> int:
+            last = (await conn.execute(sa.select(TABLE.c.id, TABLE.c.hash)
+                                       .where(TABLE.c.message_timestamp < cutoff)
+                                       .order_by(TABLE.c.id.desc()).limit(1))).first()
+            if last is None:
+                return 0
+            gone = (await conn.execute(sa.delete(TABLE).where(TABLE.c.id <= last[0]))).rowcount
+            await conn.execute(sa.delete(_META).where(_META.c.name == ANCHOR))
+            await conn.execute(sa.insert(_META).values(name=ANCHOR,
+                                                       value=encode_anchor(self.key, Link(last[0], last[1]))))
+            return int(gone or 0)
+
+        count = await self.writer.run(op, record=None)
+        if count:
+            log.info("audit retention: %d records older than %d days deleted", count, days)
+        return count
+
+    async def verify(self) -> dict[str, Any]:
+        """Check the chain from the anchor to the newest record; names the first record that fails."""
+        for _ in range(3):  # a trim that moves the anchor during the walk makes it start again
+            head = self.head
+            anchor = await self._anchor()
+            async with self.engine.connect() as conn:
+                verdict: Verdict = await check(self.key, anchor, self._rows(conn), head)
+            if await self._anchor() == anchor:
+                break
+        return verdict.result()
+
+    async def _anchor(self) -> str | None:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(sa.select(_META.c.value).where(_META.c.name == ANCHOR))).scalar()
+        return None if value is None else str(value)
+
+    async def _rows(self, conn: AsyncConnection) -> AsyncIterator[dict[str, Any]]:
+        stream = await conn.stream(sa.select(TABLE).order_by(TABLE.c.id).execution_options(yield_per=512))
+        async for row in stream.mappings():
+            yield dict(row)
+
+
+def _credentials(principal: Principal | None) -> dict[str, Any] | None:
+    if principal is None:
+        return None
+    found: dict[str, Any] = {"credentials": principal.mechanism, "user": principal.username}
+    if principal.api_key_id is not None:
+        found["api_key_id"] = principal.api_key_id
+    return found
+
+
+def errno_of(failure: BaseException, default: int = errno.EFAULT) -> int:
+    """The errno a failure answers with (a CallError's own, EINVAL for validation)."""
+    from middlewared_cc.errors import ValidationErrors
+
+    if isinstance(failure, CallError):
+        return failure.errno
+    if isinstance(failure, ValidationErrors):
+        return errno.EINVAL
+    return default
+
+
+__all__ = ["GENESIS", "Appender", "AuditUnavailable", "Auditor", "errno_of"]

@@ -1,0 +1,101 @@
+"""Arguments as the audit trail keeps them: every secret replaced by ``********``, and when in doubt, too.
+
+What counts as a secret comes from three places: the provider declarations (a provider object keeps only
+the attributes its provider declares non-secret; an unknown or missing type keeps none), the method's
+parameter names (``auth.login``'s ``password``, ``auth.login_with_api_key``'s ``api_key``), and argument
+names that mean a secret in any method (passwords, keys, tokens, PEM private keys), matched by substring so
+that ``client_secret`` or ``service_account_credentials`` are caught without being listed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from middlewared_cc.providers import REDACTED
+
+if TYPE_CHECKING:
+    from middlewared_cc.providers.registry import ProviderRegistry
+
+# Substrings of argument names that hold a secret in some method.
+_SECRET_NAME = re.compile(r"pass|secret|token|key|otp|private|cookie|session", re.IGNORECASE)
+# A PEM private key or an API key (<id>-<64 letters/digits>) sent where no name says so.
+_SECRET_VALUE = re.compile(r"PRIVATE KEY|^\d+-[A-Za-z0-9]{64}$")
+# Names that match _SECRET_NAME yet are plain: they name which kind of secret, not the secret itself.
+_PLAIN_NAMES = frozenset({"mechanism", "type"})
+MAX_PARAMS_JSON = 8192  # longer arguments are recorded as their size (a record stays small)
+_MAX_DEPTH = 16
+
+
+class Redactor:
+    """Redacts a call's arguments with the providers' declarations."""
+
+    def __init__(self, providers: ProviderRegistry) -> None:
+        self._providers = providers
+        # The attributes each provider declares non-secret: the only ones a provider object keeps.
+        self._plain = {p.type: frozenset(f.name for f in p.fields if not f.secret) for p in providers}
+
+    def params(self, names: Sequence[str], params: list[Any]) -> list[Any]:
+        """``params`` (positional, as sent) redacted; ``names`` are the method's parameter names."""
+        out = []
+        for index, value in enumerate(params):
+            name = names[index] if index < len(names) else None
+            if name is None or secret_name(name):  # an argument the method does not declare: in doubt
+                out.append(REDACTED)
+            else:
+                out.append(self.value(value, 0))
+        return out
+
+    def value(self, value: Any, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            return REDACTED
+        if isinstance(value, dict):
+            return self._object(value, depth)
+        if isinstance(value, list):
+            return [self.value(v, depth + 1) for v in value]
+        if isinstance(value, str) and _SECRET_VALUE.search(value):
+            return REDACTED
+        return value
+
+    def _object(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
+        kind = obj.get("type")
+        if isinstance(kind, str) and kind in self._plain:
+            # A provider object of the new shape: {"type": "S3", attribute: value, ...}
+            return self._attributes(obj, self._plain[kind], keep={"type"})
+        provider = obj.get("provider")
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            name = str(key)
+            if key == "attributes" and isinstance(value, dict) and isinstance(provider, str):
+                # The legacy shape: {"provider": "S3", "attributes": {...}}
+                out[name] = self._attributes(value, self._plain.get(provider, frozenset()), keep=set())
+            elif key == "provider" and isinstance(value, dict) and value.get("type") not in self._plain:
+                # A provider object without a known type (an update may leave the type out): keep none.
+                out[name] = self._attributes(value, frozenset(), keep={"type"})
+            elif secret_name(name):
+                out[name] = REDACTED
+            else:
+                out[name] = self.value(value, depth + 1)
+        return out
+
+    def _attributes(self, attrs: dict[Any, Any], plain: frozenset[str], keep: set[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in attrs.items():
+            name = str(key)
+            if name in keep:
+                out[name] = value if isinstance(value, str) and len(value) <= 64 else REDACTED
+            elif name in plain and not secret_name(name) and not _nested_secret(value):
+                out[name] = self.value(value, 1)
+            else:
+                out[name] = REDACTED
+        return out
+
+
+def secret_name(name: str) -> bool:
+    """Whether an argument called ``name`` may hold a secret."""
+    return name not in _PLAIN_NAMES and _SECRET_NAME.search(name) is not None
+
+
+def _nested_secret(value: Any) -> bool:
+    return isinstance(value, (dict, list))  # a declared plain attribute is a scalar; anything else: in doubt
