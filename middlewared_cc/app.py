@@ -12,6 +12,8 @@ from middlewared_cc.audit import Auditor
 from middlewared_cc.auth.state import AuthState
 from middlewared_cc.context import Services
 from middlewared_cc.events import EventHub
+from middlewared_cc.jobs import JobManager
+from middlewared_cc.logs import IncidentLog
 from middlewared_cc.providers.registry import ProviderRegistry
 from middlewared_cc.rclone.lifetime import end_stale
 from middlewared_cc.rclone.limiter import VerifyLimiter
@@ -61,10 +63,14 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             sessions = _db.sessionmaker(engine)
             async with engine.connect() as conn:
                 index = await CredentialIndex.load(conn, sealer)
+            events = EventHub(EVENT_NAMES)
             services = Services(
                 settings=settings, engine=engine, db=sessions, sealer=sealer, credentials=index,
-                writer=BatchWriter(engine),
-                providers=providers or ProviderRegistry.load(), events=EventHub(EVENT_NAMES),
+                writer=BatchWriter(engine), jobs=JobManager(
+                    events, IncidentLog(logging.getLogger("middlewared_cc.jobs")),
+                    keep_finished=settings.finished_jobs_kept, keep_seconds=settings.finished_jobs_seconds,
+                    max_unfinished=settings.max_running_jobs),
+                providers=providers or ProviderRegistry.load(), events=events,
                 auth=AuthState(settings.login_failures_per_minute, settings.max_tokens_per_user,
                                settings.max_tokens), methods=Registry(method_sets()),
                 verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem,
@@ -80,6 +86,8 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             services.writer.start()
             auditor.start()
             yield
+            # Jobs end first (ABORTED, their verifies cancelled) while rcd and the writer still serve them.
+            await services.jobs.close(settings.shutdown_timeout)
             for session in list(services.sessions):
                 await session.ws.close(code=1001, message=b"server shutting down")
             if services.rclone is not None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from middlewared_cc.events import EventHub
+from middlewared_cc.jobs import JobManager
 from middlewared_cc.logs import IncidentLog
 from middlewared_cc.metrics import Metrics
 from middlewared_cc.outbound import Outbound
@@ -42,6 +43,7 @@ class Services:
     methods: Registry
     credentials: CredentialIndex
     writer: BatchWriter
+    jobs: JobManager  # jobs started by job methods (jobs/), with core.get_jobs events
     sessions: set[Session] = field(default_factory=set)
     verify_slots: VerifyLimiter = field(default_factory=VerifyLimiter)
     rclone: Any = None  # middlewared_cc.rclone.rcd.RcloneDaemon, started on first use

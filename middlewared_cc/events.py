@@ -10,8 +10,9 @@ from middlewared_cc.session import Session
 
 log = logging.getLogger("middlewared_cc.events")
 
-# Given a subscriber, the fields it may see (None: send no fields).
+# Given a subscriber, the fields it may see (None: send no fields; SKIP: send it nothing at all).
 Render = Callable[[Session], Any]
+SKIP: Any = object()
 
 
 class EventHub:
@@ -42,5 +43,7 @@ class EventHub:
             if session.closed or session.format_event is None:
                 continue
             fields = render(session) if render is not None else None
+            if fields is SKIP:
+                continue
             session.send(session.format_event(msg, collection, ident, fields))
             self.dropped += session.closed  # send() cuts a session whose outbox is full

@@ -52,6 +52,9 @@ class Settings:
     max_unauthenticated_per_source: int
     handshake_timeout: float
     login_timeout: float
+    finished_jobs_kept: int
+    finished_jobs_seconds: float
+    max_running_jobs: int
     audit_enabled: bool
     audit_retention_days: int
     audit_key_file: Path
@@ -243,6 +246,9 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         audit_enabled=_bool(raw, "audit_enabled", True),
         audit_retention_days=_num(raw, "audit_retention_days", 90, int, 0, 36500),
         audit_key_file=Path(_str(raw, "audit_key_file", "") or state_dir / "audit.key").expanduser(),
+        finished_jobs_kept=_num(raw, "finished_jobs_kept", 1000, int, 0, 1_000_000),
+        finished_jobs_seconds=_num(raw, "finished_jobs_seconds", 86400.0, float, 0, 365 * 86400),
+        max_running_jobs=_num(raw, "max_running_jobs", 100, int, 1, 100_000),
         onedrive_token_url=_url(raw, "onedrive_token_url",
                                 "https://login.microsoftonline.com/common/oauth2/v2.0/token"),
         https_proxy=_proxy(raw, "https_proxy"),

@@ -111,7 +111,9 @@ async def test_logout_ends_subscriptions_and_login(daemon: Daemon) -> None:
 
 async def test_set_options(daemon: Daemon) -> None:
     peer = await daemon.connect()
-    assert await peer.call("core.set_options", {"legacy_jobs": False, "private_methods": True}) is None
+    # Like TrueNAS: the answer is every option (truenas_api_client reads legacy_jobs from it)
+    assert await peer.call("core.set_options", {"legacy_jobs": False, "private_methods": True}) == {
+        "legacy_jobs": False, "private_methods": True, "py_exceptions": False}
     reply = await peer.request("core.set_options", {"legacy_jobs": "no"})
     assert reply["error"]["data"]["extra"][0][:2] == ["core_set_options.legacy_jobs",
                                                       "Input should be a valid boolean"]

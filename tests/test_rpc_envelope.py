@@ -49,8 +49,8 @@ async def test_id_echoed_with_its_type(daemon: Daemon) -> None:
 
 
 async def test_result_key_present_when_null(daemon: Daemon) -> None:
-    peer = await daemon.connect()
-    text, reply = await raw_reply(peer, '{"jsonrpc":"2.0","id":1,"method":"core.set_options","params":[{}]}')
+    peer = await daemon.root()
+    text, reply = await raw_reply(peer, '{"jsonrpc":"2.0","id":1,"method":"core.unsubscribe","params":["none"]}')
     assert '"result":null' in text.replace(" ", "")
     assert reply == {"jsonrpc": "2.0", "id": 1, "result": None}
 

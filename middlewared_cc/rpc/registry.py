@@ -51,6 +51,8 @@ class Method:
     public: bool  # callable before login
     schema: str  # prefix of error attribute paths, e.g. "cloud_sync_credentials_create"
     pass_raw: bool  # the handler validates its own arguments (provider-driven shapes)
+    job: bool = False  # runs as a job: handler(call, job, *params); the call answers a job id (jobs/)
+    abortable: bool = True  # a job core.job_abort may cancel
 
     def validate(self, args: list[Any]) -> list[Any]:
         """The validated arguments, or ValidationErrors listing every problem."""
@@ -94,6 +96,7 @@ class Method:
             "public": self.public,
             "accepts": params,
             "returns": TypeAdapter(self.result).json_schema(),
+            "job": self.job,
         }
 
 
@@ -116,14 +119,20 @@ class MethodSet:
     methods: list[Method] = field(default_factory=list)
 
     def method(self, name: str, *, role: str | None = None, public: bool = False,
-               schema: str | None = None, raw: bool = False) -> Callable[[Handler], Handler]:
-        """Declare ``handler(call, *params)`` as RPC method ``name``."""
+               schema: str | None = None, raw: bool = False, job: bool = False,
+               abortable: bool = True) -> Callable[[Handler], Handler]:
+        """Declare ``handler(call, *params)`` as RPC method ``name``.
+
+        With ``job`` the method runs as a job: ``handler(call, job, *params)``, where ``job`` (a
+        ``middlewared_cc.jobs.Job``) takes ``set_progress``; validation and the role check still answer
+        the call at once, and the handler's return value becomes the job's result.
+        """
 
         def register(handler: Handler) -> Handler:
             hints = typing.get_type_hints(handler, include_extras=True)
             sig = inspect.signature(handler)
             params = []
-            for pname, p in list(sig.parameters.items())[1:]:
+            for pname, p in list(sig.parameters.items())[2 if job else 1:]:
                 ann = hints.get(pname, Any)
                 if ann is int:  # ids reach SQLite, whose integers are signed 64-bit
                     ann = Int64
@@ -140,7 +149,7 @@ class MethodSet:
             self.methods.append(Method(
                 name=name, handler=handler, doc=doc, params=tuple(params),
                 result=hints.get("return", Any), role=role, public=public,
-                schema=schema or name.replace(".", "_"), pass_raw=raw,
+                schema=schema or name.replace(".", "_"), pass_raw=raw, job=job, abortable=abortable,
             ))
             return handler
 

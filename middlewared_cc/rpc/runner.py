@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from middlewared_cc.audit.recorder import errno_of
 from middlewared_cc.context import Services
 from middlewared_cc.errors import CallError, ValidationErrors
+from middlewared_cc.jobs import Job
 from middlewared_cc.rpc.dispatch import execute
 from middlewared_cc.rpc.errors import Incident, MethodNotFound
 from middlewared_cc.session import Session
@@ -59,10 +60,20 @@ async def settle(services: Services, session: Session, method: str, params: list
         audit.leave(token)
 
 
-async def _settle(services: Services, session: Session, method: str, params: list[Any]) -> Any:
-    """The method's result; raises a Failure only (any unexpected exception is logged as an incident)."""
+async def _settle(services: Services, session: Session, method: str, params: list[Any], *,
+                 message_id: Any = None) -> Any:
+    """The method's result; raises a Failure only (any unexpected exception is logged as an incident).
+
+    A job method answers its job id at once; on a connection that set ``legacy_jobs`` off (as
+    truenas_api_client and ``midclt-cc call -j`` do) it answers when the job ends, with the job's result
+    or failure, having announced the job (with this call's id in ``message_ids``) in a ``core.get_jobs``
+    event first. Either way the job is not the call's: the caller hanging up leaves it running.
+    """
     try:
-        return await execute(services, session, method, params)
+        value = await execute(services, session, method, params, message_id=message_id)
+        if isinstance(value, Job):
+            return value.id if session.options.get("legacy_jobs", True) else await value.wait()
+        return value
     except (MethodNotFound, ValidationErrors, CallError, asyncio.CancelledError):
         raise
     except Exception as exc:  # noqa: BLE001 - the wire boundary: a bug becomes an incident id for the client
@@ -107,7 +118,7 @@ class Runner:
         """The frame answering one call: its result, or its failure, in this protocol's framing."""
         framing, started = self.framing, time.perf_counter()
         try:
-            value = await settle(self.services, self.session, method, params)
+            value = await settle(self.services, self.session, method, params, message_id=ident)
         except (MethodNotFound, ValidationErrors, CallError, Incident) as failure:
             self.services.metrics.calls.done(method, failure, started)
             return framing.failure(ident, method, failure)

@@ -7,16 +7,21 @@ refresh tokens (Box) would otherwise kill the credential.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import AfterValidator, Field
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.jobs import Job
 from middlewared_cc.providers.declaration import Provider
+from middlewared_cc.query import parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
-from middlewared_cc.services import tokens
+from middlewared_cc.services import credential_query, tokens
 from middlewared_cc.services.credentials import shape_of
 from middlewared_cc.services.keychain import private_key_pem
 from middlewared_cc.store import credentials as store
@@ -176,3 +181,79 @@ async def onedrive_list_drives(call: Call, data: OneDriveArgs) -> list[dict[str,
     return await rclone_listing.onedrive_list_drives(
         data.client_id, data.client_secret, data.token, on_token=refreshed,
         graph_url=settings.onedrive_graph_url, token_url=settings.onedrive_token_url, outbound=services.outbound)
+
+
+def _query_filters(filters: list[Any]) -> list[Any]:
+    try:
+        parse_query(filters, {})
+    except ValidationErrors as exc:  # reported at once, at the attribute path of the argument
+        raise ValueError("; ".join(f"{e.attribute}: {e.message}" for e in exc.errors[:5])) from None
+    return filters
+
+
+class VerifyAllArgs(Model):
+    filters: Annotated[list[Any], AfterValidator(_query_filters)] = Field(default_factory=list)
+
+
+async def _verify_stored(services: Services, cred: store.StoredCredential) -> dict[str, Any]:
+    """``{id, name, valid, reason}`` of one stored credential; never raises for the credential's sake."""
+    from middlewared_cc.rclone.verify import verify as rclone_verify
+
+    out: dict[str, Any] = {"id": cred.id, "name": cred.name, "valid": False, "reason": None}
+    if cred.undecryptable:
+        return {**out, "reason": "undecryptable"}
+    if cred.provider not in services.providers:
+        return {**out, "reason": "unsupported"}
+    provider, attrs = services.providers.get(cred.provider), cred.attributes
+    try:
+        key_pem = await _key_pem(services, provider, attrs)
+        async with services.verify_slots:
+            outcome = await rclone_verify(await engine(services), provider, attrs, key_pem=key_pem,
+                                          timeout=services.settings.verify_timeout)
+    except CallError as exc:  # rcd down or restarting (RcloneUnavailable), a keychain key gone
+        return {**out, "reason": "unavailable" if exc.errno == errno.EAGAIN else "not_found"}
+    except ValueError:  # a stored value rclone's config could not carry safely
+        return {**out, "reason": "unsupported"}
+    if outcome.token is not None:
+        await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
+    return {**out, "valid": outcome.valid, "reason": outcome.reason}
+
+
+@methods.method("cloudsync.credentials.verify_all", role=_roles.CLOUD_SYNC_WRITE, job=True)
+async def verify_all(call: Call, job: Job, options: VerifyAllArgs = VerifyAllArgs()) -> list[dict[str, Any]]:  # noqa: B008
+    """Verify every stored credential matching ``filters`` (all of them by default), as a job.
+
+    Runs as many at once as ``max_concurrent_verifies`` allows (shared with every other verify), reports
+    progress per credential, and returns ``[{id, name, valid, reason}]`` in id order. ``reason`` is as
+    for cloudsync.credentials.verify, or ``undecryptable``, ``unavailable`` (rclone down). Aborting the
+    job stops it at once and cancels the verifies in flight.
+    """
+    services = call.services
+    found = await credential_query.run(call, options.filters, {"select": ["id"]})
+    assert isinstance(found, list)
+    creds = [c for c in (services.credentials.get(row["id"]) for row in found) if c is not None]
+    total = len(creds)
+    job.set_description(f"Verifying {total} cloud credential{'s' if total != 1 else ''}")
+    job.set_progress(0, f"0 of {total} verified", {"done": 0, "total": total, "valid": 0})
+    if not creds:
+        return []
+    await engine(services)  # rclone that cannot start fails the job once, not each credential
+    results: list[dict[str, Any] | None] = [None] * total
+    pending = iter(range(total))
+    done = valid = 0
+
+    async def worker() -> None:
+        nonlocal done, valid
+        for index in pending:
+            result = await _verify_stored(services, creds[index])
+            results[index] = result
+            done += 1
+            valid += bool(result["valid"])
+            job.set_progress(100 * done / total, f"{done} of {total} verified: {result['name']}",
+                             {"done": done, "total": total, "valid": valid})
+
+    # Cancelling the job cancels the group, and so every verify in flight (and rcd's work for it).
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(services.verify_slots.limit, total)):
+            group.create_task(worker())
+    return [r for r in results if r is not None]
