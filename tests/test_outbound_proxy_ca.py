@@ -26,6 +26,7 @@ import pytest
 from middlewared_cc.outbound import BUNDLE_NAME, Outbound
 from middlewared_cc.rclone.rcd import RcloneDaemon
 from tests.conftest import Peer
+from tests.servers.http_files import HTTPServer
 from tests.servers.intercept_proxy import InterceptProxy, tls_front
 from tests.servers.oauth import OAuthServer
 from tests.servers.s3 import S3Server
@@ -97,7 +98,7 @@ def test_rcd_environment_and_bundle(intercept_proxy: InterceptProxy, tmp_path: P
 
 
 @asynccontextmanager
-async def daemon(tmp: Path, **settings: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], Peer, Path]]:
+async def daemon(tmp: Path, **settings: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, Peer, Path]]:
     """The daemon with these settings (and a DEBUG log file); yields it, a root peer and the log's path."""
     state, log = tmp / "state", tmp / "daemon.log"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -105,13 +106,13 @@ async def daemon(tmp: Path, **settings: str) -> AsyncIterator[tuple[subprocess.P
     env.update(MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN="", MIDDLEWARED_CC_LOG_LEVEL="DEBUG",
                MIDDLEWARED_CC_LOG_FILE=str(log))
     env.update({f"MIDDLEWARED_CC_{k.upper()}": v for k, v in settings.items()})
-    proc = subprocess.Popen([str(BIN)], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(str(BIN), env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     sock = state / "middlewared.sock"
     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)))
     try:
         for _ in range(400):
-            if proc.poll() is not None:
-                raise AssertionError(f"daemon exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            if proc.returncode is not None:
+                raise AssertionError(f"daemon exited: {(await proc.stderr.read()).decode() if proc.stderr else ''}")
             try:
                 peer = Peer(await session.ws_connect("http://localhost/api/current"))
                 break
@@ -122,12 +123,13 @@ async def daemon(tmp: Path, **settings: str) -> AsyncIterator[tuple[subprocess.P
         yield proc, peer, log
     finally:
         await session.close()
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()
 
 
 def s3_object(s3: S3Server, endpoint: str) -> dict[str, Any]:
@@ -220,6 +222,20 @@ async def test_onedrive_drive_listing_goes_through_the_proxy(
     async with daemon(tmp_path / "noca", https_proxy=intercept_proxy.url) as (_, peer, _log):
         reply = await peer.request("cloudsync.onedrive_list_drives", args)
     assert "error" in reply and "Cannot reach Microsoft Graph" in orjson.dumps(reply).decode(), reply
+
+
+async def test_plain_http_goes_through_http_proxy_unless_no_proxy(
+        tmp_path: Path, http_server: HTTPServer, intercept_proxy: InterceptProxy) -> None:
+    intercept_proxy.add_route("files-mwcc", http_server.port)
+    before = len(intercept_proxy.forwarded())
+    async with daemon(tmp_path / "d", http_proxy=intercept_proxy.url, no_proxy="skipped-mwcc.invalid") as (_, peer, _log):
+        out = await peer.call("cloudsync.credentials.verify", {"type": "HTTP", "url": "http://files-mwcc/"})
+        assert out["valid"] is True, out
+        assert any(f.startswith("GET http://files-mwcc/") for f in intercept_proxy.forwarded()[before:])
+        # A no_proxy host goes direct: it does not resolve here, and the proxy never hears of it.
+        out = await peer.call("cloudsync.credentials.verify", {"type": "HTTP", "url": "http://skipped-mwcc.invalid/"})
+        assert out["valid"] is False and out["reason"] == "cannot_connect", out
+    assert not any("skipped-mwcc.invalid" in f for f in intercept_proxy.forwarded())
 
 
 async def test_unknown_hosts_are_refused_by_the_proxy(tmp_path: Path, intercept_proxy: InterceptProxy) -> None:
