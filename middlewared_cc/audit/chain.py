@@ -98,11 +98,12 @@ async def check(key: bytes, anchor: str | None, rows: AsyncIterator[Mapping[str,
         ident = int(row["id"])
         verdict.first = ident if verdict.first is None else verdict.first
         verdict.checked += 1
+        if ident > previous.id + 1:  # named by the first id missing
+            missing = "is" if ident == previous.id + 2 else f"to {ident - 1} are"
+            verdict.broken = Broken(previous.id + 1, f"record {previous.id + 1} {missing} missing (deleted)")
+            break
         if ident != previous.id + 1:
-            missing = f"{previous.id + 1}" if ident == previous.id + 2 else f"{previous.id + 1} to {ident - 1}"
-            reason = (f"record {missing} is missing (deleted)" if ident > previous.id + 1
-                      else "out of order (its id does not follow the record before)")
-            verdict.broken = Broken(ident, reason)
+            verdict.broken = Broken(ident, "out of order: its id does not follow the record before")
             break
         expected = digest(key, previous.hash, row)
         if not hmac.compare_digest(expected, str(row["hash"])):
