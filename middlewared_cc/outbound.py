@@ -85,7 +85,7 @@ def _proxy_route(value: str) -> ProxyRoute | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Exception:
+class _NoProxyEntry:
     """One ``no_proxy`` entry."""
 
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
@@ -94,7 +94,7 @@ class _Exception:
     port: int | None
 
     @classmethod
-    def parse(cls, entry: str) -> _Exception | None:
+    def parse(cls, entry: str) -> _NoProxyEntry | None:
         entry = entry.strip().lower()
         if not entry:
             return None
@@ -148,9 +148,9 @@ class Outbound:
         self.ca_file = ca_file
         self._settings = {"https": https_proxy, "http": http_proxy, "no": no_proxy}
         self._routes = {"https": _proxy_route(https_proxy), "http": _proxy_route(http_proxy)}
-        entries = [_Exception.parse(e) for e in no_proxy.split(",")]
+        entries = [_NoProxyEntry.parse(e) for e in no_proxy.split(",")]
         self._everything_direct = any(e.strip() == "*" for e in no_proxy.split(","))
-        self._exceptions = tuple(e for e in entries if e is not None and e.domain != "*")
+        self._direct = tuple(e for e in entries if e is not None and e.domain != "*")
         self._secrets = _credential_forms(https_proxy, http_proxy)
         self._context: ssl.SSLContext | None = None
         self._context_lock = asyncio.Lock()
@@ -212,7 +212,7 @@ class Outbound:
         if host == "localhost" or (ip is not None and ip.is_loopback):
             return None
         port = url.port or (443 if url.scheme == "https" else 80)
-        if any(e.matches(host, ip, port) for e in self._exceptions):
+        if any(e.matches(host, ip, port) for e in self._direct):
             return None
         return route
 
