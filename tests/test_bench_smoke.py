@@ -128,3 +128,26 @@ def test_templates_and_percentiles() -> None:
 def test_percentile_bounds(fraction: float) -> None:
     """The extremes stay inside the list."""
     assert percentile([1.0, 2.0, 3.0], fraction) in (1.0, 3.0)
+
+
+def test_ui_smoke(tmp_path: Path) -> None:
+    """`bench.ui` on 50 stored credentials with a few samples of each measure: it runs the page in chromium
+    beside its references, writes its RESULTS.md section in place and sends nothing to another host.
+    Timings are not judged here (the exit status is, so only the JSON is checked)."""
+    from tests.ui.browser import require_chromium
+
+    require_chromium()
+    report, raw = tmp_path / "RESULTS.md", tmp_path / "ui.json"
+    report.write_text("# Benchmark results\n\nkept\n")
+    command = [sys.executable, "-m", "bench.ui", "--stored", "50", "--navigations", "2", "--forms", "2",
+               "--changes", "5", "--json", str(raw), "--write-results", "--out", str(report)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert raw.exists(), done.stderr[-3000:]
+    result = orjson.loads(raw.read_bytes())
+    assert result["foreign_requests"] == []
+    for key in ("navigation", "form", "live"):
+        for side in ("daemon", "reference"):
+            assert result[key][side]["n"] > 0 and result[key][side]["p50"] > 0, (key, side, result[key])
+    text = report.read_text()
+    assert "kept" in text and "<!-- ui:begin -->" in text and "bench.ui" in text

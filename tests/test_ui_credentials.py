@@ -226,15 +226,19 @@ def test_delete_asks_naming_the_credential(ui: UI) -> None:
     ui.daemon.call("cloudsync.credentials.create", {"name": "old files", "provider": {"type": "HTTP", "url": "http://a/"}})
     ui.daemon.call("cloudsync.credentials.create", {"name": "keep", "provider": {"type": "HTTP", "url": "http://b/"}})
     ui.login_as_admin()
+    confirm = ui.page.get_by_role("dialog", name=re.compile("^delete", re.IGNORECASE)).or_(
+        ui.page.get_by_role("alertdialog"))
+    # From the list's row: asked, and Cancel keeps it.
+    ui.row("old files").get_by_role("button", name="Delete").click()
+    expect(confirm).to_contain_text('"old files"')
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(confirm).to_be_hidden()
+    assert len(ui.daemon.call("cloudsync.credentials.query")) == 2
+    # From its form: asked again, and Confirm deletes it.
     ui.edit("old files")
     ui.button("Delete").click()
-    dialog = ui.page.get_by_role("alertdialog")
-    expect(dialog).to_contain_text('"old files"')
-    dialog.get_by_role("button", name="Cancel").click()
-    expect(dialog).to_be_hidden()
-    assert len(ui.daemon.call("cloudsync.credentials.query")) == 2
-    ui.button("Delete").click()
-    dialog.get_by_role("button", name=re.compile(r"^(delete|yes|confirm)$", re.IGNORECASE)).click()
+    expect(confirm).to_contain_text('"old files"')
+    confirm.get_by_role("button", name=re.compile(r"^(delete|yes|confirm)$", re.IGNORECASE)).click()
     expect(ui.row("old files")).to_have_count(0)
     assert [c["name"] for c in ui.daemon.call("cloudsync.credentials.query")] == ["keep"]
 

@@ -32,6 +32,8 @@ DaemonFactory = Callable[..., ThreadDaemon]
 
 @pytest.fixture(scope="session")
 def ui_loop() -> Iterator[LoopThread]:
+    for stale in SCREENSHOTS.glob("failed-*.png"):  # from an earlier session
+        stale.unlink()
     loop = LoopThread()
     yield loop
     loop.close()
