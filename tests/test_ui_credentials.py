@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -193,7 +194,31 @@ def test_a_pasted_non_token_is_named_as_such(ui: UI) -> None:
     ui.choose_provider("Dropbox")
     ui.field("Access Token").fill("this is not a token")
     ui.field("Name").focus()
-    expect(ui.field("Access Token")).to_have_accessible_description(re.compile("token", re.IGNORECASE))
+    ui.save()
+    token = ui.field("Access Token")
+    expect(token).to_have_attribute("aria-invalid", "true")
+    expect(token).to_have_accessible_description(re.compile("not a token", re.IGNORECASE))
+    expect(token).to_be_focused()
+    assert ui.daemon.call("cloudsync.credentials.query") == []
+
+
+def test_verify_shows_it_is_working_and_can_be_cancelled(ui: UI) -> None:
+    """A server that accepts the connection and never answers: elapsed time and Cancel while it hangs."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        ui.login_as_admin()
+        ui.add()
+        ui.fill({"Name": "hangs"})
+        ui.choose_provider("FTP")
+        ui.fill({"Host": "127.0.0.1", "Port": str(silent.getsockname()[1]), "Username": "u", "Password": "p"})
+        ui.button("Verify Credential").click()
+        busy = ui.page.get_by_role("status").filter(has=ui.page.get_by_role("button", name="Cancel"))
+        expect(busy).to_contain_text(re.compile(r"\d+ s"))
+        expect(ui.button("Verify Credential")).to_be_disabled()
+        busy.get_by_role("button", name="Cancel").click()
+        expect(ui.page.get_by_role("status").filter(has_text=re.compile("cancel", re.IGNORECASE))).to_be_visible()
+        expect(ui.button("Verify Credential")).to_be_enabled()
 
 
 def test_daemon_errors_land_on_their_fields_and_focus_the_first(ui: UI) -> None:

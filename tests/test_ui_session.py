@@ -155,5 +155,33 @@ def test_axe_finds_nothing_serious_on_login_list_and_form(
     ui.choose_provider("Amazon S3")
     ui.open_group("Advanced Options")
     found["S3 form"] = axe_violations(ui.page)
+    # The dark scheme has colours of its own: check its contrast too.
+    dark = ui_factory(ui_daemon, bypass_csp=True, color_scheme="dark")
+    dark.login_as_admin()
+    dark.row("moto").wait_for()
+    found["list, dark"] = axe_violations(dark.page)
+    dark.add()
+    dark.choose_provider("Amazon S3")
+    dark.open_group("Advanced Options")
+    found["S3 form, dark"] = axe_violations(dark.page)
     bad = {where: describe_violations(v) for where, v in found.items() if v}
     assert not bad, "\n".join(f"{where}:\n{text}" for where, text in bad.items())
+
+
+def test_follows_the_light_or_dark_preference(
+        ui_factory: Callable[..., UI], ui_daemon: ThreadDaemon) -> None:
+    shades = {}
+    for scheme in ("light", "dark"):
+        ui = ui_factory(ui_daemon, color_scheme=scheme)
+        ui.login_as_admin()
+        shades[scheme] = _luminance(ui, "body")
+    assert shades["light"] > 0.5 > shades["dark"], shades
+
+
+def _luminance(ui: UI, selector: str) -> float:
+    """Relative luminance (0 black .. 1 white) of the element's background colour."""
+    rgb: list[float] = ui.page.evaluate(
+        """s => getComputedStyle(document.querySelector(s)).backgroundColor
+              .match(/[\\d.]+/g).slice(0, 3).map(Number)""", selector)
+    r, g, b = (c / 255 for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
