@@ -198,3 +198,22 @@ async def test_each_app_has_its_own_registry(daemon: Daemon, tmp_path: Path) -> 
         assert not any(name.startswith(P) for name in REGISTRY._names_to_collectors)
     finally:
         await runner.cleanup()
+
+
+async def test_jobs_and_audit_records(daemon: Daemon, http_server: Any) -> None:
+    root = await daemon.root()
+    before = parse(await scrape(daemon, unix=True))
+    await root.call("cloudsync.credentials.create", {"name": NAME, "provider": http_server.provider_object()})
+    await root.call("core.set_options", {"legacy_jobs": False})  # the call answers when its job ends
+    results = await root.call("cloudsync.credentials.verify_all")
+    assert [r["valid"] for r in results] == [True]
+    body = await scrape(daemon, unix=True)
+    after = parse(body)
+    assert value(after, f"{P}_jobs_finished_total", state="SUCCESS") \
+        - value(before, f"{P}_jobs_finished_total", state="SUCCESS") == 1
+    assert value(after, f"{P}_jobs", state="SUCCESS") >= 1 and value(after, f"{P}_jobs", state="RUNNING") == 0
+    # verify_all's verifies count like single ones
+    assert value(after, f"{P}_verifies_total", provider="HTTP", outcome="valid") == 1
+    # the create and the job were audited (audit_enabled is on by default)
+    assert value(after, f"{P}_audit_records_total") > value(before, f"{P}_audit_records_total")
+    assert NAME not in body and CANARY not in body

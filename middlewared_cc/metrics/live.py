@@ -1,13 +1,15 @@
 """What is read from the daemon's state when /metrics is scraped rather than counted as it happens:
-sessions, connections, calls in flight, rclone restarts, event subscribers cut, stored credentials.
+sessions, connections, calls in flight, rclone restarts, event subscribers cut, stored credentials, jobs
+(jobs.JobManager's counts) and audit records (audit.Auditor's count).
 
 Reading at scrape time costs the serving paths nothing. Every label value comes from a fixed set (the
-protocol names, the guard's three actions, the registry's provider types), never from a caller.
+protocol names, the guard's three actions, the registry's provider types, the job states), never from a
+caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,8 +35,6 @@ class LiveCollector:
         self.prefix = prefix
         self.services: Services | None = None
         self.guard: GuardCounts | None = None
-        # Jobs by state right now, from the jobs room once it is wired (see Metrics.watch_jobs).
-        self.job_states: Callable[[], Mapping[str, int]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         services, p = self.services, self.prefix
@@ -81,8 +81,16 @@ class LiveCollector:
         for provider, count in sorted(by_provider.items()):
             stored.add_metric([provider], count)
         yield stored
-        if self.job_states is not None:
-            jobs = GaugeMetricFamily(f"{p}_jobs", "Jobs kept now, by state.", labels=["state"])
-            for state, count in sorted(self.job_states().items()):
-                jobs.add_metric([state], count)
-            yield jobs
+        held = GaugeMetricFamily(f"{p}_jobs", "Jobs kept now (running, waiting, or finished and not yet "
+                                 "trimmed), by state.", labels=["state"])
+        for state, count in sorted(services.jobs.counts().items()):
+            held.add_metric([state], count)
+        yield held
+        ended = CounterMetricFamily(f"{p}_jobs_finished", "Jobs ended since start, by final state.",
+                                    labels=["state"])
+        for state, count in sorted(services.jobs.ended.items()):
+            ended.add_metric([state], count)
+        yield ended
+        audit = services.audit
+        yield CounterMetricFamily(f"{p}_audit_records", "Audit records stored since start.",
+                                  value=audit.stored if audit is not None else 0)

@@ -9,9 +9,9 @@ Who records what (each a line or two at the place it happens, through ``Services
 - the call runner: every call (``calls``, see tally.py);
 - cloudsync.credentials.verify: every verify, by provider type and reason (``verified``);
 - the batch writer: every committed batch, its size and how long it took (``committed``);
-- the jobs and audit rooms: ``job_finished``, ``watch_jobs`` and ``audit_recorded``;
-- the rest (sessions, connections, rclone restarts, event subscribers cut, stored credentials) is read
-  from the live state at scrape time (live.py).
+- the rest (sessions, connections, rclone restarts, event subscribers cut, stored credentials, jobs and
+  audit records) is read from the live state at scrape time (live.py): the jobs and audit rooms keep
+  their own counts.
 
 No label carries a secret or a credential's name: label values are method names from the registry,
 provider type ids, reason keys, job states and errno names.
@@ -19,7 +19,7 @@ provider type ids, reason keys, job states and errno names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -72,17 +72,12 @@ class Metrics:
         self._commit_seconds = Histogram(f"{PREFIX}_write_commit_duration_seconds", "Time from the start "
                                          "of a batch's transaction to its writes being settled.",
                                          buckets=COMMIT_BUCKETS, registry=r)
-        self._jobs = Counter(f"{PREFIX}_jobs_finished", "Jobs that ended, by method and final state.",
-                             ["method", "state"], registry=r)
-        self._audit = Counter(f"{PREFIX}_audit_records", "Audit records stored.", registry=r)
         self._providers: frozenset[str] = frozenset()
-        self._methods: frozenset[str] = frozenset()
 
     def bind(self, services: Services, guard: GuardCounts | None) -> None:
         """Wire this app's live state in: run once its Services exist (web.ops does, on start-up)."""
-        self._methods = frozenset(method.name for method in services.methods)
         self._providers = frozenset(provider.type for provider in services.providers)
-        self.calls.know(self._methods)
+        self.calls.know(method.name for method in services.methods)
         self.live.services, self.live.guard = services, guard
         services.writer.committed = self.committed
 
@@ -103,15 +98,3 @@ class Metrics:
         """The batch writer settled a batch of ``size`` writes in ``seconds``."""
         self._batch_size.observe(size)
         self._commit_seconds.observe(seconds)
-
-    def job_finished(self, method: str, state: str) -> None:
-        """Hook for the jobs room: a job of ``method`` (a registry name) ended in ``state``."""
-        self._jobs.labels(method if method in self._methods else UNKNOWN, state).inc()
-
-    def watch_jobs(self, states: Callable[[], Mapping[str, int]]) -> None:
-        """Hook for the jobs room: ``states()`` counts the jobs kept now, by state, at each scrape."""
-        self.live.job_states = states
-
-    def audit_recorded(self, count: int = 1) -> None:
-        """Hook for the audit room: ``count`` records were stored."""
-        self._audit.inc(count)

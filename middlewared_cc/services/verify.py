@@ -214,6 +214,7 @@ async def _verify_stored(services: Services, cred: store.StoredCredential) -> di
         return {**out, "reason": "unavailable" if exc.errno == errno.EAGAIN else "not_found"}
     except ValueError:  # a stored value rclone's config could not carry safely
         return {**out, "reason": "unsupported"}
+    services.metrics.verified(provider.type, outcome.valid, outcome.reason)
     if outcome.token is not None:
         await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
     return {**out, "valid": outcome.valid, "reason": outcome.reason}
