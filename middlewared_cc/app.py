@@ -21,7 +21,7 @@ from middlewared_cc.rpc import jsonrpc
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.rpc.guard import GUARD, ConnectionGuard
 from middlewared_cc.rpc.registry import MethodSet, Registry
-from middlewared_cc.services import api_keys, auth, config, core, credentials, keychain, users, verify
+from middlewared_cc.services import api_keys, auth, config, core, credentials, keychain, oauth, users, verify
 from middlewared_cc.services import audit as audit_service
 from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
@@ -29,6 +29,7 @@ from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.keys import load_sealer
 from middlewared_cc.store.preflight import check_integrity
 from middlewared_cc.store.writer import BatchWriter
+from middlewared_cc.web import oauth_routes as web_oauth
 from middlewared_cc.web import ops as web_ops
 from middlewared_cc.web import routes as web_routes
 
@@ -40,7 +41,8 @@ EVENT_NAMES = {credentials.COLLECTION, "core.get_jobs"}
 def method_sets() -> list[MethodSet]:
     """Every service module's methods. Adding a service is one line here."""
     return [core.methods, auth.methods, users.methods, api_keys.methods, credentials.methods,
-            verify.methods, keychain.methods, config.methods, audit_service.methods]
+            verify.methods, keychain.methods, config.methods, audit_service.methods,
+            oauth.methods]
 
 
 async def _legacy(request: web.Request) -> web.StreamResponse:
@@ -81,6 +83,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             # The audit trail: every record goes through the writer, in the transaction of the call's write.
             services.audit = auditor = await Auditor.open(settings, engine, services.providers)
             auditor.methods, auditor.writer, services.writer.journal = services.methods, services.writer, auditor
+            services.jobs.on_end = auditor.job_ended
             # An rcd left behind by a killed daemon is ended now, not when the next verify starts one.
             await asyncio.to_thread(end_stale, settings.runtime_dir / "rclone")
             services.writer.start()
@@ -106,4 +109,5 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
     app.router.add_get("/websocket", _legacy)
     web_routes.add(app)  # the Cloud Credentials page at /ui/
     web_ops.add(app)  # /metrics, /healthz, /readyz
+    web_oauth.add(app)  # /oauth/callback, /oauth/portal/<TYPE>
     return app

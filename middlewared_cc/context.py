@@ -14,6 +14,7 @@ from middlewared_cc.events import EventHub
 from middlewared_cc.jobs import JobManager
 from middlewared_cc.logs import IncidentLog
 from middlewared_cc.metrics import Metrics
+from middlewared_cc.oauth import OAuthState
 from middlewared_cc.outbound import Outbound
 from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.session import Principal, Session
@@ -53,6 +54,7 @@ class Services:
     rotation: asyncio.Task[int] | None = None  # the key rotation running or last run (config.py)
     audit: Auditor | None = None  # the audit trail (audit/); the call runner records through it
     metrics: Metrics = field(default_factory=Metrics)  # what /metrics shows (metrics/recorder.py)
+    oauth: OAuthState = field(default_factory=OAuthState)  # OAuth logins in progress, token health (oauth/)
 
     @functools.cached_property
     def outbound(self) -> Outbound:

@@ -7,6 +7,7 @@ Loading settings never touches the disk beyond reading the config file.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import ssl
 import tomllib
@@ -14,6 +15,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 ENV_PREFIX = "MIDDLEWARED_CC_"
@@ -63,6 +65,9 @@ class Settings:
     no_proxy: str
     ca_file: str
     metrics_allow_unauthenticated_local: bool
+    oauth: Mapping[str, tuple[str, str]]  # [oauth.<TYPE>] client_id, client_secret: the daemon's own logins
+    oauth_callback_url: str
+    oauth_portal_origins: tuple[str, ...]
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -256,7 +261,52 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         no_proxy=_str(raw, "no_proxy", "").strip(),
         ca_file=_ca_file(raw),
         metrics_allow_unauthenticated_local=_bool(raw, "metrics_allow_unauthenticated_local", False),
+        oauth=_oauth_clients(raw),
+        oauth_callback_url=_oauth_callback(raw),
+        oauth_portal_origins=_origins(raw, "oauth_portal_origins"),
     )
+
+
+def _oauth_clients(raw: dict[str, Any]) -> Mapping[str, tuple[str, str]]:
+    """``[oauth.DROPBOX] client_id = "..." client_secret = "..."``; from the environment, the same as JSON."""
+    value = raw.get("oauth", {})
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise SettingsError("oauth: must be a table (or JSON object) of provider sections") from None
+    if not isinstance(value, dict):
+        raise SettingsError("oauth: must be a table of provider sections such as [oauth.DROPBOX]")
+    clients: dict[str, tuple[str, str]] = {}
+    for ptype, section in value.items():
+        key = f"oauth.{ptype}"
+        if not isinstance(section, dict) or set(section) - {"client_id", "client_secret"}:
+            raise SettingsError(f"{key}: only client_id and client_secret may be set")
+        client_id, secret = _str(section, "client_id", ""), _str(section, "client_secret", "")
+        if not client_id:
+            raise SettingsError(f"{key}: client_id is required")
+        clients[str(ptype).upper()] = (client_id, secret)
+    return MappingProxyType(clients)
+
+
+def _oauth_callback(raw: dict[str, Any]) -> str:
+    value = _str(raw, "oauth_callback_url", "")
+    if value and (not value.startswith(("https://", "http://")) or not value.rstrip("/").endswith("/oauth/callback")):
+        raise SettingsError("oauth_callback_url: must be the daemon's https URL ending in /oauth/callback")
+    return value
+
+
+def _origins(raw: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = raw.get(key, [])
+    if isinstance(value, str):  # from the environment: comma-separated
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"{key}: must be a list of origins")
+    for origin in value:
+        parts = urllib.parse.urlsplit(origin)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/"):
+            raise SettingsError(f"{key}: {origin[:100]!r} is not an origin such as https://nas.example.com")
+    return tuple(v.rstrip("/") for v in value)
 
 
 def _default_rclone() -> str:

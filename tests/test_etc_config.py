@@ -17,7 +17,7 @@ def test_every_setting_is_documented() -> None:
     text = ETC.read_text()
     lines = text.splitlines()
     for name in documented:  # each key (or group of keys) has a comment right above it
-        index = next(i for i, line in enumerate(lines) if line.startswith(f"{name} ="))
+        index = next(i for i, line in enumerate(lines) if line.startswith((f"{name} =", f"[{name}]")))  # or a table
         while index > 0 and "=" in lines[index - 1] and not lines[index - 1].startswith("#"):
             index -= 1
         assert lines[index - 1].startswith("#"), name

@@ -18,8 +18,9 @@ from middlewared_cc.providers import REDACTED
 if TYPE_CHECKING:
     from middlewared_cc.providers.registry import ProviderRegistry
 
-# Substrings of argument names that hold a secret in some method.
-_SECRET_NAME = re.compile(r"pass|secret|token|key|otp|private|cookie|session", re.IGNORECASE)
+# Substrings of argument names that hold a secret in some method (code, state and redirect: an OAuth
+# login's authorization code, its state, and the pasted address holding both: cloudsync.oauth.finish).
+_SECRET_NAME = re.compile(r"pass|secret|token|key|otp|private|cookie|session|code|state|redirect", re.IGNORECASE)
 # A PEM private key or an API key (<id>-<64 letters/digits>) sent where no name says so.
 _SECRET_VALUE = re.compile(r"PRIVATE KEY|^\d+-[A-Za-z0-9]{64}$")
 # Names that match _SECRET_NAME yet are plain: they name which kind of secret, not the secret itself.

@@ -114,7 +114,8 @@ def listing_entry(provider: Provider) -> dict[str, Any]:
             {"property": spec.name, "schema": field_schema(spec) | _drive_listing_hint(provider, spec.name)}
             for spec in provider.fields
         ],
-        "credentials_oauth": provider.oauth_url,
+        # The daemon's own login page, speaking TrueNAS's portal protocol (web/oauth_routes.py).
+        "credentials_oauth": provider.oauth_url or (f"/oauth/portal/{provider.type}" if provider.oauth_flow else None),
         "buckets": provider.buckets,
         "bucket_title": provider.bucket_title,
     }
