@@ -41,6 +41,9 @@ TEXT = aiohttp.WSMsgType.TEXT
 BINARY = aiohttp.WSMsgType.BINARY
 
 NotificationCallback = Callable[[str, Any], None]
+# Given a job's fields as they stand after each core.get_jobs event about it (see Client.call_job).
+JobCallback = Callable[[dict[str, Any]], None]
+JOBS = "core.get_jobs"
 # What a waiting receiver accepts; None: any frame.
 Wants = Callable[[Any], bool] | None
 # Resolves a waiting caller's future when it is that caller's turn to read the socket.
@@ -108,6 +111,33 @@ def is_notification(frame: Any) -> bool:
     return type(frame) is dict and "id" not in frame
 
 
+class _JobWatch:
+    """A job call's view of core.get_jobs events: the job's id (from the event naming the call in
+    ``message_ids``) and its fields, merged event by event as truenas_api_client does."""
+
+    __slots__ = ("call_id", "callback", "fields", "job_id")
+
+    def __init__(self, call_id: int, callback: JobCallback | None) -> None:
+        self.call_id = call_id
+        self.callback = callback
+        self.job_id: Any = None
+        self.fields: dict[str, Any] = {}
+
+    def feed(self, params: dict[str, Any]) -> bool:
+        """Take one event's params; whether it was about this call's job."""
+        fields = params.get("fields")
+        if not isinstance(fields, dict):
+            return False
+        if self.job_id is None and self.call_id in (fields.get("message_ids") or ()):
+            self.job_id = params.get("id")
+        if self.job_id is None or params.get("id") != self.job_id:
+            return False
+        self.fields.update(fields)
+        if self.callback is not None:
+            self.callback(dict(self.fields))
+        return True
+
+
 class _Wait:
     """One caller waiting: for its call's reply, or for a frame it ``wants``."""
 
@@ -154,6 +184,8 @@ class Client:
         self._lost: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._job_watches: list[_JobWatch] = []
+        self._following_jobs = False
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -254,6 +286,40 @@ class Client:
         if "error" in reply:
             raise ClientCallError.from_error(reply["error"])
         return reply.get("result")
+
+    async def call_job(self, method: str, *params: Any, on_update: JobCallback | None = None,
+                       timeout: float | None = None) -> Any:
+        """Call job method ``method`` and return the job's result once it ends (or raise its error).
+
+        Follows the job as truenas_api_client does: the connection sets ``legacy_jobs`` off and subscribes
+        to ``core.get_jobs`` (once), the job's id comes from the event whose ``message_ids`` hold this
+        call's id, and the reply arrives when the job has ended. ``on_update`` gets the job's fields after
+        each event about it (``id``, ``state``, ``progress``, ...): how a caller shows progress, or learns
+        the id it would pass to ``core.job_abort``. Needs a background reader or a caller reading replies.
+        """
+        await self.follow_jobs(timeout=timeout)
+        self._check_open()
+        call_id = next(self._ids)
+        watch = _JobWatch(call_id, on_update)
+        wait = self._calls[call_id] = _Wait()
+        self._job_watches.append(watch)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.send({"jsonrpc": "2.0", "id": call_id, "method": method, "params": params})
+                reply: dict[str, Any] = await self._take(wait)
+        finally:
+            del self._calls[call_id]
+            self._job_watches.remove(watch)
+        if "error" in reply:
+            raise ClientCallError.from_error(reply["error"])
+        return reply.get("result")
+
+    async def follow_jobs(self, *, timeout: float | None = None) -> None:
+        """Set ``legacy_jobs`` off and subscribe to ``core.get_jobs`` on this connection (once)."""
+        if not self._following_jobs:
+            await self.call("core.set_options", {"legacy_jobs": False}, timeout=timeout)
+            await self.call("core.subscribe", JOBS, timeout=timeout)
+            self._following_jobs = True
 
     async def login_with_api_key(self, key: str, *, timeout: float | None = None) -> bool:
         """Log in with an API key; ``True`` on success."""
@@ -363,6 +429,8 @@ class Client:
                 if wait is not None and not wait.future.done():
                     wait.future.set_result(frame)
                     return
+            elif "id" not in frame and self._job_watches and self._feed_jobs(frame):
+                return  # a job call's progress: given to its watcher, not kept
             elif "id" not in frame and self._on_notification is not None:
                 method = frame.get("method")
                 self._on_notification(method if isinstance(method, str) else "", frame.get("params"))
@@ -376,6 +444,17 @@ class Client:
                 self.notifications.append(frame)
         elif len(self._inbox) < KEEP_LIMIT:
             self._inbox.append(frame)
+
+    def _feed_jobs(self, frame: dict[str, Any]) -> bool:
+        """Give a core.get_jobs event to every job call watching; whether one of them took it."""
+        params = frame.get("params")
+        if frame.get("method") != "collection_update" or not isinstance(params, dict) \
+                or params.get("collection") != JOBS:
+            return False
+        taken = False
+        for watch in self._job_watches:
+            taken = watch.feed(params) or taken
+        return taken
 
     def _check_open(self) -> None:
         if self._lost is not None:

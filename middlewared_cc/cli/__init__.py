@@ -1,6 +1,7 @@
 """``midclt-cc``: call middlewared-cc from the shell.
 
     midclt-cc call METHOD [ARG...]    each ARG is JSON, else a string; a final "-" reads JSON from stdin
+    midclt-cc call -j METHOD [ARG...] wait for the job the call starts, with its progress on stderr
     midclt-cc ping                    print "pong"
     midclt-cc waitready [-t SECS]     wait until the daemon answers (default 60 s)
     midclt-cc subscribe EVENT [-n N]  print N collection_update events as JSON lines (0 = until stopped)
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     call = commands.add_parser("call", help="call a method and print its result as JSON")
+    call.add_argument("-j", "--job", action="store_true",
+                      help="the method is a job: wait for it to end, showing its progress on stderr (a bar on "
+                           "a terminal, lines otherwise); Ctrl-C asks, then aborts it (exit 130)")
     call.add_argument("method")
     call.add_argument("params", nargs=argparse.REMAINDER, metavar="ARG",
                       help='JSON (else a string); a final "-" reads one JSON document from stdin')
@@ -88,7 +92,7 @@ def prepare(args: argparse.Namespace) -> Request:
     return Request(
         command=args.command, uri=uri, credentials=credentials, timeout=args.timeout,
         ssl_verify=not args.insecure, method=getattr(args, "method", ""), params=params,
-        event=getattr(args, "event", ""), count=getattr(args, "count", 0),
+        event=getattr(args, "event", ""), count=getattr(args, "count", 0), job=getattr(args, "job", False),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from middlewared_cc.cli.inputs import Credentials
+from middlewared_cc.cli.jobs import JobAborted, call_with_progress
 from middlewared_cc.client import Client, ClientCallError, ClientConnectError
 
 CONNECT_TIMEOUT = 10.0
@@ -27,6 +28,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     CANNOT_CONNECT = 3
     LOGIN_FAILED = 4
+    ABORTED = 130  # call -j: the job was aborted with Ctrl-C (as a shell reports SIGINT)
 
 
 class LoginFailed(Exception):
@@ -46,6 +48,7 @@ class Request:
     params: list[Any] = field(default_factory=list)
     event: str = ""
     count: int = 0
+    job: bool = False
 
 
 def write_json(value: Any) -> None:
@@ -69,7 +72,10 @@ async def run(request: Request) -> ExitCode:
             request.uri, ssl_verify=request.ssl_verify, connect_timeout=request.timeout or CONNECT_TIMEOUT
         ) as client:
             await login(client, request)
-            if request.command == "call":
+            if request.command == "call" and request.job:
+                write_json(await call_with_progress(client, request.method, request.params,
+                                                    timeout=request.timeout))
+            elif request.command == "call":
                 write_json(await client.call(request.method, *request.params, timeout=request.timeout))
             elif request.command == "ping":
                 print(await client.call("core.ping", timeout=request.timeout), flush=True)
@@ -85,6 +91,9 @@ async def run(request: Request) -> ExitCode:
     except ClientConnectError as exc:
         error(str(exc))
         return ExitCode.CANNOT_CONNECT
+    except JobAborted as exc:
+        error(str(exc)[:1].upper() + str(exc)[1:])
+        return ExitCode.ABORTED
     except LoginFailed as exc:
         error(str(exc))
         return ExitCode.LOGIN_FAILED
