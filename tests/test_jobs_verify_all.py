@@ -77,7 +77,8 @@ async def test_verify_all_reports_each_credential(settings_factory: Any, s3_serv
                             "reason": None if c["name"].startswith("good") else "invalid_auth"}
                            for c in made if c["name"] != "web"]
         extras = [j["progress"]["extra"] for j in seen if j["progress"]["extra"]]
-        assert extras[-1] == {"done": 7, "total": 7, "valid": 5}
+        assert extras[-1] == {"done": 7, "total": 7, "valid": 5, "running": 0}
+        assert max(e["running"] for e in extras) <= 3  # max_concurrent_verifies
         assert seen[-1]["description"] == "Verifying 7 cloud credentials"
         assert d.services.verify_slots.running == 0
         # every credential, by default; none at all is an empty result
@@ -113,7 +114,7 @@ async def test_abort_stops_verify_all_and_every_rclone_call(settings_factory: An
         await peer.call("core.job_abort", job_id)
         job = await until_state(peer, job_id, "ABORTED", timeout=5)
         assert job["state"] == "ABORTED" and time.monotonic() - started < 2
-        assert job["progress"]["extra"] == {"done": 0, "total": 8, "valid": 0}
+        assert job["progress"]["extra"] == {"done": 0, "total": 8, "valid": 0, "running": 0}
         # rcd gave up its requests too: its connections to the server close, and nothing new starts
         for _ in range(60):
             if hanging.open_connections == 0:

@@ -225,7 +225,8 @@ async def verify_all(call: Call, job: Job, options: VerifyAllArgs = VerifyAllArg
     """Verify every stored credential matching ``filters`` (all of them by default), as a job.
 
     Runs as many at once as ``max_concurrent_verifies`` allows (shared with every other verify), reports
-    progress per credential, and returns ``[{id, name, valid, reason}]`` in id order. ``reason`` is as
+    progress per credential (``extra``: ``done``, ``total``, ``valid``, and ``running``, the verifies in
+    flight), and returns ``[{id, name, valid, reason}]`` in id order. ``reason`` is as
     for cloudsync.credentials.verify, or ``undecryptable``, ``unavailable`` (rclone down). Aborting the
     job stops it at once and cancels the verifies in flight.
     """
@@ -235,7 +236,7 @@ async def verify_all(call: Call, job: Job, options: VerifyAllArgs = VerifyAllArg
     creds = [c for c in (services.credentials.get(row["id"]) for row in found) if c is not None]
     total = len(creds)
     job.set_description(f"Verifying {total} cloud credential{'s' if total != 1 else ''}")
-    job.set_progress(0, f"0 of {total} verified", {"done": 0, "total": total, "valid": 0})
+    job.set_progress(0, f"0 of {total} verified", {"done": 0, "total": total, "valid": 0, "running": 0})
     if not creds:
         return []
     await engine(services)  # rclone that cannot start fails the job once, not each credential
@@ -251,7 +252,8 @@ async def verify_all(call: Call, job: Job, options: VerifyAllArgs = VerifyAllArg
             done += 1
             valid += bool(result["valid"])
             job.set_progress(100 * done / total, f"{done} of {total} verified: {result['name']}",
-                             {"done": done, "total": total, "valid": valid})
+                             {"done": done, "total": total, "valid": valid,
+                              "running": services.verify_slots.running})
 
     # Cancelling the job cancels the group, and so every verify in flight (and rcd's work for it).
     async with asyncio.TaskGroup() as group:
