@@ -23,6 +23,7 @@ from middlewared_cc.rpc.guard import GUARD, ConnectionGuard
 from middlewared_cc.rpc.registry import MethodSet, Registry
 from middlewared_cc.services import api_keys, auth, config, core, credentials, keychain, oauth, users, verify
 from middlewared_cc.services import audit as audit_service
+from middlewared_cc.services import transfer as transfer_service
 from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
 from middlewared_cc.store.credential_index import CredentialIndex
@@ -32,6 +33,7 @@ from middlewared_cc.store.writer import BatchWriter
 from middlewared_cc.web import oauth_routes as web_oauth
 from middlewared_cc.web import ops as web_ops
 from middlewared_cc.web import routes as web_routes
+from middlewared_cc.web import upload as web_upload
 
 log = logging.getLogger("middlewared_cc")
 
@@ -41,7 +43,7 @@ EVENT_NAMES = {credentials.COLLECTION, "core.get_jobs"}
 def method_sets() -> list[MethodSet]:
     """Every service module's methods. Adding a service is one line here."""
     return [core.methods, auth.methods, users.methods, api_keys.methods, credentials.methods,
-            verify.methods, keychain.methods, config.methods, audit_service.methods,
+            verify.methods, keychain.methods, config.methods, audit_service.methods, transfer_service.methods,
             oauth.methods]
 
 
@@ -109,5 +111,6 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
     app.router.add_get("/websocket", _legacy)
     web_routes.add(app)  # the Cloud Credentials page at /ui/
     web_ops.add(app)  # /metrics, /healthz, /readyz
+    web_upload.add(app)  # POST /_upload: job methods called with files
     web_oauth.add(app)  # /oauth/callback, /oauth/portal/<TYPE>
     return app

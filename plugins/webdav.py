@@ -29,6 +29,7 @@ PROVIDER = Provider(
                 "SHAREPOINT": "sharepoint",
                 "OTHER": "other",
             },
+            rclone_unknown="OTHER",  # rclone's other vendors (fastmail, rclone, sharepoint-ntlm, ...)
         ),
         Field(
             "user",

@@ -93,8 +93,14 @@ class Redactor:
         return out
 
 
+# Whole names that hold secrets without saying so: an rclone config file's text (import_rclone).
+_SECRET_WHOLE_NAMES = frozenset({"config"})
+
+
 def secret_name(name: str) -> bool:
     """Whether an argument called ``name`` may hold a secret."""
+    if name in _SECRET_WHOLE_NAMES:
+        return True
     return name not in _PLAIN_NAMES and _SECRET_NAME.search(name) is not None
 
 

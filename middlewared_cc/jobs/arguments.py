@@ -17,7 +17,8 @@ from middlewared_cc.providers.fields import REDACTED
 
 # Secret parameters of the daemon's own methods (auth.*, user.*, api_key.*, keychaincredential.*).
 OWN_SECRETS = frozenset({"password", "otp_token", "api_key", "key", "token", "private_key", "secret",
-                         "client_secret", "service_account_credentials"})
+                         "client_secret", "service_account_credentials",
+                         "config"})  # cloudsync.credentials.import_rclone: the text of an rclone config file
 _MAX_DEPTH = 32
 
 

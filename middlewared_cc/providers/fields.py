@@ -57,7 +57,8 @@ class Field:
     ``required`` fields have no default. ``secret`` fields are redacted in output and kept on update when
     sent back as ``REDACTED``. ``rclone_option`` None means rclone has no matching option;
     ``rclone_obscure`` marks rclone ``IsPassword`` options; ``rclone_values`` maps a value to the one
-    rclone wants.
+    rclone wants, and ``rclone_unknown`` names the choice any other rclone value is imported as (with a
+    warning) from an rclone config file; without it such a value is refused.
 
     A KEYCHAIN field is a reference, a capability the services honour for any provider that declares one:
     its value is the id of a keychain credential of type ``keychain_type``, which must exist when the
@@ -87,6 +88,7 @@ class Field:
     rclone_option: str | None = None
     rclone_obscure: bool = False
     rclone_values: Mapping[str, str] = field(default_factory=dict, hash=False)
+    rclone_unknown: str | None = None  # CHOICE: what an rclone value outside rclone_values imports as
     keychain_type: str = "SSH_KEY_PAIR"  # KEYCHAIN only: the type of keychain credential referenced
     group: str = ""  # the form section holding the field; empty is the main one
     json_masked: tuple[str, ...] = ()  # JSON only: keys a preview of the document masks
@@ -124,6 +126,8 @@ class Field:
             found.append(f"{self.name}: rclone_obscure without rclone_option")
         if any(key not in self.choices for key in self.rclone_values):
             found.append(f"{self.name}: rclone_values maps a value that is not a choice")
+        if self.rclone_unknown is not None and self.rclone_unknown not in self.choices:
+            found.append(f"{self.name}: rclone_unknown is not a choice")
         if self.kind is Kind.KEYCHAIN and self.keychain_type not in KEYCHAIN_TYPES:
             found.append(f"{self.name}: keychain_type must be one of {', '.join(sorted(KEYCHAIN_TYPES))}")
         if not isinstance(self.group, str) or len(self.group) > 100:
