@@ -89,9 +89,9 @@ class NetworkGuard:
 def axe_violations(page: Page) -> list[dict[str, Any]]:
     """Run axe-core in the page; the violations of a failing impact, each as axe reports it.
 
-    The page's Content-Security-Policy forbids inline scripts and anything not from 'self', so axe.min.js
-    is added by Playwright as an init-free script tag only in a context made with ``bypass_csp=True``: the
-    tests of everything else run under the page's real CSP.
+    The page's Content-Security-Policy allows scripts from its own files only, so Playwright's script tag
+    holding axe.min.js works only in a context made with ``bypass_csp=True``. Only the axe-core test makes
+    such a context; every other test runs under the page's real CSP (and fails on any CSP violation).
     """
     page.add_script_tag(path=str(require_axe()))
     result: dict[str, Any] = page.evaluate(
