@@ -6,6 +6,9 @@ PROVIDER = Provider(
     type="MEGA",
     title="Mega",
     rclone_type="mega",
+    # rclone keeps one logged-in client per user name for the life of its process, whatever the password
+    # (megaCache in backend/mega/mega.go): a verify in the shared rcd would pass a wrong password.
+    rclone_caches_login=True,
     fields=(
         Field(
             "user",

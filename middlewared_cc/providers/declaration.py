@@ -63,6 +63,9 @@ class Provider:
     ``DRIVE_LISTINGS``); a token refreshed by the listing is written back to this provider's credentials.
     ``oauth_flow`` declares the authorization-code login that fills ``client_id``, ``client_secret`` and
     ``token`` (and the flow's ``hostname_field``); with it ``credentials_oauth`` is the daemon's own login page.
+    ``rclone_caches_login`` says the rclone backend keeps a logged-in client per account for the life of
+    its process, whatever the secret (MEGA): the engine then verifies and lists in a one-shot rclone, never
+    in the shared rcd, where a later wrong secret would pass.
     """
 
     type: str
@@ -76,6 +79,7 @@ class Provider:
     discontinued: bool = False
     drive_listing: str | None = None
     oauth_flow: OAuthFlow | None = None
+    rclone_caches_login: bool = False
     rclone_extra: RcloneExtra | None = None
     check: CrossCheck | None = None
     # Names of the attributes that are redacted in output and kept on update when sent redacted.

@@ -83,6 +83,8 @@ async def _list(
         raise CallError(f"{provider.type} has been discontinued", errno.EOPNOTSUPP)
     if provider.oauth and (problem := token_problem(attrs.get("token"))) is not None:
         raise CallError(problem, errno.EINVAL)
+    if provider.rclone_caches_login:
+        return await _list_alone(rcd, provider, attrs, path, key_pem=key_pem, timeout=timeout, dirs_only=dirs_only)
     holder: list[Remote] = []
     payload: dict[str, Any] = {"remote": path, "opt": {"dirsOnly": dirs_only, "noMimeType": True}}
     try:
@@ -106,6 +108,28 @@ async def _list(
         if isinstance(item["Path"], str) and item["Path"].startswith(prefix):
             item["Path"] = item["Path"][len(prefix) :]
     return Listing(items, holder[0].refreshed_token() if holder else None)
+
+
+async def _list_alone(
+    rcd: RcloneDaemon,
+    provider: ProviderLike,
+    attrs: Mapping[str, Any],
+    path: str,
+    *,
+    key_pem: str | None,
+    timeout: float,
+    dirs_only: bool,
+) -> Listing:
+    """The same, in a one-shot rclone (see ``rclone.oneshot``); its Paths are relative to ``path`` already."""
+    from middlewared_cc.rclone.oneshot import OneShotError, list_json
+
+    try:
+        listed = await list_json(rcd, provider, attrs, path, key_pem=key_pem, timeout=timeout, dirs_only=dirs_only)
+    except TimeoutError:
+        raise CallError(f"Listing timed out after {timeout:g} seconds", errno.ETIMEDOUT) from None
+    except OneShotError as exc:  # its text is scrubbed already
+        raise CallError(excerpt(exc.text) or exc.text or "rclone refused the credential", errno.EFAULT) from None
+    return Listing([{k: item.get(k) for k in _ITEM_KEYS} for item in listed.items], listed.token)
 
 
 async def onedrive_list_drives(

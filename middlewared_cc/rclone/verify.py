@@ -57,6 +57,8 @@ async def verify(
         problem = token_problem(attrs.get("token"))
         if problem is not None:
             return _failure(problem, "invalid_auth")
+    if provider.rclone_caches_login:
+        return await _verify_alone(rcd, provider, attrs, key_pem=key_pem, timeout=timeout)
     holder: list[Remote] = []
     deadline = asyncio.get_running_loop().time() + timeout
     try:
@@ -76,6 +78,21 @@ async def verify(
         short = excerpt(message)
         return VerifyOutcome(False, message, short, classify(message), _refreshed(holder))
     return VerifyOutcome(True, token=_refreshed(holder))
+
+
+async def _verify_alone(
+    rcd: RcloneDaemon, provider: ProviderLike, attrs: Mapping[str, Any], *, key_pem: str | None, timeout: float
+) -> VerifyOutcome:
+    """The same, in a one-shot rclone (see ``rclone.oneshot``): its login does not outlive the verify."""
+    from middlewared_cc.rclone.oneshot import OneShotError, list_json
+
+    try:
+        listed = await list_json(rcd, provider, attrs, "", key_pem=key_pem, timeout=timeout)
+    except TimeoutError:
+        return _failure(f"Timed out after {timeout:g} seconds", "timeout")
+    except OneShotError as exc:  # its text is scrubbed already
+        return VerifyOutcome(False, exc.text, excerpt(exc.text), classify(exc.text), exc.token)
+    return VerifyOutcome(True, token=listed.token)
 
 
 def _refreshed(holder: list[Remote]) -> str | None:
