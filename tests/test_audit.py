@@ -3,6 +3,7 @@ and that it is not optional (a record that cannot be stored fails the write, lea
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import io
@@ -27,6 +28,14 @@ def db_path(daemon: Daemon) -> Path:
 
 async def records(peer: Peer, *filters: list[Any], **options: Any) -> list[dict[str, Any]]:
     return await peer.call("audit.query", {"query-filters": list(filters), "query-options": options})  # type: ignore[no-any-return]
+
+
+async def export(peer: Peer, data: dict[str, Any]) -> str:
+    """audit.export is a job: with legacy_jobs off the call answers its result (as truenas_api_client)."""
+    await peer.call("core.set_options", {"legacy_jobs": False})
+    text = await peer.call("audit.export", data)
+    await peer.call("core.set_options", {"legacy_jobs": True})
+    return text  # type: ignore[no-any-return]
 
 
 async def last(peer: Peer, method: str) -> dict[str, Any]:
@@ -146,7 +155,7 @@ async def test_no_secret_in_any_record(daemon: Daemon) -> None:
         await admin.call("cloudsync.onedrive_list_drives", {"client_id": "", "client_secret": CANARY,
                                                              "token": f"{CANARY}-token"})
     await admin.call("auth.generate_token", 60, {"note": "plain"})
-    exported = await admin.call("audit.export", {"export_format": "JSON"})
+    exported = await export(admin, {"export_format": "JSON"})
     assert len(exported.splitlines()) > 20
     seen = orjson.dumps(await records(admin)) + exported.encode()
     private = pem["private_key"].splitlines()[1]
@@ -194,15 +203,27 @@ async def test_query_language_and_export(daemon: Daemon) -> None:
     with pytest.raises(CallFailed) as info:
         await records(admin, ["id", "~", "("])
     assert info.value.data["error"] == 22
-    text = await admin.call("audit.export", {"export_format": "CSV",
-                                             "query-filters": [["event_data.method", "=", "cloudsync.credentials.create"]]})
+    text = await export(admin, {"export_format": "CSV",
+                                "query-filters": [["event_data.method", "=", "cloudsync.credentials.create"]]})
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [int(r["id"]) for r in rows] == [r["id"] for r in creates]
     assert json.loads(rows[0]["params"])[0]["provider"]["secret_access_key"] == "********"
-    lines = (await admin.call("audit.export", {})).splitlines()
-    everything = await records(admin)
-    assert everything[-1]["event_data"]["method"] == "audit.export"  # recorded once it answered
-    assert [json.loads(line)["id"] for line in lines] == [r["id"] for r in everything[:-1]]
+    before = [r["id"] for r in await records(admin)]
+    lines = (await export(admin, {})).splitlines()
+    assert [json.loads(line)["id"] for line in lines][:len(before)] == before
+    # The job's end is recorded (JOB), and so is the call that started it, with the job's id.
+    job_id = await admin.call("audit.export", {"export_format": "CSV"})
+    assert type(job_id) is int
+    await admin.call("core.job_wait", job_id)
+    for _ in range(100):
+        ended = await records(admin, ["event", "=", "JOB"], ["event_data.job_id", "=", job_id])
+        if ended:
+            break
+        await asyncio.sleep(0.05)
+    assert ended[0]["success"] is True and ended[0]["event_data"]["state"] == "SUCCESS"
+    assert ended[0]["event_data"]["params"] == [{"export_format": "CSV"}]
+    started = await records(admin, ["event", "=", "METHOD_CALL"], ["event_data.job_id", "=", job_id])
+    assert started[0]["event_data"]["method"] == "audit.export"
 
 
 async def test_audit_off_records_nothing(settings_factory: Callable[..., Settings]) -> None:

@@ -25,7 +25,7 @@ READS = frozenset({
 IN_WRITE = frozenset({
     "cloudsync.credentials.create", "cloudsync.credentials.update", "cloudsync.credentials.delete",
     "cloudsync.credentials.verify", "cloudsync.list_buckets", "cloudsync.list_directory",
-    "cloudsync.onedrive_list_drives",
+    "cloudsync.onedrive_list_drives", "cloudsync.credentials.verify_all", "core.job_abort",
     "keychaincredential.create", "keychaincredential.update", "keychaincredential.delete",
     "keychaincredential.generate_ssh_key_pair",
     "auth.login", "auth.login_with_api_key", "auth.login_ex", "auth.logout", "auth.generate_token",

@@ -159,6 +159,8 @@ class Auditor:
             "protocol": session.protocol, "authenticated": principal is not None or declared.public,
             "authorized": authorized, "credentials": _credentials(principal),
         }
+        if getattr(declared, "job", False):
+            details["job"] = True
         entry = Entry(METHOD_CALL, method, principal.username if principal else "", session.id, session.source,
                       self._params(names, params), details, policy.targets(names, params),
                       ahead=policy.ahead(method))
@@ -193,6 +195,8 @@ class Auditor:
             elif session.principal is not None:
                 entry.username = session.principal.username
                 entry.details["credentials"]["user"] = session.principal.username
+        if entry.details.get("job") and type(value) is int:  # a job's id (legacy_jobs): its JOB record names it
+            entry.details["job_id"] = value
         if entry.stored:
             return
         target = target_of(value)
@@ -220,16 +224,22 @@ class Auditor:
         task = asyncio.get_running_loop().create_task(self._store(entry, refused=False))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def job_finished(self, method: str, job_id: int, principal: Principal | None, session: str,
-                           address: str, code: int | None) -> None:
-        """The end of a job (the jobs package calls this): success, or its errno."""
+    def job_ended(self, job: Any) -> None:
+        """A job ended (JobManager.on_end): a JOB record with its final state, stored without anyone
+        waiting (its caller has had its answer; a failure to store is logged)."""
         if not self.enabled:
             return
-        entry = Entry(JOB, method, principal.username if principal else "", session, address, "[]",
-                      {"job_id": job_id, "credentials": _credentials(principal)})
-        if code is not None:
-            entry.failed(code)
-        await self._store(entry, refused=False)
+        owner = job.owner
+        declared = self.methods.get(job.method) if self.methods is not None else None
+        names = [p.name for p in declared.params] if declared is not None else []
+        entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self._params(names, job.arguments),
+                      {"job_id": job.id, "state": job.state.value, "credentials": _credentials(owner)})
+        if job.state.value == "ABORTED":
+            entry.failed(errno.ECANCELED)
+        elif job.state.value != "SUCCESS":
+            entry.failed(errno_of(job.failure) if job.failure is not None else errno.EFAULT)
+        task = asyncio.get_running_loop().create_task(self._store(entry, refused=False))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _store(self, entry: Entry, *, refused: bool) -> None:
         assert self.writer is not None

@@ -57,6 +57,7 @@ class JobManager:
         self._pending: dict[int, asyncio.TimerHandle] = {}
         self.started = 0  # jobs started since the daemon started
         self.ended: Counter[str] = Counter()  # jobs ended since the daemon started, by final state
+        self.on_end: Callable[[Job], None] | None = None  # told of each job's end: the audit trail
 
     # -- starting and stopping -----------------------------------------------------------------------
 
@@ -157,6 +158,8 @@ class JobManager:
         self._last_progress.pop(job.id, None)
         self._publish(job, "changed")
         job.done.set()
+        if self.on_end is not None:
+            self.on_end(job)
         if state is State.FAILED and isinstance(job.failure, CallError):
             log.info("job %s (%s) failed: %s", job.id, job.method, job.error)
         self._trim()

@@ -10,6 +10,7 @@ from middlewared_cc import roles as _roles
 from middlewared_cc.audit import view
 from middlewared_cc.context import Call
 from middlewared_cc.errors import FieldError, ValidationErrors
+from middlewared_cc.jobs import Job
 from middlewared_cc.rpc.registry import MethodSet, Model
 
 methods = MethodSet()
@@ -55,8 +56,11 @@ async def verify(call: Call) -> dict[str, Any]:
     return await _auditor(call).verify()  # type: ignore[no-any-return]
 
 
-@methods.method("audit.export", role=_roles.READONLY_ADMIN)
-async def export(call: Call, data: AuditExport = AuditExport()) -> str:  # noqa: B008
-    """The matching audit records as text: JSON lines (``export_format`` "JSON", one audit.query entry per
-    line) or CSV (one flat row per record, its header first)."""
-    return await view.export(call.services.engine, data.export_format, data.query_filters)
+@methods.method("audit.export", role=_roles.READONLY_ADMIN, job=True)
+async def export(call: Call, job: Job, data: AuditExport = AuditExport()) -> str:  # noqa: B008
+    """The matching audit records as text, as a job (its result): JSON lines (``export_format`` "JSON",
+    one audit.query entry per line) or CSV (one flat row per record, its header first)."""
+    job.set_progress(0, f"Exporting audit records as {data.export_format}")
+    text = await view.export(call.services.engine, data.export_format, data.query_filters)
+    job.set_progress(100, "Exported")
+    return text
