@@ -4,7 +4,8 @@ Besides standard JSON Schema, each attribute carries what a form needs to show i
 that other schema consumers ignore: ``x-group`` (the folded section holding it), ``x-widget`` (``token``:
 accepts an ``rclone authorize`` paste; ``json-file``: read from a file and previewed, with ``x-json-keys``
 required and ``x-json-masked`` hidden in the preview; ``keychain``: a keychain credential of type
-``x-keychain-type``) and ``x-drive-listing`` (the drive listing that fills it). The page at ``/ui/``
+``x-keychain-type``), ``x-drive-listing`` (the drive listing that fills it) and ``x-oauth`` (on the token of
+a provider the daemon can log in to: the methods, and the warnings to show beside Log In To Provider). The page at ``/ui/``
 builds every provider's form from these alone.
 """
 
@@ -105,13 +106,23 @@ def _drive_listing_hint(provider: Provider, name: str) -> dict[str, Any]:
                                 "params": listing["params"], "key": name}}
 
 
+def _oauth_hint(provider: Provider, spec: Field) -> dict[str, Any]:
+    """On the token field of a provider with a login flow: what Log In To Provider needs to say."""
+    flow = provider.oauth_flow
+    if flow is None or spec.kind is not Kind.TOKEN:
+        return {}
+    return {"x-oauth": {"start": "cloudsync.oauth.start", "finish": "cloudsync.oauth.finish",
+                        "warnings": flow.warnings(), "shared_client": flow.shared_client}}
+
+
 def listing_entry(provider: Provider) -> dict[str, Any]:
     """One item of ``cloudsync.providers``."""
     return {
         "name": provider.type,
         "title": provider.title,
         "credentials_schema": [
-            {"property": spec.name, "schema": field_schema(spec) | _drive_listing_hint(provider, spec.name)}
+            {"property": spec.name,
+             "schema": field_schema(spec) | _drive_listing_hint(provider, spec.name) | _oauth_hint(provider, spec)}
             for spec in provider.fields
         ],
         # The daemon's own login page, speaking TrueNAS's portal protocol (web/oauth_routes.py).

@@ -2,6 +2,7 @@
 
 import {describedBy, h, uid} from './dom.js';
 import {buildField, DriveList} from './fields.js';
+import {OAuthLogin} from './oauth.js';
 import {RpcError} from './rpc.js';
 
 const MAX_NAME = 200;
@@ -140,6 +141,8 @@ export class CredentialForm {
     const groups = new Map();
     let driveHint = null;
     let driveSlot = null;
+    let oauthHint = null;
+    let oauthSlot = null;
     for (const {property, schema} of provider.credentials_schema) {
       const field = buildField(property, schema, ctx);
       this.fields.set(property, field);
@@ -159,8 +162,22 @@ export class CredentialForm {
         driveSlot = h('div');
         container.append(driveSlot);
       }
+      if (schema['x-oauth'] && !oauthHint) {
+        oauthHint = schema['x-oauth'];
+        oauthSlot = h('div');
+        container.append(oauthSlot);
+      }
       container.append(field.el);
     }
+    if (oauthHint && this.mode !== 'view') {
+      oauthSlot.replaceWith(new OAuthLogin(oauthHint, this.fields, ctx, {
+        type, credentialId: this.mode === 'edit' ? this.entry.id : null,
+        onReconnected: () => {
+          this.alert.hidden = true;
+          this.app.toast('Reconnected: the credential has a new token.');
+        },
+      }).el);
+    } else if (oauthSlot) oauthSlot.remove();
     if (driveHint && this.mode !== 'view') driveSlot.replaceWith(new DriveList(driveHint, this.fields, ctx).el);
     else if (driveSlot) driveSlot.remove();
     for (const group of groups.values()) group.details.open = group.open;
