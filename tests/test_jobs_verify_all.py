@@ -128,3 +128,21 @@ async def test_abort_stops_verify_all_and_every_rclone_call(settings_factory: An
         assert stats.get("transferring") in (None, [])
         # and rcd still serves
         assert await d.services.rclone.call("rc/noop", {"ok": 1}, 5) == {"ok": 1}
+
+
+def test_bench_verify_all_smoke(tmp_path: Any) -> None:
+    """bench.verify_all on 20 credentials: its section written, every credential answered."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n")
+    done = subprocess.run([sys.executable, "-m", "bench.verify_all", "--count", "20", "--wrong", "2",
+                           "--concurrency", "4", "--results", str(results)],
+                          cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = results.read_text()
+    assert text.startswith("# results") and "<!-- verify-all:begin -->" in text
+    assert "| 4 | " in text and "| 18 | 2 invalid_auth |" in text
