@@ -26,9 +26,13 @@ def test_pwenc_decrypts_what_truenas_encrypts(text: str) -> None:
 def test_pwenc_wrong_seed_is_an_error_not_empty() -> None:
     seed = os.urandom(32)
     encrypted = pwenc_encrypt(seed, '{"pass": "x"}' * 4)
-    with pytest.raises(truenas.BackupError):
-        for _ in range(20):  # a wrong key gives bytes that are almost never UTF-8 text
+    refused = 0
+    for _ in range(20):  # a wrong key gives bytes that are almost never UTF-8 text
+        try:
             truenas.pwenc_decrypt(os.urandom(32), encrypted)
+        except truenas.BackupError:
+            refused += 1
+    assert refused >= 19
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,9 @@
     midclt-cc ping                    print "pong"
     midclt-cc waitready [-t SECS]     wait until the daemon answers (default 60 s)
     midclt-cc subscribe EVENT [-n N]  print N collection_update events as JSON lines (0 = until stopped)
+    midclt-cc import-rclone FILE      import an rclone config file's remotes (a table of results)
+    midclt-cc export-rclone [ID...]   print credentials as an rclone config file
+    midclt-cc import-truenas FILE [SEED]  import a TrueNAS backup's cloud credentials (via /_upload)
 
 The default URI is the local daemon's unix socket, from its settings (``--config`` or the environment).
 Results go to stdout as JSON, the server's reason to stderr. Exit codes: 0 ok, 1 call error, 2 usage,
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import sys
 
+from middlewared_cc.cli import transfer
 from middlewared_cc.cli.commands import ExitCode, Request, run
 from middlewared_cc.cli.inputs import PASSWORD_ENV, UsageError, parse_params, resolve_credentials, resolve_uri
 from middlewared_cc.client import parse_uri
@@ -70,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-n", "--count", type=int, default=0, help="stop after N events (default: never)")
     for sub_parser in (call, ping, ready, sub):
         _add_connection_options(sub_parser, top=False)
+    transfer.add_parsers(commands, _add_connection_options)  # import-rclone, export-rclone, import-truenas
     return parser
 
 
@@ -88,6 +93,11 @@ def prepare(args: argparse.Namespace) -> Request:
         no_login = resolve_credentials(None, None, None)
         return Request("waitready", uri, no_login, args.timeout, not args.insecure)
     credentials = resolve_credentials(args.api_key, args.username, args.password)
+    if args.command in transfer.COMMANDS:
+        method, params = transfer.prepare(args)
+        return Request(command=args.command, uri=uri, credentials=credentials, timeout=args.timeout,
+                       ssl_verify=not args.insecure, method=method, params=params, files=transfer.files_of(args),
+                       as_json=getattr(args, "json", False))
     params = parse_params(args.params) if args.command == "call" else []
     return Request(
         command=args.command, uri=uri, credentials=credentials, timeout=args.timeout,

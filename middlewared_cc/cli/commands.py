@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from middlewared_cc.cli import transfer
 from middlewared_cc.cli.inputs import Credentials
 from middlewared_cc.cli.jobs import JobAborted, call_with_progress
 from middlewared_cc.client import Client, ClientCallError, ClientConnectError
@@ -49,6 +50,8 @@ class Request:
     event: str = ""
     count: int = 0
     job: bool = False
+    files: dict[str, bytes] = field(default_factory=dict)  # import-truenas: uploaded through /_upload
+    as_json: bool = False  # the import commands: results as JSON rather than a table
 
 
 def write_json(value: Any) -> None:
@@ -77,6 +80,8 @@ async def run(request: Request) -> ExitCode:
                                                     timeout=request.timeout))
             elif request.command == "call":
                 write_json(await client.call(request.method, *request.params, timeout=request.timeout))
+            elif request.command in transfer.COMMANDS:
+                return ExitCode(await transfer.run(client, request))
             elif request.command == "ping":
                 print(await client.call("core.ping", timeout=request.timeout), flush=True)
             elif request.command == "subscribe":

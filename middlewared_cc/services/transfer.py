@@ -115,7 +115,8 @@ class _Keys:
 
     async def resolve(self, pem: str, name: str, dry_run: bool) -> tuple[int | None, str]:
         """(key pair id, what was done); the id is None on a dry run that would create one."""
-        found = (await self._load()).get(pem.strip())
+        by_pem = await self._load()
+        found = by_pem.get(pem.strip())
         if found is not None:
             return found, f"uses the existing SSH key pair {found}"
         free, number = name[:MAX_NAME], 2
@@ -126,8 +127,7 @@ class _Keys:
             return None, f"would create the SSH key pair {free!r}"
         pair = await keychain.create(self.call, keychain.KeyCreate(
             name=free, type="SSH_KEY_PAIR", attributes=keychain.KeyPairAttributes(private_key=pem)))
-        assert self.by_pem is not None
-        self.by_pem[pem.strip()] = pair["id"]
+        by_pem[pem.strip()] = pair["id"]
         return pair["id"], f"created the SSH key pair {free!r} ({pair['id']})"
 
 
@@ -151,9 +151,8 @@ async def _apply(call: Call, job: Job, mapped: list[Mapped], select: list[str] |
 
 async def _apply_one(call: Call, item: Mapped, on_conflict: str, dry_run: bool, keys: _Keys,
                      planned: set[str]) -> dict[str, Any]:
-    if not item.supported:
+    if not item.supported or item.attributes is None or item.provider is None:
         return _result(item, "unsupported", extra=[item.problem or "not supported"])
-    assert item.attributes is not None and item.provider is not None
     notes: list[str] = []
     name = item.section
     existing = call.services.credentials.id_of(name)
@@ -180,8 +179,7 @@ async def _apply_one(call: Call, item: Mapped, on_conflict: str, dry_run: bool, 
     if dry_run:
         return _result(item, status, existing if status == "replaced" else None, notes)
     try:
-        if status == "replaced":
-            assert existing is not None
+        if status == "replaced" and existing is not None:
             entry = await credentials.update(call, existing, _entry_data(call, None, item.provider, attrs))
         else:
             entry = await credentials.create(call, _entry_data(call, name, item.provider, attrs))
