@@ -98,9 +98,10 @@ async def by_api_key(call: Call, key: str, username: str | None = None) -> Princ
     return _passed(call, attempt, principal)
 
 
-async def by_token(call: Call, token: str) -> Principal | None:
+async def by_token(call: Call, token: str, *, bind: bool = False) -> Principal | None:
+    """``bind``: the caller's session logs in with the token, so its auth.logout ends the token too."""
     attempt = _begin(call, "token")
-    entry = call.services.auth.tokens.redeem(token, call.session.source)
+    entry = call.services.auth.tokens.redeem(token, call.session.source, call.session.id if bind else None)
     if entry is None:
         return None
     return _passed(call, attempt, await current(call, entry.principal, entry.key_hash, "TOKEN_PLAIN"))

@@ -15,21 +15,25 @@ log = logging.getLogger("middlewared_cc.auth")
 
 
 def log_out(services: Services, session: Session) -> None:
-    """End the session's login and its subscriptions; the connection stays open."""
+    """End the session's login, its subscriptions and the login tokens tied to it (those it generated and
+    the one it logged in with); the connection stays open."""
+    ended = services.auth.tokens.end_session(session.id)
+    if ended:
+        log.info("session %s logged out: %d login token(s) ended", session.id, ended)
     for ident, name in list(session.subscriptions.items()):
         del session.subscriptions[ident]
         services.events.unsubscribe(session, name)
     session.principal = None
 
 
-def _matching(services: Services, match: Callable[[Principal], bool]) -> list[Session]:
-    return [s for s in services.sessions if s.principal is not None and match(s.principal)]
+def _matching(services: Services, match: Callable[[Principal], bool]) -> list[tuple[Session, Principal]]:
+    return [(s, p) for s in services.sessions if (p := s.principal) is not None and match(p)]
 
 
 def end_key_logins(services: Services, key_id: int) -> None:
     """Log out every session that logged in with API key ``key_id`` (revoked, reset or deleted)."""
     services.auth.tokens.drop(api_key_id=key_id)
-    for session in _matching(services, lambda p: p.api_key_id == key_id):
+    for session, _ in _matching(services, lambda p: p.api_key_id == key_id):
         log.info("session %s logged out: its API key %d was revoked or replaced", session.id, key_id)
         log_out(services, session)
 
@@ -37,7 +41,7 @@ def end_key_logins(services: Services, key_id: int) -> None:
 def end_user_logins(services: Services, user_id: int) -> None:
     """Log out every session of user ``user_id`` (deleted or locked), by password, key or token."""
     services.auth.tokens.drop(user_id=user_id)
-    for session in _matching(services, lambda p: p.user_id == user_id):
+    for session, _ in _matching(services, lambda p: p.user_id == user_id):
         log.info("session %s logged out: its user was deleted or locked", session.id)
         log_out(services, session)
 
@@ -45,6 +49,5 @@ def end_user_logins(services: Services, user_id: int) -> None:
 def change_user(services: Services, user_id: int, new_name: str, roles: Iterable[str]) -> None:
     """Give every session of user ``user_id`` the user's current name and roles."""
     expanded = _roles.expand(roles)
-    for session in _matching(services, lambda p: p.user_id == user_id):
-        assert session.principal is not None
-        session.principal = dataclasses.replace(session.principal, username=new_name, roles=expanded)
+    for session, principal in _matching(services, lambda p: p.user_id == user_id):
+        session.principal = dataclasses.replace(principal, username=new_name, roles=expanded)

@@ -45,6 +45,7 @@ async def open_session(request: web.Request, protocol: str) -> AsyncIterator[Ses
     finally:
         services.sessions.discard(session)
         services.events.drop(session)
+        services.auth.tokens.forget_session(session.id)  # its tokens outlive it (a reload logs in with one)
         await session.close()
 
 

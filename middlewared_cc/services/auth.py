@@ -78,7 +78,7 @@ async def login_ex(call: Call, data: LoginData) -> dict[str, Any]:
     elif isinstance(data, ApiKeyPlain):
         principal = await principals.by_api_key(call, data.api_key, data.username)
     else:
-        principal = await principals.by_token(call, data.token)
+        principal = await principals.by_token(call, data.token, bind=True)
     if principal is None:
         principals.failed(call, data.mechanism)
         return {"response_type": "AUTH_ERR"}
@@ -89,11 +89,12 @@ async def login_ex(call: Call, data: LoginData) -> dict[str, Any]:
 
 @methods.method("auth.generate_token")
 async def generate_token(call: Call, ttl: Annotated[int, Field(ge=1, le=86400)] = 600,
-                         attrs: dict[str, Any] = {}, match_origin: bool = True,  # noqa: B006
+                         attrs: dict[str, Any] = {}, match_origin: bool = True,  # noqa: B006 - the default is the method's schema (core.get_methods), never mutated
                          single_use: bool = False) -> str:
     """A token for TOKEN_PLAIN logins as the caller, valid ``ttl`` seconds (only from this source
     when ``match_origin``). At use it logs in as the caller's user or key as they are then: a revoked
-    or deleted key, or a deleted or locked user, ends it; a changed user's roles apply. EBUSY past
+    or deleted key, or a deleted or locked user, ends it; a changed user's roles apply. auth.logout on
+    this connection, or on any connection that logged in with the token, ends it too. EBUSY past
     max_tokens_per_user outstanding tokens for one user, or max_tokens in all."""
     if len(orjson.dumps(attrs)) > MAX_TOKEN_ATTRS:
         raise ValidationErrors([FieldError("auth_generate_token.attrs",
@@ -103,7 +104,7 @@ async def generate_token(call: Call, ttl: Annotated[int, Field(ge=1, le=86400)] 
     if principal is None:  # the login's key or user went away while this call ran
         raise NotAuthenticated()
     origin = call.session.source if match_origin else None
-    return call.services.auth.tokens.issue(principal, key_hash, ttl, single_use, origin, attrs)
+    return call.services.auth.tokens.issue(principal, key_hash, ttl, single_use, origin, attrs, call.session.id)
 
 
 @methods.method("auth.me")
@@ -114,6 +115,8 @@ async def me(call: Call) -> dict[str, Any]:
 
 @methods.method("auth.logout")
 async def logout(call: Call) -> bool:
-    """End this connection's login (its subscriptions end too)."""
+    """End this connection's login: its subscriptions, the login tokens it generated and the token it
+    logged in with (auth.generate_token) end too. Closing the connection instead keeps the tokens to
+    their ttl, so a page that reloads stays logged in."""
     sessions.log_out(call.services, call.session)
     return True
