@@ -255,3 +255,33 @@ async def test_both_methods_need_cloud_sync_write(odaemon: Daemon, oauth_world: 
     for method, arg in (("cloudsync.oauth.start", {"provider": "BOX"}), ("cloudsync.oauth.finish", {"state": "x"})):
         denied = await failure(reader.call(method, arg))
         assert denied.data["errname"] == "EACCES"
+
+
+async def test_token_health_shows_expiry_and_a_failed_refresh_without_secrets(
+        odaemon: Daemon, oauth_world: OAuthWorld) -> None:
+    fake = oauth_world.fakes["DROPBOX"]
+    root = await odaemon.root()
+    started = await root.call("cloudsync.oauth.start", {"provider": "DROPBOX"})
+    result = await root.call("cloudsync.oauth.finish", {
+        "state": started["state"], "redirect_url": await consent(fake, started["authorize_url"])})
+    good = await root.call("cloudsync.credentials.create", {"name": "ok", "provider": attributes_from("DROPBOX", result)})
+    dead = json.loads(fake.book.mint_token(expired=True))
+    fake.book.revoke(json.dumps(dead))
+    bad = await root.call("cloudsync.credentials.create", {"name": "dead", "provider": {
+        **attributes_from("DROPBOX", result), "token": json.dumps(dead)}})
+    verdict = await root.call("cloudsync.credentials.verify", {**attributes_from("DROPBOX", result),
+                                                                "token": json.dumps(dead)})
+    assert verdict["valid"] is False
+    reader = await odaemon.user("watcher", ["READONLY_ADMIN"])
+    health = {h["id"]: h for h in await reader.call("cloudsync.oauth.health")}
+    assert health[good["id"]]["expired"] is False and health[good["id"]]["last_refresh"] is None
+    assert health[bad["id"]]["expired"] is True and health[bad["id"]]["needs_reconnect"] is True
+    assert health[bad["id"]]["last_refresh"]["ok"] is False and health[bad["id"]]["last_refresh"]["reason"]
+    text = json.dumps(health)
+    assert dead["access_token"] not in text and dead["refresh_token"] not in text
+
+    # Reconnect clears it.
+    again = await root.call("cloudsync.oauth.start", {"provider": "DROPBOX", "credential_id": bad["id"]})
+    await root.call("cloudsync.oauth.finish", {
+        "state": again["state"], "redirect_url": await consent(fake, again["authorize_url"])})
+    assert (await root.call("cloudsync.oauth.health", bad["id"]))[0]["needs_reconnect"] is False

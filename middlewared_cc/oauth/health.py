@@ -7,8 +7,10 @@ tells again), so no migration is needed and no token-derived value reaches the d
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,6 +29,18 @@ class RefreshOutcome:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+_FRACTION = re.compile(r"\.(\d{1,6})\d*")
+
+
+def _parse(text: str) -> datetime | None:
+    """An RFC 3339 time as Go writes it (nanoseconds, Z or an offset), or None."""
+    try:
+        moment = datetime.fromisoformat(_FRACTION.sub(lambda m: "." + m.group(1), text))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def token_expiry(token: object) -> str | None:
@@ -71,10 +85,8 @@ class TokenHealth:
         expiry = token_expiry(token)
         expired = None
         if expiry not in (None, "never"):
-            try:
-                expired = time.mktime(time.strptime(expiry[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone < time.time()
-            except ValueError:
-                expired = None
+            moment = _parse(str(expiry))
+            expired = None if moment is None else moment < datetime.now(UTC)
         outcome = self._outcomes.get(credential_id)
         last = None if outcome is None else {"ok": outcome.ok, "at": outcome.at, "reason": outcome.reason}
         return {"id": credential_id, "expires_at": expiry if expiry != NEVER else "never", "expired": expired,

@@ -233,9 +233,8 @@ async def _reconnect(call: Call, flow: Flow, result: dict[str, Any]) -> None:
 
     services = call.services
     ident = flow.credential_id
-    assert ident is not None
-    cred = services.credentials.get(ident)
-    if cred is None or cred.provider != flow.provider:
+    cred = services.credentials.get(ident) if ident is not None else None
+    if ident is None or cred is None or cred.provider != flow.provider:
         raise InstanceNotFound(f"Cloud credential {ident}")
     provider = services.providers.get(flow.provider)
     attrs = provider.validate({k: v for k, v in result.items() if k != "drives"}, "cloudsync_oauth_finish",
@@ -285,7 +284,8 @@ async def finish(call: Call, data: FinishArgs) -> dict[str, Any]:
     else:
         raise ValidationErrors([FieldError("cloudsync_oauth_finish.redirect_url",
                                            "Paste the address the browser shows after you approve access")])
-    assert result is not None
+    if result is None:  # settled without a result or a failure: cannot happen, but never return nothing
+        raise OAuthError("pending", "This login has no result yet: try again in a moment.", errno.EAGAIN)
     if flow.credential_id is not None:
         await _reconnect(call, flow, result)
     return result
@@ -297,3 +297,26 @@ def callback_flow(services: Services, state: str | None) -> Flow:
     if flow.mode != "CALLBACK":
         raise foreign_state()
     return flow
+
+
+@methods.method("cloudsync.oauth.health", role=_roles.CLOUD_SYNC_READ)
+async def health(call: Call, credentials_id: int | None = None) -> list[dict[str, Any]]:
+    """Token health of the OAuth credentials (one, with ``credentials_id``), with no secret:
+    ``[{id, expires_at, expired, last_refresh: {ok, at, reason} | null, needs_reconnect}]``.
+
+    ``expires_at`` is the access token's expiry (``never`` when it does not expire, null when unknown);
+    ``last_refresh`` is the outcome of the last refresh this daemon saw since it started (verify,
+    listings, drive listing); ``needs_reconnect`` is true when that refresh failed.
+    """
+    services = call.services
+    found = []
+    for cred in services.credentials:
+        if credentials_id is not None and cred.id != credentials_id:
+            continue
+        if cred.provider not in services.providers or not services.providers.get(cred.provider).oauth:
+            continue
+        token = None if cred.undecryptable else cred.attributes.get("token")
+        found.append(state_of(services).health.report(cred.id, token))
+    if credentials_id is not None and not found:
+        raise InstanceNotFound(f"OAuth cloud credential {credentials_id}")
+    return sorted(found, key=lambda r: r["id"])

@@ -39,7 +39,24 @@ async def persist(services: Services, provider_type: str, old_token: Any, new_to
     def done(changed: list[store.StoredCredential]) -> None:
         for cred in changed:
             log.info("cloud credential %d: refreshed OAuth token saved", cred.id)
+            services.oauth.health.refreshed(cred.id)
             committed(services, "changed", cred)
 
     changed: list[store.StoredCredential] = await services.writer.run(write, done)
     return len(changed)
+
+
+# What rclone and golang.org/x/oauth2 say when a refresh fails (the token endpoint refused, or there is no
+# refresh token to use): only these mark a credential as needing Reconnect.
+_REFRESH_FAILED = ("oauth2: cannot fetch token", "invalid_grant", "token expired and refresh token is not set",
+                   "couldn't fetch token", "failed to refresh token", "Refreshing the OneDrive token failed")
+
+
+def note_failure(services: Services, provider_type: str, token: Any, text: str | None) -> None:
+    """Record a failed refresh on every stored credential holding ``token`` when ``text`` (already
+    scrubbed of secrets) says a refresh failed; other failures say nothing about the token's health."""
+    if not text or not isinstance(token, str) or not any(marker in text for marker in _REFRESH_FAILED):
+        return
+    for cred in services.credentials:
+        if cred.provider == provider_type and not cred.undecryptable and cred.attributes.get("token") == token:
+            services.oauth.health.failed(cred.id, text.strip().splitlines()[0])

@@ -91,6 +91,8 @@ async def verify(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     services.metrics.verified(provider.type, outcome.valid, outcome.reason)
     if outcome.token is not None:
         await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
+    elif provider.oauth and not outcome.valid:
+        tokens.note_failure(services, provider.type, attrs.get("token"), outcome.excerpt or outcome.error)
     return outcome.result()
 
 
