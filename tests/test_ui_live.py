@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from middlewared_cc.client import Client
 from tests.ui.assertions import expect
 from tests.ui.daemon_thread import ThreadDaemon
 from tests.ui.page import UI
@@ -85,6 +86,64 @@ def test_list_sorts_filters_counts_and_says_what_to_do_when_empty(ui: UI) -> Non
     ui.page.get_by_role("searchbox").or_(ui.page.get_by_label("Filter")).first.fill("")
     expect(ui.rows()).to_have_count(3)
     ui.screenshot("list")
+
+
+def _shown(ui: UI) -> list[list[str]]:
+    """The list's rows as [name, provider] in the order shown."""
+    rows: list[list[str]] = ui.page.evaluate(
+        "() => [...document.querySelectorAll('table.credentials tbody tr')]"
+        ".map(tr => [tr.cells[0].querySelector('button').textContent, tr.cells[1].textContent])")
+    return rows
+
+
+def _burst(daemon: ThreadDaemon, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+    """Make ``calls`` one after another on one root connection, as fast as the daemon answers."""
+
+    async def go() -> list[Any]:
+        async with Client(f"ws+unix://{daemon.unix_socket}") as client:
+            return [await client.call(method, *params, timeout=60) for method, params in calls]
+
+    return daemon.loop.run(go())
+
+
+def test_live_changes_keep_the_sort_and_the_filter(ui: UI) -> None:
+    """Rows changed elsewhere land where a full rebuild would put them: renamed across the list, into and
+    out of the filter, a burst of creates and deletes within a few frames, in either sort order."""
+    http = {"type": "HTTP", "url": "http://127.0.0.1:9/"}
+    ftp = {"type": "FTP", "host": "127.0.0.1", "user": "u", "pass": "p"}
+    made = _burst(ui.daemon, [("cloudsync.credentials.create", ({"name": f"keep {n:02d}", "provider": http},))
+                              for n in range(0, 40, 2)])
+    ui.login_as_admin()
+    expect(ui.rows()).to_have_count(20)
+    ui.page.get_by_role("columnheader", name="Name").get_by_role("button").click()  # descending
+    ui.page.get_by_label("Filter").fill("keep")
+    ids = [m["id"] for m in made]
+    _burst(ui.daemon, [
+        ("cloudsync.credentials.update", (ids[0], {"name": "keep 99"})),  # first to last
+        ("cloudsync.credentials.update", (ids[19], {"name": "keep 00"})),  # last to first
+        ("cloudsync.credentials.update", (ids[5], {"name": "gone 10"})),  # out of the filter
+        ("cloudsync.credentials.update", (ids[6], {"name": "keep 12b", "provider": ftp})),  # stays put
+        ("cloudsync.credentials.delete", (ids[7],)),
+        *[("cloudsync.credentials.create", ({"name": f"keep {n:02d}", "provider": http},)) for n in range(1, 40, 4)],
+    ])
+    names = sorted([f"keep {n:02d}" for n in range(2, 38, 2) if n not in (10, 12, 14)]
+                   + ["keep 99", "keep 00", "keep 12b"] + [f"keep {n:02d}" for n in range(1, 40, 4)],
+                   reverse=True)
+    expect(ui.rows()).to_have_count(len(names), timeout=LIVE_TIMEOUT_MS)
+    expect(ui.page.get_by_text(f"{len(names)} of {len(names) + 1} credentials")).to_be_visible()
+    live = _shown(ui)
+    assert [name for name, _ in live] == names
+    assert live.count(["keep 12b", "FTP"]) == 1
+    # The same list built afresh (a change of filter rebuilds it) is identical, row for row.
+    ui.page.get_by_label("Filter").fill("kee")
+    expect(ui.rows()).to_have_count(len(names))
+    assert _shown(ui) == live
+    ui.page.get_by_label("Filter").fill("")
+    expect(ui.rows()).to_have_count(len(names) + 1)
+    _burst(ui.daemon, [("cloudsync.credentials.delete", (ident,)) for ident in
+                       [c["id"] for c in ui.daemon.call("cloudsync.credentials.query")]])
+    expect(ui.rows()).to_have_count(0, timeout=LIVE_TIMEOUT_MS)
+    expect(ui.page.get_by_text("Choose Add", exact=False)).to_be_visible()
 
 
 def test_readable_at_360_px(ui_factory: Callable[..., UI], ui_daemon: ThreadDaemon) -> None:

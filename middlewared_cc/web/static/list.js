@@ -1,4 +1,7 @@
 // The list of cloud credentials: sortable Name and Provider columns, a filter, a count, live updates.
+// A change made elsewhere touches its own row only (found, moved or inserted by binary search in the sorted
+// rows), so a list of thousands stays quick to update; the whole list is built only at load and when the
+// sort or the filter changes.
 
 import {h, plural} from './dom.js';
 
@@ -11,6 +14,10 @@ export class CredentialList {
     this.ascending = true;
     this.filterText = '';
     this.ready = false;
+    this.shown = []; // the rows on screen, in sort order: {entry, name, provider, tr, button, ...}
+    this.rows = new Map(); // id -> its row in shown
+    this.dirty = new Set(); // ids whose rows wait for the next flush
+    this.frameBusy = false; // a change was drawn this frame: more wait for requestAnimationFrame
     this.collator = new Intl.Collator(undefined, {sensitivity: 'base', numeric: true});
     this.build();
   }
@@ -70,14 +77,15 @@ export class CredentialList {
     this.render();
   }
 
+  /** A credential created or changed (by this page or elsewhere): only its row is touched. */
   upsert(entry) {
     if (!entry || typeof entry.id !== 'number') return;
     this.entries.set(entry.id, entry);
-    this.render();
+    this.changed(entry.id);
   }
 
   remove(id) {
-    if (this.entries.delete(id)) this.render();
+    if (this.entries.delete(id)) this.changed(id);
   }
 
   /** A collection_update notification: added / changed carry the whole entry, removed only its id. */
@@ -90,36 +98,176 @@ export class CredentialList {
     return entry.provider && typeof entry.provider === 'object' ? entry.provider.type : entry.provider;
   }
 
-  render() {
-    const titled = [...this.entries.values()].map((entry) => ({
-      entry, name: String(entry.name), provider: this.app.providerTitle(this.providerType(entry)),
-    }));
+  /**
+   * Row ``id`` is out of date. The first change of a frame is drawn at once (a lone change shows in the
+   * frame that follows it); later ones in the same frame wait for that frame and are drawn together, so a
+   * burst of events costs one pass per frame, not one per event. The entries themselves are always current
+   * (nameTaken, the form).
+   */
+  changed(id) {
+    if (!this.ready) return;
+    this.dirty.add(id);
+    if (this.frameBusy) return;
+    this.frameBusy = true;
+    this.flush();
+    requestAnimationFrame(() => {
+      this.frameBusy = false;
+      if (this.dirty.size) this.flush();
+    });
+  }
+
+  flush() {
+    const ids = this.dirty;
+    this.dirty = new Set();
+    // Past a few dozen rows at once, building the list afresh is as quick as moving them one by one.
+    if (ids.size > Math.max(32, this.shown.length / 8)) {
+      this.render();
+      return;
+    }
+    for (const id of ids) this.refresh(id);
+    this.showCount();
+  }
+
+  /** Bring one row in line with its entry: add, update in place, move or drop it. */
+  refresh(id) {
+    const old = this.rows.get(id);
+    const entry = this.entries.get(id);
+    const record = entry ? this.record(entry) : null;
+    const visible = record !== null && this.matches(record);
+    if (old && visible && old.name === record.name && old.provider === record.provider) {
+      this.updateRow(old, record);
+      return;
+    }
+    if (old && visible) {
+      // A new sort key: the row stays where it is if that is still its place between its neighbours.
+      const at = this.indexOf(old);
+      const before = this.shown[at - 1];
+      const after = this.shown[at + 1];
+      this.updateRow(old, record);
+      if ((!before || this.compare(before, old) < 0) && (!after || this.compare(old, after) < 0)) return;
+      this.shown.splice(at, 1);
+      this.place(old, true);
+      return;
+    }
+    if (old) {
+      this.shown.splice(this.indexOf(old), 1);
+      this.rows.delete(id);
+      old.tr.remove();
+      return;
+    }
+    if (visible) {
+      this.buildRow(record);
+      this.place(record, false);
+    }
+  }
+
+  /** Where ``row`` is in the sorted list (binary search on the sort order; rows are unique by id). */
+  indexOf(row) {
+    const at = this.insertionPoint(row);
+    return this.shown[at] === row ? at : this.shown.indexOf(row);
+  }
+
+  /** The first index whose row sorts at or after ``row``. */
+  insertionPoint(row) {
+    let lo = 0;
+    let hi = this.shown.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.compare(this.shown[mid], row) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Insert ``row`` (not in ``shown``) at its sorted place, in the array and in the table. */
+  place(row, moving) {
+    const at = this.insertionPoint(row);
+    const next = this.shown[at];
+    this.shown.splice(at, 0, row);
+    const ref = next ? next.tr : null;
+    // moveBefore keeps focus and state on a row that moves; insertBefore would blur a focused button.
+    if (moving && this.body.moveBefore && row.tr.isConnected) this.body.moveBefore(row.tr, ref);
+    else this.body.insertBefore(row.tr, ref);
+  }
+
+  record(entry) {
+    return {entry, name: String(entry.name), provider: this.app.providerTitle(this.providerType(entry))};
+  }
+
+  matches(row) {
     const needle = this.filterText;
-    const shown = needle
-      ? titled.filter((row) => row.name.toLowerCase().includes(needle) || row.provider.toLowerCase().includes(needle))
-      : titled;
+    return !needle || row.name.toLowerCase().includes(needle) || row.provider.toLowerCase().includes(needle);
+  }
+
+  compare(a, b) {
     const key = this.sortKey;
     const other = key === 'name' ? 'provider' : 'name';
     const sign = this.ascending ? 1 : -1;
-    shown.sort((a, b) => sign * (this.collator.compare(a[key], b[key]) || this.collator.compare(a[other], b[other])
-      || a.entry.id - b.entry.id));
-    const rows = shown.map(({entry, name, provider}) => h('tr', {},
-      h('td', {}, h('button', {type: 'button', class: 'link', 'data-id': String(entry.id)}, name),
-        entry.undecryptable ? h('span', {class: 'badge', title: entry.undecryptable}, 'cannot decrypt') : null),
-      h('td', {}, provider),
+    return sign * (this.collator.compare(a[key], b[key]) || this.collator.compare(a[other], b[other])
+      || a.entry.id - b.entry.id);
+  }
+
+  /** The row's elements for ``row`` (a record), kept on it and in ``rows`` by id. */
+  buildRow(row) {
+    const {entry, name, provider} = row;
+    row.button = h('button', {type: 'button', class: 'link', 'data-id': String(entry.id)}, name);
+    row.badge = this.badge(entry);
+    row.providerCell = h('td', {}, provider);
+    row.deleteName = this.app.canWrite ? h('span', {class: 'vh'}, ` ${name}`) : null;
+    row.tr = h('tr', {},
+      h('td', {}, row.button, row.badge),
+      row.providerCell,
       this.app.canWrite ? h('td', {class: 'actions'}, h('button', {type: 'button', class: 'secondary small',
-        'data-delete': String(entry.id)}, 'Delete', h('span', {class: 'vh'}, ` ${name}`))) : null));
-    this.body.replaceChildren(...rows);
+        'data-delete': String(entry.id)}, 'Delete', row.deleteName)) : null);
+    this.rows.set(entry.id, row);
+    return row;
+  }
+
+  badge(entry) {
+    return entry.undecryptable ? h('span', {class: 'badge', title: entry.undecryptable}, 'cannot decrypt') : null;
+  }
+
+  /** Give the row built for ``row`` the texts of ``fresh`` (same id); ``row`` takes its keys. */
+  updateRow(row, fresh) {
+    if (row.name !== fresh.name) {
+      row.button.textContent = fresh.name;
+      if (row.deleteName) row.deleteName.textContent = ` ${fresh.name}`;
+    }
+    if (row.provider !== fresh.provider) row.providerCell.textContent = fresh.provider;
+    if ((row.entry.undecryptable || null) !== (fresh.entry.undecryptable || null)) {
+      if (row.badge) row.badge.remove();
+      row.badge = this.badge(fresh.entry);
+      if (row.badge) row.button.after(row.badge);
+    }
+    row.entry = fresh.entry;
+    row.name = fresh.name;
+    row.provider = fresh.provider;
+  }
+
+  /** The whole list afresh: at first load, and when the sort or the filter changes. */
+  render() {
+    this.dirty = new Set();
+    this.rows = new Map();
+    this.shown = [...this.entries.values()].map((entry) => this.record(entry)).filter((row) => this.matches(row));
+    this.shown.sort((a, b) => this.compare(a, b));
+    this.body.replaceChildren(...this.shown.map((row) => this.buildRow(row).tr));
     for (const [name, {th, indicator}] of Object.entries(this.headers)) {
-      const active = name === key;
+      const active = name === this.sortKey;
       th.setAttribute('aria-sort', active ? (this.ascending ? 'ascending' : 'descending') : 'none');
       indicator.textContent = active ? (this.ascending ? '▲' : '▼') : '';
     }
+    this.showCount();
+  }
+
+  /** The count, and the empty state when nothing is shown. */
+  showCount() {
+    const shown = this.shown.length;
     const total = this.entries.size;
-    this.count.textContent = needle ? `${shown.length} of ${plural(total, 'credential')}` : plural(total, 'credential');
-    this.table.hidden = shown.length === 0;
-    this.empty.hidden = shown.length !== 0 || !this.ready;
-    if (!shown.length) {
+    const text = this.filterText ? `${shown} of ${plural(total, 'credential')}` : plural(total, 'credential');
+    if (this.count.textContent !== text) this.count.textContent = text;
+    this.table.hidden = shown === 0;
+    this.empty.hidden = shown !== 0 || !this.ready;
+    if (!shown) {
       this.empty.replaceChildren(total === 0
         ? h('p', {}, this.app.canWrite
           ? 'No cloud credentials yet. Choose Add to store the first one.'
