@@ -10,6 +10,7 @@ import json
 import re
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -203,7 +204,8 @@ def test_a_pasted_non_token_is_named_as_such(ui: UI) -> None:
 
 
 def test_verify_shows_it_is_working_and_can_be_cancelled(ui: UI) -> None:
-    """A server that accepts the connection and never answers: elapsed time and Cancel while it hangs."""
+    """A server that accepts the connection and never answers: elapsed time and Cancel while it hangs, and
+    Cancel ends the daemon's verify too (the page runs it on a connection of its own and closes that)."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -216,9 +218,31 @@ def test_verify_shows_it_is_working_and_can_be_cancelled(ui: UI) -> None:
         busy = ui.page.get_by_role("status").filter(has=ui.page.get_by_role("button", name="Cancel"))
         expect(busy).to_contain_text(re.compile(r"\d+ s"))
         expect(ui.button("Verify Credential")).to_be_disabled()
+        slots = ui.daemon.services.verify_slots
+        assert _soon(lambda: slots.running == 1), "the daemon runs the verify"
         busy.get_by_role("button", name="Cancel").click()
         expect(ui.page.get_by_role("status").filter(has_text=re.compile("cancel", re.IGNORECASE))).to_be_visible()
         expect(ui.button("Verify Credential")).to_be_enabled()
+        # Long before the verify's own timeout: nothing of it is left running in the daemon.
+        assert _soon(lambda: slots.running == 0), "Cancel left the daemon's verify running"
+        assert _soon(lambda: sum(s.inflight for s in ui.daemon.services.sessions) == 0)
+        assert ui.daemon.services.settings.verify_timeout > 5
+        # The form still verifies afterwards, on a fresh connection (the single-use token was spent).
+        ui.fill({"Port": "9"})
+        ui.button("Verify Credential").click()
+        expect(ui.page.get_by_role("status").filter(has_text=re.compile("reached|refused|connect", re.IGNORECASE))
+               ).to_be_visible(timeout=20_000)
+        assert len(ui.daemon.services.auth.tokens) == 1, "only the page's own reload token is outstanding"
+
+
+def _soon(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Whether ``check`` holds within ``seconds`` (polled)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_daemon_errors_land_on_their_fields_and_focus_the_first(ui: UI) -> None:

@@ -5,11 +5,12 @@
 import {h, hiddenText} from './dom.js';
 import {CredentialForm} from './form.js';
 import {CredentialList} from './list.js';
-import {ConnectionLost, ENOTAUTHENTICATED, Rpc, RpcError} from './rpc.js';
+import {callAlone, ConnectionLost, ENOTAUTHENTICATED, Rpc, RpcError} from './rpc.js';
 
 const TOKEN_KEY = 'middlewared-cc.token';
 const TOKEN_TTL = 600; // seconds a token lives: a closed tab's login ends within this
 const TOKEN_RENEW_MS = 240_000;
+const ALONE_TOKEN_TTL = 60; // seconds: a single-use token for a call on its own connection, spent at once
 const WHOAMI_MS = 5_000; // how soon a revoked login is noticed (one auth.me per tab)
 const COLLECTION = 'cloudsync.credentials.query';
 
@@ -102,6 +103,15 @@ class Page {
       }
       throw error;
     }
+  }
+
+  /**
+   * Call ``method`` on a short-lived connection of its own, logged in with a single-use token of this
+   * login; aborting ``signal`` closes it, which makes the daemon cancel the call (rpc.js, callAlone).
+   */
+  async callAlone(method, params, signal) {
+    const token = await this.call('auth.generate_token', [ALONE_TOKEN_TTL, {}, true, true]);
+    return callAlone(Rpc.pageUrl(), token, method, params, signal);
   }
 
   // ----- login -----

@@ -110,6 +110,7 @@ export class CredentialForm {
   }
 
   closed() {
+    if (this.verifying) this.verifying.abort.abort();
     this.verifying = null;
     clearInterval(this.tick);
     this.dialog.remove();
@@ -302,7 +303,8 @@ export class CredentialForm {
     // Editing: secrets left empty are the stored ones, which this caller may read but the form never shows.
     const stored = this.entry && this.entry.provider.type === type ? this.stored : {};
     const data = {type, ...stored, ...attrs};
-    const run = {};
+    // On a connection of its own, so Cancel (or closing the form) ends the daemon's verify as well.
+    const run = {abort: new AbortController()};
     this.verifying = run;
     const started = performance.now();
     const elapsed = h('span', {class: 'elapsed'}, '0 s');
@@ -316,7 +318,7 @@ export class CredentialForm {
       elapsed.textContent = `${Math.round((performance.now() - started) / 1000)} s`;
     }, 1000);
     try {
-      const result = await this.app.call('cloudsync.credentials.verify', [data]);
+      const result = await this.app.callAlone('cloudsync.credentials.verify', [data], run.abort.signal);
       if (this.verifying !== run) return;
       this.showVerifyResult(result, performance.now() - started);
     } catch (error) {
@@ -335,7 +337,7 @@ export class CredentialForm {
   }
 
   cancelVerify() {
-    // JSON-RPC has no cancel: the daemon's verify ends at its own timeout; its answer is ignored here.
+    if (this.verifying) this.verifying.abort.abort();
     this.verifying = null;
     clearInterval(this.tick);
     this.verifyButton.disabled = false;

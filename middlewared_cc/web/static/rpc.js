@@ -102,3 +102,41 @@ export class Rpc extends EventTarget {
     if (this.ws) this.ws.close(1000);
   }
 }
+
+/** A call given up on purpose (its AbortSignal fired): its connection was closed, so the daemon cancelled it. */
+export class CallCancelled extends Error {
+  constructor() {
+    super('Cancelled.');
+    this.name = 'CallCancelled';
+  }
+}
+
+/**
+ * One call on a websocket of its own, logged in with ``token`` (a single-use one from auth.generate_token),
+ * closed when the call ends. JSON-RPC has no way to cancel a call, but the daemon cancels every call of a
+ * connection that closes: aborting ``signal`` closes this one, so a long call (a verify against a server that
+ * never answers) stops in the daemon too, not just in the page. Rejects with CallCancelled once aborted.
+ */
+export async function callAlone(url, token, method, params, signal) {
+  const rpc = new Rpc(url);
+  const abort = () => rpc.close();
+  if (signal) {
+    if (signal.aborted) throw new CallCancelled();
+    signal.addEventListener('abort', abort, {once: true});
+  }
+  try {
+    await rpc.open();
+    const login = await rpc.call('auth.login_ex', [{mechanism: 'TOKEN_PLAIN', token}]);
+    if (!login || login.response_type !== 'SUCCESS') {
+      throw new RpcError({code: -32001, message: 'Not authenticated',
+        data: {error: ENOTAUTHENTICATED, errname: 'ENOTAUTHENTICATED', reason: 'Not authenticated'}});
+    }
+    return await rpc.call(method, params);
+  } catch (error) {
+    if (signal && signal.aborted) throw new CallCancelled();
+    throw error;
+  } finally {
+    if (signal) signal.removeEventListener('abort', abort);
+    rpc.close();
+  }
+}
