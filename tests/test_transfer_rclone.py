@@ -53,7 +53,7 @@ def test_render_then_parse_gives_the_value_back(value: str) -> None:
 
 
 def test_render_refuses_line_breaks() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="line break"):
         rclone_file.render([rclone_file.Section("r", {"v": "a\nb"})])
 
 

@@ -5,7 +5,8 @@ prints the results as JSON instead); the exit status is 1 when any item was refu
 ``-`` reads the file from stdin. ``import-rclone`` runs where the rclone config lives, so an SFTP remote's
 ``key_file`` is read here and sent as its contents (``key_pem``); an encrypted config's password comes
 from ``$RCLONE_CONFIG_PASS`` or a prompt. ``import-truenas`` sends the backup through ``POST /_upload``,
-as TrueNAS clients do, then follows the job it started.
+as TrueNAS clients do, then follows the job it started with the same job helpers (``Client.call_job``
+and its ``core.get_jobs`` subscription) as ``import-rclone``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import getpass
 import os
 import sys
@@ -24,12 +26,10 @@ import aiohttp
 import orjson
 
 from middlewared_cc.cli.inputs import Credentials, UsageError
-from middlewared_cc.client import Client, ClientCallError, ClientConnectError, parse_uri
+from middlewared_cc.client import JOBS, Client, ClientCallError, ClientConnectError, parse_uri
 
 COMMANDS = frozenset({"import-rclone", "export-rclone", "import-truenas"})
 PASSWORD_ENV = "RCLONE_CONFIG_PASS"  # noqa: S105 - the name of rclone's variable
-_FINISHED = {"SUCCESS", "FAILED", "ABORTED"}
-_POLL = 0.2
 
 
 def add_parsers(commands: Any, connection_options: Callable[..., None]) -> None:
@@ -175,31 +175,45 @@ async def run(client: Client, request: Any) -> int:
         sys.stdout.flush()
         return 0
     if request.command == "import-truenas":
+        await client.follow_jobs(timeout=request.timeout)  # before the job starts: none of its events missed
         job_id = await upload(request.uri, request.credentials, request.method, request.params, request.files,
                               ssl_verify=request.ssl_verify, timeout=request.timeout)
-        return show(await follow(client, job_id), request.as_json)
+        return show(await follow(client, job_id, timeout=request.timeout), request.as_json)
     from middlewared_cc.cli.jobs import call_with_progress
 
     return show(await call_with_progress(client, request.method, request.params, timeout=request.timeout),
                 request.as_json)
 
 
-async def follow(client: Client, job_id: int) -> Any:
-    """Show a job's progress on stderr until it ends; its result (ClientCallError when it failed)."""
+async def follow(client: Client, job_id: int, *, timeout: float | None = None) -> Any:
+    """Follow job ``job_id``, started by an upload rather than by a call on this connection, as ``call -j``
+    follows its jobs: the outcome through ``Client.call_job`` (of ``core.job_wait``, which ends as the job
+    ends, with its result or its error), the progress on stderr from the ``core.get_jobs`` events of the
+    subscription ``call_job`` sets up (``Client.follow_jobs``: call it before the upload, so that no event
+    of the job is missed). Raises ClientCallError when the job failed."""
     from middlewared_cc.cli.jobs import ProgressView
 
     view = ProgressView()
-    try:
+    fields: dict[str, Any] = {}
+
+    async def watch() -> None:
         while True:
-            found = await client.call("core.get_jobs", [["id", "=", job_id]])
-            job: dict[str, Any] = found[0] if found else {"state": "FAILED", "error": f"job {job_id} is gone"}
-            view.update(job)
-            if job.get("state") in _FINISHED:
-                break
-            await asyncio.sleep(_POLL)
+            note = await client.notification()
+            params = note.get("params")
+            if note.get("method") == "collection_update" and isinstance(params, dict) \
+                    and params.get("collection") == JOBS and params.get("id") == job_id \
+                    and isinstance(params.get("fields"), dict):
+                fields.update(params["fields"])
+                view.update(fields)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        result = await client.call_job("core.job_wait", job_id, timeout=timeout)
+        for _ in range(3):  # let the watcher show the events that came before the reply
+            await asyncio.sleep(0)
+        return result
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ClientConnectError):
+            await watcher
         view.finish()
-    if job["state"] != "SUCCESS":
-        raise ClientCallError(int((job.get("exc_info") or {}).get("errno") or 14),
-                              str(job.get("error") or job["state"]))
-    return job.get("result")
