@@ -57,6 +57,7 @@ class Settings:
     finished_jobs_kept: int
     finished_jobs_seconds: float
     max_running_jobs: int
+    max_upload_bytes: int
     audit_enabled: bool
     audit_retention_days: int
     audit_key_file: Path
@@ -254,6 +255,7 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         finished_jobs_kept=_num(raw, "finished_jobs_kept", 1000, int, 0, 1_000_000),
         finished_jobs_seconds=_num(raw, "finished_jobs_seconds", 86400.0, float, 0, 365 * 86400),
         max_running_jobs=_num(raw, "max_running_jobs", 100, int, 1, 100_000),
+        max_upload_bytes=_num(raw, "max_upload_bytes", 64 * 1024 * 1024, int, 1024, 1024 * 1024 * 1024),
         onedrive_token_url=_url(raw, "onedrive_token_url",
                                 "https://login.microsoftonline.com/common/oauth2/v2.0/token"),
         https_proxy=_proxy(raw, "https_proxy"),

@@ -55,6 +55,7 @@ def every_key(tmp: Path) -> dict[str, Any]:
         "finished_jobs_kept": 12,
         "finished_jobs_seconds": 30.5,
         "max_running_jobs": 4,
+        "max_upload_bytes": 2048,
         "https_proxy": "http://proxy-user:pr0xy%40pass@127.0.0.1:3128",
         "http_proxy": "http://127.0.0.1:3129",
         "no_proxy": ".internal.example,10.0.0.0/8",
@@ -145,6 +146,7 @@ BAD: list[tuple[str, Any]] = [
     ("rclone_binary", "a\x00b"), ("onedrive_token_url", "ftp://x"), ("onedrive_graph_url", ""),
     ("event_loop", "trio"),
     ("audit_enabled", "yes"), ("audit_enabled", 1), ("audit_retention_days", -1), ("audit_retention_days", 1.5),
+    ("max_upload_bytes", 1023), ("max_upload_bytes", 2**31), ("max_upload_bytes", "64M"),
     ("https_proxy", "proxy:3128"), ("https_proxy", "socks5://127.0.0.1:1080"), ("http_proxy", "http://u:p@/x"),
     ("http_proxy", "http://127.0.0.1:99999"), ("https_proxy", "http://127.0.0.1:3128/path"),
     ("ca_file", "/no/such/ca.pem"), ("ca_file", __file__),  # a file, but no PEM certificate

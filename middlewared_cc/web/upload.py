@@ -4,10 +4,10 @@ The body is ``multipart/form-data``: a ``data`` field holding ``{"method": ..., 
 or more file fields. The caller authenticates as for any call: ``Authorization: Bearer <api key>``,
 ``Basic <user:password>`` or ``Token <token>`` (checked and rate-limited like the websocket logins), or
 root on the unix socket with no header. The method must be one that takes files
-(``services.transfer.UPLOAD_METHODS``); it is started as a job with the files (at most
-``MAX_UPLOAD_BYTES`` in all) handed over in memory, and the answer is ``{"job_id": N}`` to follow with
-``core.get_jobs`` or ``core.job_wait``, as in TrueNAS. Failures answer a JSON ``{"error", "errno"}``
-(with ``"errors"`` for invalid arguments) and never a secret.
+(``services.transfer.UPLOAD_METHODS``); it is started as a job with the files handed over in memory
+(at most the ``max_upload_bytes`` setting in all; more is refused with 413), and the answer is
+``{"job_id": N}`` to follow with ``core.get_jobs`` or ``core.job_wait``, as in TrueNAS. Failures answer a
+JSON ``{"error", "errno"}`` (with ``"errors"`` for invalid arguments) and never a secret.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from middlewared_cc.session import Principal, Session
 
 log = logging.getLogger("middlewared_cc.web")
 
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # every file of one request together; a TrueNAS database is a few MiB
 MAX_DATA_BYTES = 64 * 1024  # the data field
 MAX_FILES = 4
 _MAX_SECRET = 1024
@@ -84,8 +83,8 @@ async def _principal(request: web.Request, session: Session) -> Principal:
     return found
 
 
-async def _read_form(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """(the data field, the files by field name); raises _Refused."""
+async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """(the data field, the files by field name), at most ``max_bytes`` of files in all; raises _Refused."""
     try:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):
@@ -100,12 +99,12 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], dict[str, by
         if not isinstance(part, BodyPartReader):
             raise _Refused(400, {"error": "nested multipart bodies are not accepted", "errno": errno.EINVAL})
         name = part.name or ""
-        limit = MAX_DATA_BYTES if name == "data" else MAX_UPLOAD_BYTES - total
+        limit = MAX_DATA_BYTES if name == "data" else max_bytes - total
         body = bytearray()
         while chunk := await part.read_chunk(64 * 1024):
             body.extend(chunk)
             if len(body) > limit:
-                raise _Refused(413, {"error": f"the upload is larger than {MAX_UPLOAD_BYTES} bytes",
+                raise _Refused(413, {"error": f"the upload is larger than {max_bytes} bytes",
                                      "errno": errno.EFBIG})
         if name == "data":
             try:
@@ -139,7 +138,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
                       transport=transport)
     try:
         session.principal = await _principal(request, session)
-        data, files = await _read_form(request)
+        data, files = await _read_form(request, services.settings.max_upload_bytes)
         method, params = data.get("method"), data.get("params", [])
         if not isinstance(method, str) or not isinstance(params, list):
             raise _Refused(400, {"error": "data must be {\"method\": name, \"params\": [...]}", "errno": errno.EINVAL})
