@@ -241,7 +241,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
     lines += ["", ("Navigation is a reload of /ui/ with the page's session token: files (ETag revalidation), "
               "websocket, token login, `cloudsync.providers`, `core.subscribe` and the query of every "
               "credential, then every row built and painted. Form: a click on a name to the painted dialog. "
-              "Live: a websocket client renames one credential; the page re-renders its sorted list."), "", end]
+              "Live: a websocket client renames one credential; the page updates that one row and moves it to its sorted place."), "", end]
     return "\n".join(lines)
 
 
