@@ -37,7 +37,7 @@ from middlewared_cc.web import upload as web_upload
 
 log = logging.getLogger("middlewared_cc")
 
-EVENT_NAMES = {credentials.COLLECTION, "core.get_jobs"}
+EVENT_NAMES = {credentials.COLLECTION, "core.get_jobs", oauth.HEALTH_EVENT}
 
 
 def method_sets() -> list[MethodSet]:

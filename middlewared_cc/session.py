@@ -57,6 +57,7 @@ class Session:
     format_event: EventFormatter | None = None
     transport: asyncio.BaseTransport | None = None
     legacy_shapes: bool = False
+    origin: str = ""  # scheme://host the websocket was opened at, as its client named it ("" on the unix socket)
     closed: bool = False
     _outbox: asyncio.Queue[bytes] = field(init=False)
     _writer: asyncio.Task[None] | None = field(default=None, init=False)

@@ -44,7 +44,9 @@ def client_of(world: OAuthWorld, ptype: str) -> dict[str, str]:
 
 
 async def start(peer: Peer, world: OAuthWorld, ptype: str, **extra: Any) -> dict[str, Any]:
-    return await peer.call("cloudsync.oauth.start", {"provider": ptype, **client_of(world, ptype), **extra})
+    started: dict[str, Any] = await peer.call("cloudsync.oauth.start", {"provider": ptype, **client_of(world, ptype),
+                                                                         **extra})
+    return started
 
 
 async def failure(coro: Any) -> CallFailed:
@@ -285,3 +287,67 @@ async def test_token_health_shows_expiry_and_a_failed_refresh_without_secrets(
     await root.call("cloudsync.oauth.finish", {
         "state": again["state"], "redirect_url": await consent(fake, again["authorize_url"])})
     assert (await root.call("cloudsync.oauth.health", bad["id"]))[0]["needs_reconnect"] is False
+
+
+async def test_a_listing_that_fails_to_refresh_marks_the_credential_and_tells_subscribers(
+        odaemon: Daemon, oauth_world: OAuthWorld) -> None:
+    fake = oauth_world.fakes["BOX"]
+    root = await odaemon.root()
+    dead = fake.book.mint_token(expired=True)
+    fake.book.revoke(dead)
+    cred = await root.call("cloudsync.credentials.create", {"name": "stale", "provider": {
+        "type": "BOX", **client_of(oauth_world, "BOX"), "token": dead}})
+    before = (await root.call("cloudsync.oauth.health", cred["id"]))[0]
+    assert before["expired"] is True and before["refreshable"] is True and before["needs_reconnect"] is False
+    reader = await odaemon.user("health-reader", ["READONLY_ADMIN"])
+    await reader.call("core.subscribe", "cloudsync.oauth.health")
+
+    await failure(root.call("cloudsync.list_directory", {"credentials": cred["id"]}))
+    note = await reader.notification()
+    assert note["params"]["collection"] == "cloudsync.oauth.health" and note["params"]["id"] == cred["id"]
+    assert note["params"]["fields"]["needs_reconnect"] is True
+    after = (await reader.call("cloudsync.oauth.health", cred["id"]))[0]
+    assert after["last_refresh"]["ok"] is False and after["last_refresh"]["reason"] and after["last_refresh"]["at"]
+    assert json.loads(dead)["refresh_token"] not in json.dumps(note) + json.dumps(after)
+
+    # A token replaced by any means (here a paste through update) leaves the old failure behind.
+    fresh = fake.book.mint_token()
+    await root.call("cloudsync.credentials.update", cred["id"], {"provider": {"type": "BOX", "token": fresh}})
+    replaced = (await root.call("cloudsync.oauth.health", cred["id"]))[0]
+    assert replaced["last_refresh"] is None and replaced["needs_reconnect"] is False and replaced["expired"] is False
+
+
+async def test_health_read_from_the_stored_token_needs_no_memory(odaemon: Daemon, oauth_world: OAuthWorld) -> None:
+    """What a restart keeps: an expired token with no refresh token needs Reconnect, read from storage."""
+    root = await odaemon.root()
+    token = json.dumps({"access_token": "a-canary-access", "token_type": "Bearer", "expiry": "2001-01-01T00:00:00Z"})
+    cred = await root.call("cloudsync.credentials.create", {"name": "no-refresh", "provider": {
+        "type": "DROPBOX", **client_of(oauth_world, "DROPBOX"), "token": token}})
+    odaemon.services.oauth.health.forget(cred["id"])  # as after a restart
+    report = (await root.call("cloudsync.oauth.health", cred["id"]))[0]
+    assert report == {"id": cred["id"], "expires_at": "2001-01-01T00:00:00Z", "expired": True, "refreshable": False,
+                      "last_refresh": None, "needs_reconnect": True}
+    missing = await failure(root.call("cloudsync.oauth.health", 99999))
+    assert missing.data["errname"] == "ENOENT"
+
+
+async def test_login_pages_are_absolute_for_a_client_over_tcp(odaemon: Daemon) -> None:
+    admin = await odaemon.user("lister", ["CLOUD_SYNC_READ"])
+    listed = {p["name"]: p["credentials_oauth"] for p in await admin.call("cloudsync.providers")}
+    assert listed["BOX"] == odaemon.url + "/oauth/portal/BOX" and listed["S3"] is None
+    # TrueNAS's UI sends its whole location as ?origin=: the page keeps the origin only.
+    async with odaemon.session.get(listed["BOX"], params={"origin": "http://127.0.0.1:9/ui/#/credentials"}) as page:
+        text = await page.text()
+        assert '"origin":"http://127.0.0.1:9"' in text and page.headers["Cross-Origin-Opener-Policy"] == "unsafe-none"
+
+
+async def test_a_portal_login_posts_only_to_the_daemons_own_origin_or_a_listed_one(
+        odaemon: Daemon, oauth_world: OAuthWorld) -> None:
+    root = await odaemon.root()
+    own = await start(root, oauth_world, "BOX", mode="CALLBACK", origin=odaemon.url, portal_origin=odaemon.url)
+    assert odaemon.services.oauth.flows.find(own["state"], None).portal_origin == odaemon.url
+    other = await failure(start(root, oauth_world, "BOX", mode="CALLBACK", origin=odaemon.url,
+                                portal_origin="http://127.0.0.1:9"))
+    assert other.data["errname"] == "EACCES" and "oauth_portal_origins" in other.data["reason"]
+    loopback = await failure(start(root, oauth_world, "BOX", portal_origin=odaemon.url))
+    assert loopback.data["errname"] == "EACCES"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,16 @@ def peer_uid(request: web.Request) -> int | None:
     return socket_uid(transport.get_extra_info("socket") if transport is not None else None)
 
 
+_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
+
+def request_origin(request: web.Request) -> str:
+    """``scheme://host`` of a TCP request as its client named it (the Host header), or "" when that host
+    is not a plain host name or address. Only ever sent back to the same client (credentials_oauth)."""
+    host = request.host
+    return f"{request.scheme}://{host}" if _HOST.fullmatch(host) else ""
+
+
 @asynccontextmanager
 async def open_session(request: web.Request, protocol: str) -> AsyncIterator[Session]:
     """Upgrade the request and yield its Session; cleans up (calls cancelled, subscriptions dropped)."""
@@ -33,7 +44,8 @@ async def open_session(request: web.Request, protocol: str) -> AsyncIterator[Ses
     uid = peer_uid(request)
     source = f"unix:{uid}" if uid is not None else (request.remote or "unknown")
     session = Session(ws=ws, source=source, max_outbox=services.settings.max_outgoing_queue,
-                      protocol=protocol, peer_uid=uid, transport=request.transport)
+                      protocol=protocol, peer_uid=uid, transport=request.transport,
+                      origin="" if uid is not None else request_origin(request))
     guard = request.app.get(GUARD)
     if guard is not None:
         guard.upgraded(request.transport, session)

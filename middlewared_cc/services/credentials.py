@@ -16,6 +16,7 @@ from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, Valid
 from middlewared_cc.providers.declaration import KEYCHAIN_TYPES, Provider
 from middlewared_cc.rpc.registry import MethodSet
 from middlewared_cc.services import credential_query
+from middlewared_cc.services import oauth as oauth_service
 from middlewared_cc.services.credential_shapes import LEGACY, NEW, Shape, Submitted
 from middlewared_cc.session import Session
 from middlewared_cc.store import credentials as store
@@ -65,8 +66,14 @@ def publish(services: Services, msg: str, cred: store.StoredCredential | None, i
 
 @methods.method("cloudsync.providers", role=_roles.CLOUD_SYNC_READ)
 async def providers(call: Call) -> list[dict[str, Any]]:
-    """Every available provider with the JSON Schema of its attributes, sorted by title."""
-    return call.services.providers.listing()
+    """Every available provider with the JSON Schema of its attributes, sorted by title.
+
+    ``credentials_oauth`` of a provider the daemon logs in to is its own login page (TrueNAS's portal
+    protocol), as an absolute URL when the daemon knows how this client reaches it.
+    """
+    services = call.services
+    base = oauth_service.login_page_base(services, call.session)
+    return oauth_service.absolute_login_pages(services.providers.listing(), base)
 
 
 @methods.method("cloudsync.credentials.query", role=_roles.CLOUD_SYNC_READ)

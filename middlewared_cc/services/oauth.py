@@ -10,6 +10,10 @@ Two ways back from the provider, both ending in ``finish`` on the session that s
 With ``credential_id`` the login is a Reconnect: it uses the stored client, and ``finish`` replaces the
 stored token in place (same id, a ``changed`` event). Client IDs and secrets come from the request, the
 stored credential, or the ``[oauth.<TYPE>]`` settings; none is shipped with the daemon.
+
+Token health (``cloudsync.oauth.health``, and a ``cloudsync.oauth.health`` event when it changes) says when
+each OAuth credential's access token expires and how its last refresh went; see ``oauth/health.py`` for
+what survives a restart.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.events import SKIP
 from middlewared_cc.oauth import OAuthError, OAuthState
 from middlewared_cc.oauth.authorize import Redirect, authorize_url, parse_redirect
 from middlewared_cc.oauth.errors import foreign_state, refused, reused_state, wrong_state
@@ -33,11 +38,14 @@ from middlewared_cc.oauth.flows import Flow
 from middlewared_cc.providers.declaration import Provider
 from middlewared_cc.providers.oauth import OAuthFlow
 from middlewared_cc.rpc.registry import MethodSet, Model
+from middlewared_cc.session import Session
 from middlewared_cc.store import credentials as store
 
 log = logging.getLogger("middlewared_cc.oauth")
 methods = MethodSet()
 CALLBACK_PATH = "/oauth/callback"
+PORTAL_PATH = "/oauth/portal/"
+HEALTH_EVENT = "cloudsync.oauth.health"  # core.subscribe: {id, fields: a health report} when one changes
 
 
 def state_of(services: Services) -> OAuthState:
@@ -148,7 +156,8 @@ async def start(call: Call, data: StartArgs) -> dict[str, Any]:
     redirect_uri = flow_decl.redirect if data.mode == "LOOPBACK" else _callback_uri(services, data)
     portal = None
     if data.portal_origin:
-        own = _origin(redirect_uri, "cloudsync_oauth_start.origin") if data.mode == "CALLBACK" else None
+        callback = urlsplit(redirect_uri)
+        own = f"{callback.scheme}://{callback.netloc}" if data.mode == "CALLBACK" else None
         portal = _origin(data.portal_origin, "cloudsync_oauth_start.portal_origin")
         if data.mode != "CALLBACK" or not portal_origin_allowed(services, portal, own):
             raise CallError("The portal may post its result only to this daemon's own origin or one listed in "
@@ -250,7 +259,7 @@ async def _reconnect(call: Call, flow: Flow, result: dict[str, Any]) -> None:
 
     if await services.writer.run(write, done) is None:
         raise InstanceNotFound(f"Cloud credential {ident}")
-    state_of(services).health.reconnected(ident)
+    note_reconnected(services, ident)
     log.info("cloud credential %d reconnected through an OAuth login", ident)
 
 
@@ -299,24 +308,86 @@ def callback_flow(services: Services, state: str | None) -> Flow:
     return flow
 
 
+def _health_report(services: Services, ident: int) -> dict[str, Any] | None:
+    cred = services.credentials.get(ident)
+    if cred is None or cred.provider not in services.providers or not services.providers.get(cred.provider).oauth:
+        return None
+    token = None if cred.undecryptable else cred.attributes.get("token")
+    return state_of(services).health.report(cred.id, token)
+
+
+def _publish_health(services: Services, ident: int) -> None:
+    report = _health_report(services, ident)
+    if report is None:
+        return
+
+    def render(session: Session) -> Any:
+        return report if _roles.CLOUD_SYNC_READ in session.roles else SKIP
+
+    services.events.publish(HEALTH_EVENT, "changed", ident, render)
+
+
+def note_refreshed(services: Services, ident: int, token: str) -> None:
+    """rclone refreshed this credential's token and the new ``token`` was stored."""
+    state_of(services).health.refreshed(ident, token)
+    _publish_health(services, ident)
+
+
+def note_refresh_failed(services: Services, ident: int, reason: str, token: object) -> None:
+    """Refreshing the stored ``token`` failed; ``reason`` is already scrubbed of secrets."""
+    was = _health_report(services, ident)
+    state_of(services).health.failed(ident, reason, token)
+    if was is None or not was["needs_reconnect"]:
+        log.warning("cloud credential %d: its OAuth token could not be refreshed; it needs Reconnect", ident)
+    _publish_health(services, ident)
+
+
+def note_reconnected(services: Services, ident: int) -> None:
+    """The credential got a new token from a login: earlier outcomes no longer apply."""
+    state_of(services).health.forget(ident)
+    _publish_health(services, ident)
+
+
+def absolute_login_pages(listing: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
+    """``credentials_oauth`` of the daemon's own login pages as absolute URLs on ``base``.
+
+    TrueNAS's UI opens ``credentials_oauth`` from its own origin, so a path alone would name the UI's host.
+    """
+    if not base:
+        return listing
+    return [{**entry, "credentials_oauth": base + entry["credentials_oauth"]}
+            if isinstance(entry.get("credentials_oauth"), str) and entry["credentials_oauth"].startswith(PORTAL_PATH)
+            else entry for entry in listing]
+
+
+def login_page_base(services: Services, session: Session) -> str:
+    """The origin the daemon's login pages are reached at by this session's client: the configured
+    ``oauth_callback_url``'s, else the scheme and host the websocket was opened with (empty on the unix
+    socket, where the paths stay relative)."""
+    configured = services.settings.oauth_callback_url
+    if configured:
+        parts = urlsplit(configured)
+        return f"{parts.scheme}://{parts.netloc}"
+    return session.origin
+
+
 @methods.method("cloudsync.oauth.health", role=_roles.CLOUD_SYNC_READ)
 async def health(call: Call, credentials_id: int | None = None) -> list[dict[str, Any]]:
     """Token health of the OAuth credentials (one, with ``credentials_id``), with no secret:
-    ``[{id, expires_at, expired, last_refresh: {ok, at, reason} | null, needs_reconnect}]``.
+    ``[{id, expires_at, expired, refreshable, last_refresh: {ok, at, reason} | null, needs_reconnect}]``.
 
-    ``expires_at`` is the access token's expiry (``never`` when it does not expire, null when unknown);
-    ``last_refresh`` is the outcome of the last refresh this daemon saw since it started (verify,
-    listings, drive listing); ``needs_reconnect`` is true when that refresh failed.
+    ``expires_at`` is the access token's expiry as stored (``never`` when it does not expire, null when
+    unknown) and ``refreshable`` whether the token holds a refresh token: both are read from the stored
+    token, so they hold across a restart. ``last_refresh`` is the outcome of the last refresh this daemon
+    saw of the stored token since it started (verify, verify_all, listings, drive listing); it is kept in
+    memory only. ``needs_reconnect`` is true when that refresh failed, or when the token has expired and
+    cannot be refreshed. Subscribe to ``cloudsync.oauth.health`` for a ``changed`` event when it changes.
     """
     services = call.services
-    found = []
-    for cred in services.credentials:
-        if credentials_id is not None and cred.id != credentials_id:
-            continue
-        if cred.provider not in services.providers or not services.providers.get(cred.provider).oauth:
-            continue
-        token = None if cred.undecryptable else cred.attributes.get("token")
-        found.append(state_of(services).health.report(cred.id, token))
-    if credentials_id is not None and not found:
-        raise InstanceNotFound(f"OAuth cloud credential {credentials_id}")
+    if credentials_id is not None:
+        report = _health_report(services, credentials_id)
+        if report is None:
+            raise InstanceNotFound(f"OAuth cloud credential {credentials_id}")
+        return [report]
+    found = [r for r in (_health_report(services, cred.id) for cred in services.credentials) if r is not None]
     return sorted(found, key=lambda r: r["id"])

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from middlewared_cc.context import Services
+from middlewared_cc.services import oauth as oauth_service
 from middlewared_cc.store import credentials as store
 
 log = logging.getLogger("middlewared_cc.credentials")
@@ -39,8 +40,8 @@ async def persist(services: Services, provider_type: str, old_token: Any, new_to
     def done(changed: list[store.StoredCredential]) -> None:
         for cred in changed:
             log.info("cloud credential %d: refreshed OAuth token saved", cred.id)
-            services.oauth.health.refreshed(cred.id)
             committed(services, "changed", cred)
+            oauth_service.note_refreshed(services, cred.id, new_token)
 
     changed: list[store.StoredCredential] = await services.writer.run(write, done)
     return len(changed)
@@ -54,9 +55,10 @@ _REFRESH_FAILED = ("oauth2: cannot fetch token", "invalid_grant", "token expired
 
 def note_failure(services: Services, provider_type: str, token: Any, text: str | None) -> None:
     """Record a failed refresh on every stored credential holding ``token`` when ``text`` (already
-    scrubbed of secrets) says a refresh failed; other failures say nothing about the token's health."""
+    scrubbed of secrets) says a refresh failed; other failures say nothing about the token's health.
+    Called on every way rclone or the daemon may refresh a token: verify, verify_all, listings, drives."""
     if not text or not isinstance(token, str) or not any(marker in text for marker in _REFRESH_FAILED):
         return
     for cred in services.credentials:
         if cred.provider == provider_type and not cred.undecryptable and cred.attributes.get("token") == token:
-            services.oauth.health.failed(cred.id, text.strip().splitlines()[0])
+            oauth_service.note_refresh_failed(services, cred.id, text.strip().splitlines()[0], token)

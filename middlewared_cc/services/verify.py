@@ -123,11 +123,16 @@ async def _list_stored(call: Call, ident: Any, path: str, *, buckets: bool, buck
     timeout = services.settings.verify_timeout
     async with services.verify_slots:
         rcd = await engine(services)
-        if buckets:
-            found = await rclone_listing.list_buckets(rcd, provider, attrs, key_pem=key_pem, timeout=timeout)
-        else:
-            found = await rclone_listing.list_directory(rcd, provider, attrs, bucket, folder, key_pem=key_pem,
-                                                        timeout=timeout)
+        try:
+            if buckets:
+                found = await rclone_listing.list_buckets(rcd, provider, attrs, key_pem=key_pem, timeout=timeout)
+            else:
+                found = await rclone_listing.list_directory(rcd, provider, attrs, bucket, folder,
+                                                            key_pem=key_pem, timeout=timeout)
+        except CallError as exc:  # a refresh that failed on the way marks the credential for Reconnect
+            if provider.oauth:
+                tokens.note_failure(services, provider.type, attrs.get("token"), exc.message)
+            raise
     if found.token is not None:
         await tokens.persist(services, provider.type, attrs.get("token"), found.token)
     return found.items
@@ -180,9 +185,14 @@ async def onedrive_list_drives(call: Call, data: OneDriveArgs) -> list[dict[str,
     settings = services.settings
     from middlewared_cc.rclone import listing as rclone_listing
 
-    return await rclone_listing.onedrive_list_drives(
-        data.client_id, data.client_secret, data.token, on_token=refreshed,
-        graph_url=settings.onedrive_graph_url, token_url=settings.onedrive_token_url, outbound=services.outbound)
+    try:
+        return await rclone_listing.onedrive_list_drives(
+            data.client_id, data.client_secret, data.token, on_token=refreshed,
+            graph_url=settings.onedrive_graph_url, token_url=settings.onedrive_token_url, outbound=services.outbound)
+    except CallError as exc:  # a stored credential holding this token needs Reconnect if its refresh failed
+        for provider_type in holders:
+            tokens.note_failure(services, provider_type, data.token, exc.message)
+        raise
 
 
 def _query_filters(filters: list[Any]) -> list[Any]:
@@ -219,6 +229,8 @@ async def _verify_stored(services: Services, cred: store.StoredCredential) -> di
     services.metrics.verified(provider.type, outcome.valid, outcome.reason)
     if outcome.token is not None:
         await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
+    elif provider.oauth and not outcome.valid:
+        tokens.note_failure(services, provider.type, attrs.get("token"), outcome.excerpt or outcome.error)
     return {**out, "valid": outcome.valid, "reason": outcome.reason}
 
 

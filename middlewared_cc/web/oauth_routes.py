@@ -11,8 +11,14 @@ the script needs is a JSON data block in the page, which the strict CSP allows (
 - pCloud may drop ``state``: the page then adds the state its window kept in sessionStorage and comes back.
 
 The code and the state are in this URL: nothing here logs a URL, the daemon keeps no access log, and the
-pages send no referrer. They send ``Cross-Origin-Opener-Policy: unsafe-none`` so the window that opened
-the login can still be told.
+pages send no referrer.
+
+Both pages send ``Cross-Origin-Opener-Policy: unsafe-none`` (the page itself keeps ``same-origin``). A portal
+window is opened by another origin (a TrueNAS-style UI) and travels through the provider's origin before the
+callback page posts back through ``window.opener``: any COOP other than unsafe-none on these pages, even
+``same-origin-allow-popups``, puts them in a browsing context group of their own when their opener is
+another origin, and ``window.opener`` becomes null. That protection is given up only on these two pages;
+what they post goes to the one origin the daemon checked at the login's start.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import html
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -83,6 +90,15 @@ async def callback(request: web.Request) -> web.StreamResponse:
                 {"status": "done", "state": state}, "oauth-callback.js")
 
 
+def opener_origin(value: str) -> str:
+    """The origin of ``?origin=``: TrueNAS's UI sends its whole ``window.location`` (path and fragment
+    too); a message can only be addressed to an origin. Anything else is passed on for the daemon to refuse."""
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.netloc and not parts.username and not parts.password:
+        return f"{parts.scheme}://{parts.netloc}"
+    return value[:300]
+
+
 async def portal(request: web.Request) -> web.StreamResponse:
     """GET /oauth/portal/<TYPE>?origin=<opener>: log in and post the result to the opener (TrueNAS's
     portal protocol). The origin is checked again by the daemon when the login starts."""
@@ -92,7 +108,7 @@ async def portal(request: web.Request) -> web.StreamResponse:
     if provider is None or provider.oauth_flow is None:
         return page("Log In To Provider", "This provider has no OAuth login.", {"status": "error"},
                     "oauth-portal.js")
-    data = {"provider": provider.type, "title": provider.title, "origin": request.query.get("origin", "")}
+    data = {"provider": provider.type, "title": provider.title, "origin": opener_origin(request.query.get("origin", ""))}
     return page(f"Log In To {provider.title}", "Starting the login…", data, "oauth-portal.js")
 
 

@@ -5,6 +5,7 @@
 import {h, hiddenText} from './dom.js';
 import {CredentialForm} from './form.js';
 import {CredentialList} from './list.js';
+import {HEALTH_EVENT, TokenHealthBoard} from './oauth.js';
 import {callAlone, ConnectionLost, ENOTAUTHENTICATED, Rpc, RpcError} from './rpc.js';
 
 const TOKEN_KEY = 'middlewared-cc.token';
@@ -210,9 +211,11 @@ class Page {
     this.roles = new Set((me.privilege && me.privilege.roles) || []);
     this.providers = providers;
     this.byType = new Map(providers.map((p) => [p.name, p]));
+    this.health = new TokenHealthBoard(this);
     this.list = new CredentialList(this);
     this.renderMain();
     await this.loadList(true);
+    this.health.load();
     this.startTimers();
   }
 
@@ -229,7 +232,9 @@ class Page {
   }
 
   notified(params) {
+    if (params && params.collection === HEALTH_EVENT && this.health) this.health.apply(params);
     if (!params || params.collection !== COLLECTION) return;
+    if (this.health) this.health.credentialEvent(params);
     if (this.buffered) {
       this.buffered.push(params);
       return;
@@ -409,6 +414,7 @@ class Page {
         }
         await this.renewToken();
         await this.loadList();
+        if (this.health) this.health.load();
         this.reconnecting = false;
         this.banner.hidden = true;
         return;

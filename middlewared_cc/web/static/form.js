@@ -2,7 +2,7 @@
 
 import {describedBy, h, uid} from './dom.js';
 import {buildField, DriveList} from './fields.js';
-import {OAuthLogin} from './oauth.js';
+import {OAuthLogin, TokenHealthView} from './oauth.js';
 import {RpcError} from './rpc.js';
 
 const MAX_NAME = 200;
@@ -170,15 +170,18 @@ export class CredentialForm {
       }
       container.append(field.el);
     }
+    // A stored OAuth credential shows its token's health (no secret); editing, it offers Reconnect.
+    const health = oauthHint && this.entry ? new TokenHealthView(this.app.health, this.entry.id) : null;
     if (oauthHint && this.mode !== 'view') {
       oauthSlot.replaceWith(new OAuthLogin(oauthHint, this.fields, ctx, {
-        type, credentialId: this.mode === 'edit' ? this.entry.id : null,
+        type, credentialId: this.mode === 'edit' ? this.entry.id : null, health,
         onReconnected: () => {
           this.alert.hidden = true;
           this.app.toast('Reconnected: the credential has a new token.');
         },
       }).el);
-    } else if (oauthSlot) oauthSlot.remove();
+    } else if (health) oauthSlot.replaceWith(health.el);
+    else if (oauthSlot) oauthSlot.remove();
     if (driveHint && this.mode !== 'view') driveSlot.replaceWith(new DriveList(driveHint, this.fields, ctx).el);
     else if (driveSlot) driveSlot.remove();
     for (const group of groups.values()) group.details.open = group.open;

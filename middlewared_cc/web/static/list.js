@@ -224,8 +224,22 @@ export class CredentialList {
   }
 
   badge(entry) {
-    return entry.undecryptable ? h('span', {class: 'badge', title: entry.undecryptable}, 'cannot decrypt') : null;
+    if (entry.undecryptable) return h('span', {class: 'badge', title: entry.undecryptable}, 'cannot decrypt');
+    const health = this.app.health ? this.app.health.get(entry.id) : null;
+    return health && health.needs_reconnect
+      ? h('span', {class: 'badge warn', title: 'Its OAuth token can no longer be refreshed: edit it and Reconnect.'},
+        'Needs reconnect') : null;
   }
+
+  /** The token health of credential ``id`` changed (oauth.js): its row's marker follows. */
+  healthChanged(id) {
+    const row = this.rows.get(id);
+    if (!row) return;
+    if (row.badge) row.badge.remove();
+    row.badge = this.badge(row.entry);
+    if (row.badge) row.button.after(row.badge);
+  }
+
 
   /** Give the row built for ``row`` the texts of ``fresh`` (same id); ``row`` takes its keys. */
   updateRow(row, fresh) {
