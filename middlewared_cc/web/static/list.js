@@ -240,7 +240,6 @@ export class CredentialList {
     if (row.badge) row.button.after(row.badge);
   }
 
-
   /** Give the row built for ``row`` the texts of ``fresh`` (same id); ``row`` takes its keys. */
   updateRow(row, fresh) {
     if (row.name !== fresh.name) {
