@@ -209,7 +209,8 @@ class Client:
         Raises :class:`ClientConnectError` when the server cannot be reached.
         """
         if self._ws is None:
-            assert self.url is not None
+            if self.url is None:  # given an open websocket, which has since been closed
+                raise ClientConnectError("a client made from a websocket cannot connect again")
             connector = aiohttp.UnixConnector(path=self.socket_path) if self.socket_path else None
             timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from middlewared_cc.errors import NotAuthenticated
 from middlewared_cc.events import EventHub
 from middlewared_cc.jobs import JobManager
 from middlewared_cc.logs import IncidentLog
@@ -69,8 +70,10 @@ class Call:
 
     @property
     def principal(self) -> Principal:
-        assert self.session.principal is not None
-        return self.session.principal
+        principal = self.session.principal
+        if principal is None:  # the runner checks the login first; a session logged out meanwhile lands here
+            raise NotAuthenticated()
+        return principal
 
     def can(self, role: str) -> bool:
         return role in self.session.roles

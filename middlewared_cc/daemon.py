@@ -115,15 +115,17 @@ async def open_listeners(runner: web.AppRunner, settings: Settings, descriptors:
     install_loop_reports(loop)
     guard = runner.app[GUARD]
     guard.fit(descriptors)
-    assert runner.server is not None, "runner.setup() first"
+    if runner.server is None:
+        raise RuntimeError("open_listeners needs runner.setup() first")
     factory = guard.protocol_factory(runner.server)
     sock_path = Path(settings.unix_socket)
+    # Start-up, before anything is served: metadata calls on a local folder, no thread needed.
     sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    if sock_path.is_socket():
-        sock_path.unlink()
+    if sock_path.is_socket():  # noqa: ASYNC240 - start-up, see above
+        sock_path.unlink()  # noqa: ASYNC240 - start-up, see above
     servers: list[asyncio.AbstractServer] = [await loop.create_unix_server(factory, str(sock_path))]
     # Any local user may connect; who they are is decided inside the socket (root by SO_PEERCRED).
-    os.chmod(sock_path, 0o666)
+    os.chmod(sock_path, 0o666)  # noqa: S103 - on purpose, as the comment above says
     if settings.tcp_address is not None:
         host, port = settings.tcp_address
         ctx = tls_context(settings)

@@ -20,6 +20,13 @@ def errname(code: int) -> str:
     return _EXTRA_NAMES.get(code) or _errno.errorcode.get(code, "EFAULT")
 
 
+class BrokenInvariant(RuntimeError):
+    """A state the code rules out was reached: a bug. The RPC layer reports it as an incident id.
+
+    Raised where an ``assert`` would narrow a type: an assert vanishes under ``python -O``, this does not.
+    """
+
+
 class CallError(Exception):
     """A failure the caller may see: an errno and a message that holds no secret."""
 

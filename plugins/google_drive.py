@@ -20,7 +20,7 @@ PROVIDER = Provider(
     # refresh token too (Google sends one only at the first consent otherwise). PKCE supported.
     oauth_flow=OAuthFlow(
         authorize_url="https://accounts.google.com/o/oauth2/auth",
-        token_url="https://oauth2.googleapis.com/token",
+        token_url="https://oauth2.googleapis.com/token",  # noqa: S106 - an address, not a secret
         redirect=LOOPBACK_IP,
         scopes=("https://www.googleapis.com/auth/drive",),
         pkce=True,

@@ -10,7 +10,7 @@ PROVIDER = Provider(
     # rclone's onedrive backend (global authority): its scopes; PKCE supported by Microsoft identity.
     oauth_flow=OAuthFlow(
         authorize_url="https://login.microsoftonline.com/common/oauth2/v2.0/authorize",
-        token_url="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        token_url="https://login.microsoftonline.com/common/oauth2/v2.0/token",  # noqa: S106 - an address, not a secret
         redirect=LOOPBACK_LOCALHOST,
         scopes=("Files.Read", "Files.ReadWrite", "Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All",
                 "offline_access"),

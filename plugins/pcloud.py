@@ -11,7 +11,7 @@ PROVIDER = Provider(
     # exchanged and which is kept as ``hostname``; pCloud may drop ``state`` from its redirect.
     oauth_flow=OAuthFlow(
         authorize_url="https://my.pcloud.com/oauth2/authorize",
-        token_url="https://{hostname}/oauth2_token",
+        token_url="https://{hostname}/oauth2_token",  # noqa: S106 - an address, not a secret
         redirect=LOOPBACK_LOCALHOST,
         hostnames=("api.pcloud.com", "eapi.pcloud.com"),
         hostname_field="hostname",

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import orjson
 
-PASSWORD_ENV = "MIDCLT_CC_PASSWORD"
+PASSWORD_ENV = "MIDCLT_CC_PASSWORD"  # noqa: S105 - the variable's name, not a password
 STDIN_MARKER = "-"
 
 

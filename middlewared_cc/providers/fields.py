@@ -45,7 +45,8 @@ class Kind(StrEnum):
     INT = "int"  # bounded by Field.minimum / Field.maximum
     CHOICE = "choice"  # closed list in Field.choices (str or int values)
     JSON = "json"  # text holding a JSON object with the keys in Field.json_keys
-    TOKEN = "token"  # OAuth token JSON: an object with access_token (or Go's old AccessToken)
+    # OAuth token JSON: an object with access_token (or Go's old AccessToken)
+    TOKEN = "token"  # noqa: S105 - a kind's name, not a token
     BASE64 = "base64"  # standard base64 with padding, e.g. an Azure account key
     KEYCHAIN = "keychain"  # id of a keychain credential of Field.keychain_type: see Field
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from middlewared_cc.errors import BrokenInvariant
+
 from .model import Condition, Node, Or, Path, Query
 
 MISSING: Final = object()
@@ -63,7 +65,7 @@ def strict_equal(a: object, b: object) -> bool:
     if cls != value_class(b):
         return False
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
     return cls != OTHER and a == b
@@ -133,7 +135,8 @@ def compare(source: object, condition: Condition) -> bool:
         cls = value_class(source)
         return cls in (BOOL, NUMBER, TEXT) and cls == value_class(value) and _ORDERING[op](source, value)
     if op == "~":
-        assert condition.pattern is not None
+        if condition.pattern is None:
+            raise BrokenInvariant("a ~ condition without its compiled pattern")
         if source is None:
             source = ""
         return isinstance(source, str) and condition.pattern.matches(source)

@@ -26,8 +26,8 @@ def order_rows(rows: list[dict[str, Any]], order_by: tuple[OrderKey, ...]) -> li
     # Stable sorts applied from the least significant key up give a lexicographic order.
     for key in reversed(order_by):
         values = [lookup(row, key.path) for row in result]
-        nulls = [row for row, v in zip(result, values) if _is_null(v)]
-        rest = [(row, v) for row, v in zip(result, values) if not _is_null(v)]
+        nulls = [row for row, v in zip(result, values, strict=True) if _is_null(v)]
+        rest = [(row, v) for row, v in zip(result, values, strict=True) if not _is_null(v)]
         # sorted(reverse=True) keeps equal items in their incoming order, as SQL's id tiebreak does.
         rest.sort(key=lambda pair: _sort_key(pair[1]), reverse=key.descending)
         ordered = [row for row, _ in rest]

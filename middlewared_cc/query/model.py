@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .regex import Regex
 
 Path = tuple[str, ...]
-Json: TypeAlias = "None | bool | int | float | str | list[Json] | dict[str, Json]"
+Json: TypeAlias = "bool | int | float | str | list[Json] | dict[str, Json] | None"
 
 # Base operators, without the case-insensitive `C` prefix.
 OPERATORS = frozenset(

@@ -107,7 +107,8 @@ def _condition(field: TypedField, c: Condition) -> ColumnElement[bool]:
         return member if op == "in" else and_(not_(field.is_null()), not_(member))
     if op in ("rin", "rnin"):
         return _reverse_member(field, value, operand, op == "rin")
-    assert isinstance(operand, str)
+    if not isinstance(operand, str):  # parse allows only text for ^ and $; Python evaluation is always right
+        raise Untranslatable("affix of a non-string")
     if op in ("^", "!^"):
         affix = _prefix(value, operand)
     else:

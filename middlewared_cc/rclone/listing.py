@@ -20,7 +20,7 @@ from middlewared_cc.rclone.scrub import excerpt, scrub
 
 DEFAULT_TIMEOUT = 60.0
 GRAPH_URL = "https://graph.microsoft.com/v1.0"
-MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/common/oauth2/v2.0/token"  # noqa: S105 - an address
 # rclone's own OneDrive app: a blank client_id means the token was obtained with it, and a refresh token
 # only works with the client that obtained it.
 RCLONE_ONEDRIVE_CLIENT = ("b15665d9-eda6-4092-8539-0eec376afd59", "qtyfaBBYA403=unZUP40~_#")

@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from middlewared_cc.errors import BrokenInvariant
 from middlewared_cc.rclone.errors import RcloneError, RcloneUnavailable
 from middlewared_cc.rclone.lifetime import die_with
 from middlewared_cc.rclone.rcd import _FLAGS, RcloneDaemon
@@ -167,7 +168,8 @@ async def _run(command: list[str], env: dict[str, str], secrets: frozenset[str],
     errors: list[str] = []
     try:
         async with asyncio.timeout(timeout):
-            assert proc.stdout is not None and proc.stderr is not None
+            if proc.stdout is None or proc.stderr is None:
+                raise BrokenInvariant("rclone started without the pipes asked for")
             out, _ = await asyncio.gather(proc.stdout.read(), _read_log(proc.stderr, proc.pid, secrets, errors))
             status = await proc.wait()
     finally:

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from middlewared_cc.errors import BrokenInvariant
 from middlewared_cc.outbound import Outbound
 from middlewared_cc.rclone.errors import RcloneError, RcloneUnavailable
 from middlewared_cc.rclone.lifetime import PID_NAME, SOCKET_NAME, die_with, end_stale, remove_pid, write_pid
@@ -216,7 +217,7 @@ class RcloneDaemon:
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self.socket_path.unlink)
         # Forked from this, the event-loop thread: see rclone.lifetime for why that matters.
-        self._proc = await asyncio.create_subprocess_exec(
+        self._proc = proc = await asyncio.create_subprocess_exec(
             *self.argv(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
@@ -225,21 +226,24 @@ class RcloneDaemon:
             start_new_session=True,
             preexec_fn=die_with(os.getpid()),
         )
-        await asyncio.to_thread(write_pid, self.runtime_dir / PID_NAME, self._proc.pid)
+        await asyncio.to_thread(write_pid, self.runtime_dir / PID_NAME, proc.pid)
+        if proc.stderr is None:
+            raise BrokenInvariant("rcd started without the stderr pipe asked for")
         if self._stderr_task is not None:
             self._stderr_task.cancel()
-        self._stderr_task = asyncio.create_task(self._forward_stderr(self._proc), name="rcd-stderr")
-        await self._wait_answering()
+        self._stderr_task = asyncio.create_task(self._forward_stderr(proc.stderr), name="rcd-stderr")
+        await self._wait_answering(proc)
         self._ready.set()
-        LOG.info("rclone rcd started (pid %s)", self._proc.pid)
+        LOG.info("rclone rcd started (pid %s)", proc.pid)
 
-    async def _wait_answering(self) -> None:
+    async def _wait_answering(self, proc: asyncio.subprocess.Process) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _START_WAIT
-        assert self._session is not None and self._proc is not None
         while True:
-            if self._proc.returncode is not None:
-                raise RcloneUnavailable(f"rclone rcd exited at start with status {self._proc.returncode}")
+            if proc.returncode is not None:
+                raise RcloneUnavailable(f"rclone rcd exited at start with status {proc.returncode}")
+            if self._session is None:  # stop() ran meanwhile
+                raise RcloneUnavailable("rclone daemon is not running")
             try:
                 async with self._session.post("http://rclone/rc/noop", data=b"{}") as resp:
                     await resp.read()
@@ -289,9 +293,8 @@ class RcloneDaemon:
                 await self._stderr_task
             self._stderr_task = None
 
-    async def _forward_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        async for raw in proc.stderr:
+    async def _forward_stderr(self, stderr: asyncio.StreamReader) -> None:
+        async for raw in stderr:
             line = raw.decode(errors="replace").rstrip()
             if line:
                 LOG.debug("rcd: %s", self._scrub(line))
@@ -313,7 +316,7 @@ def _decode(status: int, raw: bytes) -> dict[str, Any]:
         reply = None
     if not isinstance(reply, dict):
         raise RcloneError(status, f"rclone answered HTTP {status} with a non-JSON body")
-    if status != 200 or "error" in reply and "input" in reply:
+    if status != 200 or ("error" in reply and "input" in reply):
         # The reply's "input" echoes the whole request, secrets included: keep only the message.
         raise RcloneError(int(reply.get("status") or status), str(reply.get("error") or f"HTTP {status}"))
     return reply

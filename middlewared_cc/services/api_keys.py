@@ -59,7 +59,7 @@ def _entry(k: ApiKey, username: str | None) -> dict[str, Any]:
 
 
 @methods.method("api_key.query", role=_roles.FULL_ADMIN)
-async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
+async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006 - a schema default, never mutated
     """API keys (never the keys themselves)."""
     q = sa.select(ApiKey, User.username).outerjoin(User, ApiKey.user_id == User.id).order_by(ApiKey.id)
     async with call.services.db() as db:

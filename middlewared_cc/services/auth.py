@@ -89,7 +89,7 @@ async def login_ex(call: Call, data: LoginData) -> dict[str, Any]:
 
 @methods.method("auth.generate_token")
 async def generate_token(call: Call, ttl: Annotated[int, Field(ge=1, le=86400)] = 600,
-                         attrs: dict[str, Any] = {}, match_origin: bool = True,  # noqa: B006 - the default is the method's schema (core.get_methods), never mutated
+                         attrs: dict[str, Any] = {}, match_origin: bool = True,  # noqa: B006 - a schema default, never mutated
                          single_use: bool = False) -> str:
     """A token for TOKEN_PLAIN logins as the caller, valid ``ttl`` seconds (only from this source
     when ``match_origin``). At use it logs in as the caller's user or key as they are then: a revoked

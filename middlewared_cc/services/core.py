@@ -76,7 +76,7 @@ async def get_methods(call: Call) -> dict[str, Any]:
 
 
 @methods.method("core.get_jobs")
-async def get_jobs(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
+async def get_jobs(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006 - a schema default, never mutated
     """Jobs of the caller (every job for FULL_ADMIN), with the query language's filters and options.
 
     Each job: ``id, message_ids, method, arguments`` (secrets as ``********``), ``progress {percent,

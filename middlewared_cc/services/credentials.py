@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
-from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.errors import BrokenInvariant, CallError, FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.providers.declaration import KEYCHAIN_TYPES, Provider
 from middlewared_cc.rpc.registry import MethodSet
 from middlewared_cc.services import credential_query
@@ -77,7 +77,7 @@ async def providers(call: Call) -> list[dict[str, Any]]:
 
 
 @methods.method("cloudsync.credentials.query", role=_roles.CLOUD_SYNC_READ)
-async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
+async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006 - a schema default, never mutated
     """Stored credentials, filtered and shaped by ``filters`` and ``options`` (CONTRACT §4).
 
     Callers without CLOUD_SYNC_WRITE see secrets as "********" and may not filter, sort or select on them.
@@ -86,7 +86,7 @@ async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {
 
 
 @methods.method("cloudsync.credentials.get_instance", role=_roles.CLOUD_SYNC_READ)
-async def get_instance(call: Call, id: int, options: dict[str, Any] = {}) -> Any:  # noqa: B006
+async def get_instance(call: Call, id: int, options: dict[str, Any] = {}) -> Any:  # noqa: B006 - a schema default, never mutated
     """One credential by id; ENOENT when it does not exist."""
     if not options:  # the common case: straight from the index
         cred = call.services.credentials.get(id)
@@ -145,9 +145,10 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     if sub.name is not None and _name_taken(call, sub.name):
         errors.extend(_taken(schema))
     errors.check()
-    assert sub.name is not None
-    await _check_references(call, provider, attrs, sub.attr_path)
     name = sub.name
+    if name is None:  # read(partial=False) reported a missing name, so check() raised above
+        raise BrokenInvariant("create without a name passed validation")
+    await _check_references(call, provider, attrs, sub.attr_path)
 
     def insert(conn: AsyncConnection) -> Awaitable[store.StoredCredential]:
         return store.insert(conn, services.sealer, services.credentials.reserve_id(), name, provider.type,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
-from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.errors import BrokenInvariant, CallError, FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.providers import REDACTED
 from middlewared_cc.query import filter_rows_yielding, finish, parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
@@ -87,7 +87,7 @@ async def private_key_pem(services: Services, ident: int) -> str:
 
 
 @methods.method("keychaincredential.query", role=_roles.KEYCHAIN_CREDENTIAL_READ)
-async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
+async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006 - a schema default, never mutated
     """SSH key pairs; private keys are shown only to callers with KEYCHAIN_CREDENTIAL_WRITE."""
     can_see = call.can(_roles.KEYCHAIN_CREDENTIAL_WRITE)
     q = parse_query(filters, options)
@@ -110,7 +110,8 @@ async def create(call: Call, data: KeyCreate) -> dict[str, Any]:
     except IntegrityError:
         raise ValidationErrors([FieldError("keychain_credential_create.name",
                                            "Object with this name already exists")]) from None
-    assert pair is not None
+    if pair is None:  # save() answers None only when replacing a row that is gone
+        raise BrokenInvariant("a new key pair was not stored")
     log.info("keychain credential %d created", pair.id)
     return _entry(pair, True)
 

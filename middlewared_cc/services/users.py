@@ -68,7 +68,7 @@ def _exists(schema: str) -> FieldError:
 
 
 @methods.method("user.query", role=_roles.FULL_ADMIN)
-async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006
+async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {}) -> Any:  # noqa: B006 - a schema default, never mutated
     """Local users (never their password hashes)."""
     async with call.services.db() as db:
         rows = [_entry(u) for u in (await db.execute(sa.select(User).order_by(User.id))).scalars()]

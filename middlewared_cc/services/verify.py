@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.context import Call, Services
-from middlewared_cc.errors import CallError, FieldError, InstanceNotFound, ValidationErrors
+from middlewared_cc.errors import BrokenInvariant, CallError, FieldError, InstanceNotFound, ValidationErrors
 from middlewared_cc.jobs import Job
 from middlewared_cc.providers.declaration import Provider
 from middlewared_cc.query import parse_query
@@ -235,7 +235,7 @@ async def _verify_stored(services: Services, cred: store.StoredCredential) -> di
 
 
 @methods.method("cloudsync.credentials.verify_all", role=_roles.CLOUD_SYNC_WRITE, job=True)
-async def verify_all(call: Call, job: Job, options: VerifyAllArgs = VerifyAllArgs()) -> list[dict[str, Any]]:  # noqa: B008
+async def verify_all(call: Call, job: Job, options: VerifyAllArgs = VerifyAllArgs()) -> list[dict[str, Any]]:  # noqa: B008 - a schema default, never mutated
     """Verify every stored credential matching ``filters`` (all of them by default), as a job.
 
     Runs as many at once as ``max_concurrent_verifies`` allows (shared with every other verify), reports
@@ -246,7 +246,8 @@ async def verify_all(call: Call, job: Job, options: VerifyAllArgs = VerifyAllArg
     """
     services = call.services
     found = await credential_query.run(call, options.filters, {"select": ["id"]})
-    assert isinstance(found, list)
+    if not isinstance(found, list):  # only a count or get option answers otherwise, and neither is given
+        raise BrokenInvariant("a query without count or get did not answer a list")
     creds = [c for c in (services.credentials.get(row["id"]) for row in found) if c is not None]
     total = len(creds)
     job.set_description(f"Verifying {total} cloud credential{'s' if total != 1 else ''}")

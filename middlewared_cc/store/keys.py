@@ -24,7 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from middlewared_cc.errors import CallError, RotationInProgress
+from middlewared_cc.errors import CallError, KeyUnavailable, RotationInProgress
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.credentials import reseal_all
 from middlewared_cc.store.models import CloudCredential, KeychainCredential, StoreMeta
@@ -170,7 +170,8 @@ def begin_rotation(path: Path) -> Sealer:
 
 async def reseal(conn: AsyncConnection, old: Sealer, new: Sealer) -> int:
     """Step 2, in the caller's transaction: every sealed row under ``new``, and ``new``'s id recorded."""
-    assert new.key_id is not None
+    if new.key_id is None:  # a sealer without a key could seal nothing either
+        raise KeyUnavailable()
     try:
         count = await reseal_all(conn, old, new)
     except Undecryptable as exc:  # all or nothing: the transaction rolls back, the old key stays
