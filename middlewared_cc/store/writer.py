@@ -71,6 +71,8 @@ class BatchWriter:
         self._max_batch = max_batch
         self._queue: list[_Write[Any]] = []
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set while nothing is queued or being committed
+        self._drained.set()
         self._task: asyncio.Task[None] | None = None
         # Told (batch size, seconds) after each batch is settled: app metrics (metrics/recorder.py).
         self.committed: Callable[[int, float], None] = lambda size, seconds: None
@@ -79,12 +81,19 @@ class BatchWriter:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
-        """Finish the writes already queued, then stop."""
-        while self._queue and self._task is not None and not self._task.done():
-            await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Finish the writes already queued (and the batch being committed), then stop."""
+        task = self._task
+        if task is None:
+            return
+        if not task.done():
+            drained = asyncio.create_task(self._drained.wait())
+            try:
+                # A loop that has died would never drain the queue: stop waiting then too.
+                await asyncio.wait({drained, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                drained.cancel()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def run(self, op: Op[T], on_commit: Callable[[T], None] | None = None, *,
                   exclusive: bool = False, record: object | None = _CLAIM) -> T:
@@ -97,6 +106,7 @@ class BatchWriter:
             record = self.journal.claim() if self.journal is not None else None
         write: _Write[T] = _Write(op, on_commit, asyncio.get_running_loop().create_future(), exclusive, record)
         self._queue.append(write)
+        self._drained.clear()
         self._wake.set()
         # Shielded: a caller that goes away must not cancel a write other writes share a transaction with.
         return await asyncio.shield(write.future)
@@ -109,6 +119,7 @@ class BatchWriter:
                 batch, started = self._next_batch(), time.perf_counter()
                 await self._commit(batch)
                 self.committed(len(batch), time.perf_counter() - started)
+            self._drained.set()
 
     def _next_batch(self) -> list[_Write[Any]]:
         size = 0
