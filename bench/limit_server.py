@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -109,8 +110,9 @@ async def serve(listen: str, unix_socket: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await runner.cleanup()
-    if unix_socket and os.path.exists(unix_socket):
-        os.unlink(unix_socket)
+    if unix_socket:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(unix_socket)
 
 
 def main() -> None:

@@ -151,8 +151,10 @@ def rclone_children(pid: int) -> list[int]:
 async def kill_rclone(pid: int, tally: Tally, at_s: float, out: dict[str, Any]) -> None:
     """SIGKILL the daemon's rclone rcd at `at_s`; measure until the daemon has started a new one."""
     await sleep_until(tally, at_s)
-    while not (old := rclone_children(pid)) and tally.now() < at_s + RESTART_WAIT_S:
-        await asyncio.sleep(0.05)  # no verify yet: rcd starts on first use
+    # Polled: another process's children (/proc) have no event to wait on. No verify yet: rcd starts on
+    # first use.
+    while not (old := rclone_children(pid)) and tally.now() < at_s + RESTART_WAIT_S:  # noqa: ASYNC110 - above
+        await asyncio.sleep(0.05)
     if not old:
         out.update(ok=False, note="no rclone child to kill")
         return

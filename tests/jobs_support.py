@@ -56,7 +56,7 @@ async def fail(call: Any, job: Job, kind: str) -> None:
 
 
 @test_methods.method("test.hold", role=roles.CLOUD_SYNC_WRITE, job=True)
-async def hold(call: Any, job: Job, data: dict[str, Any] = {}) -> str:  # noqa: B006
+async def hold(call: Any, job: Job, data: dict[str, Any] = {}) -> str:  # noqa: B006 - a schema default, never mutated
     """Run until released (or aborted)."""
     HELD["started"] += 1
     release = HELD["release"]
@@ -75,12 +75,12 @@ async def jobs_daemon(settings_factory: Any, **overrides: str) -> AsyncIterator[
     """A daemon with the test job methods (and these settings)."""
     sets = app_module.method_sets()
     original = app_module.method_sets
-    app_module.method_sets = lambda: [*sets, test_methods]  # type: ignore[assignment]
+    app_module.method_sets = lambda: [*sets, test_methods]
     try:
         HELD.update(release=asyncio.Event(), cancelled=0, started=0)
         runner, url = await start_daemon(settings_factory(**overrides))
     finally:
-        app_module.method_sets = original  # type: ignore[assignment]
+        app_module.method_sets = original
     settings = runner.app[SERVICES].settings
     try:
         async with aiohttp.ClientSession() as session, \

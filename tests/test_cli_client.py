@@ -223,6 +223,7 @@ def test_parse_uri() -> None:
     assert str(parse_uri("wss://h:1/websocket")[0]) == "wss://h:1/websocket"
     assert parse_uri("ws+unix:///run/x/m.sock")[1] == "/run/x/m.sock"
     assert parse_uri("ws+unix:///run/x/m.sock:/websocket") == (URL("http://localhost/websocket"), "/run/x/m.sock")
-    for bad in ("http://h:1", "ws+unix://", "ws+unix:///:/websocket", "nonsense"):
-        with pytest.raises(ValueError):
+    for bad, why in (("http://h:1", "unsupported URI"), ("ws+unix://", "no socket path"),
+                     ("ws+unix:///:/websocket", "no socket path"), ("nonsense", "unsupported URI")):
+        with pytest.raises(ValueError, match=why):
             parse_uri(bad)

@@ -18,7 +18,7 @@ async def test_stuck_subscriber_is_dropped_and_others_served(settings_factory, t
     from tests.conftest import start_daemon
 
     settings = settings_factory(max_outgoing_queue="16")
-    runner, url = await start_daemon(settings)
+    runner, _url = await start_daemon(settings)
     try:
         # A raw socket with a tiny receive buffer that subscribes and then never reads.
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -58,7 +58,7 @@ async def test_stuck_subscriber_is_dropped_and_others_served(settings_factory, t
                     pass
             except ConnectionResetError:
                 pass
-            except socket.timeout:
+            except TimeoutError:
                 raise AssertionError("the stuck subscriber was not dropped") from None
             assert await writer_peer.call("core.ping") == "pong"
         raw.close()

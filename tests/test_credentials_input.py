@@ -73,7 +73,7 @@ async def admin(daemon: Daemon) -> Any:
     return await daemon.admin()
 
 
-@pytest.mark.parametrize("ptype,label,attrs,path", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(("ptype", "label", "attrs", "path"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 async def test_bad_attributes_are_refused(daemon: Daemon, admin: Any, ptype: str, label: str,
                                           attrs: dict[str, Any], path: str) -> None:
     with pytest.raises(CallFailed) as err:
@@ -100,7 +100,7 @@ async def test_all_errors_reported_together(admin: Any) -> None:
     assert CallError is CallFailed
 
 
-@pytest.mark.parametrize("data,path", [
+@pytest.mark.parametrize(("data", "path"), [
     ("x", "cloud_sync_credentials_create"),
     ({}, "cloud_sync_credentials_create.name"),
     ({"name": "a"}, "cloud_sync_credentials_create.provider"),

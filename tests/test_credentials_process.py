@@ -27,7 +27,8 @@ def _env(state: Path) -> dict[str, str]:
 
 
 async def _start(state: Path) -> tuple[subprocess.Popen[bytes], aiohttp.ClientSession, Peer]:
-    proc = subprocess.Popen([str(BIN)], env=_env(state), stderr=subprocess.PIPE)
+    # Popen only forks, and the daemon runs in a process of its own: nothing on this loop waits for it.
+    proc = subprocess.Popen([str(BIN)], env=_env(state), stderr=subprocess.PIPE)  # noqa: ASYNC220 - see above
     sock = state / "middlewared.sock"
     for _ in range(200):
         if sock.exists():
@@ -67,7 +68,8 @@ async def test_rotate_key_command_and_method(tmp_path: Path) -> None:
     proc, session, peer = await _start(state)
     created = await peer.call("cloudsync.credentials.create", {"name": "r", "provider": S3})
     # with the daemon running, the offline command refuses (it would race the daemon's key)
-    busy = subprocess.run([str(BIN), "rotate-key"], env=_env(state), capture_output=True, timeout=60)
+    busy = await asyncio.to_thread(subprocess.run, [str(BIN), "rotate-key"], env=_env(state), capture_output=True,
+                                   timeout=60, check=False)
     assert busy.returncode == 1 and b"running" in busy.stderr
     old_key = (state / "secret.key").read_bytes()
     assert await peer.call("config.rotate_secret_key") == 1
@@ -80,7 +82,8 @@ async def test_rotate_key_command_and_method(tmp_path: Path) -> None:
 
     with sqlite3.connect(state / "config.db") as conn:
         before = conn.execute("SELECT secrets FROM cloud_credentials").fetchone()[0]
-    done = subprocess.run([str(BIN), "rotate-key"], env=_env(state), capture_output=True, timeout=60)
+    done = await asyncio.to_thread(subprocess.run, [str(BIN), "rotate-key"], env=_env(state), capture_output=True,
+                                   timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(state / "config.db") as conn:
         after = conn.execute("SELECT secrets FROM cloud_credentials").fetchone()[0]
@@ -102,7 +105,7 @@ def test_key_file_readable_by_others_refuses_start(tmp_path: Path) -> None:
     key = state / "secret.key"
     key.write_bytes(b"k" * 32)
     key.chmod(0o644)
-    done = subprocess.run([str(BIN)], env=_env(state), capture_output=True, timeout=60)
+    done = subprocess.run([str(BIN)], env=_env(state), capture_output=True, timeout=60, check=False)
     assert done.returncode == 2
     assert b"key_file" in done.stderr and b"chmod 600" in done.stderr
     assert not (state / "config.db").exists()  # refused before anything was created

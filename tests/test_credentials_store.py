@@ -87,7 +87,7 @@ async def test_key_file_is_private_and_checked(daemon: Daemon, settings_factory:
 async def _restart_with(settings: Any) -> tuple[Any, Any]:
     import aiohttp
 
-    runner, url = await start_daemon(settings)
+    runner, _url = await start_daemon(settings)
     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket))
     return runner, session
 
@@ -154,4 +154,4 @@ async def test_sqlite_pragmas(daemon: Daemon) -> None:
     async with daemon.services.engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-        assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
+        assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() >= 1000

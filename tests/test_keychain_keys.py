@@ -67,11 +67,11 @@ def test_pkcs8_pem_accepted() -> None:
     ],
 )
 def test_garbage_is_refused_without_echo(garbage: str) -> None:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match=r"^not a valid unencrypted SSH private key$") as caught:
         public_key_from_private(garbage)
     assert "CANARY" not in str(caught.value)
     assert caught.value.__cause__ is None or "CANARY" not in str(caught.value.__cause__)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^not a valid unencrypted SSH private key$"):
         check_key_pair(garbage, "ssh-ed25519 AAAA")
 
 
@@ -90,7 +90,7 @@ def test_encrypted_keys_are_refused(tmp_path: Path) -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="key type must be one of"):
         generate_ssh_key_pair("dsa")  # type: ignore[arg-type]
     # Only the listed RSA sizes: any other is refused before a key is made (10**9 would never finish).
     for bits in (1024, 2047, 3000, 4097, 8192, 76_110, 10**9):

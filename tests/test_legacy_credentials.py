@@ -61,7 +61,7 @@ async def test_crud_in_the_legacy_shape(daemon: Daemon) -> None:
     assert info.value.errno == errno.ENOENT
 
 
-@pytest.mark.parametrize("data, path, message", [
+@pytest.mark.parametrize(("data", "path", "message"), [
     ({"name": "x", "provider": "FTP", "attributes": {**FTP, "port": "21"}},
      "cloud_sync_credentials_create.attributes.port", None),
     ({"name": "x", "provider": "B2", "attributes": {**B2, "bogus": 1}},

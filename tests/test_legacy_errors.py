@@ -132,7 +132,7 @@ async def test_too_many_calls_in_flight(custom_daemon: Callable[..., Any]) -> No
 
 # --- bad frames --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("frame, reason", [
+@pytest.mark.parametrize(("frame", "reason"), [
     ("{not json", "Parse error"),
     ("[1, 2]", "JSON object"),
     ('"text"', "JSON object"),
@@ -148,7 +148,7 @@ async def test_malformed_messages_keep_the_connection(daemon: Daemon, frame: str
     assert await client.call("core.ping") == "pong"
 
 
-@pytest.mark.parametrize("frame, ident, reason", [
+@pytest.mark.parametrize(("frame", "ident", "reason"), [
     ({"msg": "method", "id": "m1", "params": []}, "m1", "'method' is absent."),
     ({"msg": "method", "id": "m2", "method": 7}, "m2", "'method' must be a string."),
     ({"msg": "method", "id": "m3", "method": "core.ping", "params": {"a": 1}}, "m3", "'params' must be an array"),

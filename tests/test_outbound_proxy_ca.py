@@ -101,7 +101,7 @@ def test_rcd_environment_and_bundle(intercept_proxy: InterceptProxy, tmp_path: P
 async def daemon(tmp: Path, **settings: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, Peer, Path]]:
     """The daemon with these settings (and a DEBUG log file); yields it, a root peer and the log's path."""
     state, log = tmp / "state", tmp / "daemon.log"
-    tmp.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIDDLEWARED_CC_")}
     env.update(MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN="", MIDDLEWARED_CC_LOG_LEVEL="DEBUG",
                MIDDLEWARED_CC_LOG_FILE=str(log))
@@ -189,13 +189,14 @@ async def test_verify_through_authenticating_proxy_keeps_the_password(
                                      {**s3_object(s3_server, endpoint), "secret_access_key": "x" * 40})
             assert listed["valid"] is False and listed["reason"] == "invalid_auth", listed
             pid = _rcd_pid(tmp_path / "right/state")
-            rcd_argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-            daemon_argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            rcd_argv = await asyncio.to_thread(Path(f"/proc/{pid}/cmdline").read_bytes)
+            daemon_argv = await asyncio.to_thread(Path(f"/proc/{proc.pid}/cmdline").read_bytes)
             environ = Path(f"/proc/{pid}/environ")
             # The chosen trade-off: rcd holds the proxy URL in its environment, which only our uid (and
             # root) may read; never on its command line, which every user can read.
-            assert password.encode() in environ.read_bytes()
-            assert environ.stat().st_uid == os.getuid() and stat.S_IMODE(environ.stat().st_mode) == 0o400
+            assert password.encode() in await asyncio.to_thread(environ.read_bytes)
+            owner = await asyncio.to_thread(environ.stat)
+            assert owner.st_uid == os.getuid() and stat.S_IMODE(owner.st_mode) == 0o400
     assert S3_HOST in intercept_proxy.connected_hosts()[before:]
     for text in (orjson.dumps([out, listed]), rcd_argv, daemon_argv, log.read_bytes()):
         assert password.encode() not in text

@@ -100,16 +100,17 @@ async def test_cancelled_verify_leaves_no_rclone_and_no_secret_on_argv(
     assert argv[2] == b"mwcc:" and b"--config" in argv
     # The remote is in its environment, readable by our user only, and never as the plain password.
     environ = Path(f"/proc/{pid}/environ")
-    assert environ.stat().st_mode & 0o077 == 0
-    variables = dict(v.split(b"=", 1) for v in environ.read_bytes().split(b"\0") if b"=" in v)
+    assert (await asyncio.to_thread(environ.stat)).st_mode & 0o077 == 0
+    block = await asyncio.to_thread(environ.read_bytes)
+    variables = dict(v.split(b"=", 1) for v in block.split(b"\0") if b"=" in v)
     assert reveal(variables[b"RCLONE_CONFIG_MWCC_PASS"].decode()) == PASSWORD
-    assert PASSWORD.encode() not in environ.read_bytes()
+    assert PASSWORD.encode() not in block
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not children(b"lsjson")
-    assert not Path(f"/proc/{pid}").exists(), "the killed rclone was not reaped"
+    assert not await asyncio.to_thread(Path(f"/proc/{pid}").exists), "the killed rclone was not reaped"
     assert stuck_rcd.pid is not None, "rcd is untouched"
 
 
@@ -175,7 +176,7 @@ def test_remote_environment_and_error_text() -> None:
         "RCLONE_CONFIG_MWCC_PASS": " x%(y)s ",
         "RCLONE_CONFIG_MWCC_USE_HTTPS": "true",
     }
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="control character"):
         remote_environment({"pass": "a\nb"})
     assert _error_text(['Failed to create file system for "mwcc:": couldn\'t login: nope']) == "couldn't login: nope"
     assert _error_text(["x", "Failed to lsjson with 2 errors: last error was: directory not found"]) == (

@@ -17,8 +17,8 @@ import pytest
 
 from middlewared_cc.providers.registry import ProviderRegistry
 from middlewared_cc.rclone import RcloneDaemon, RcloneUnavailable
-from middlewared_cc.rclone.remote import ProviderLike
 from middlewared_cc.rclone.limiter import VerifyLimiter
+from middlewared_cc.rclone.remote import ProviderLike
 from middlewared_cc.rclone.verify import verify
 from tests.servers.base import ServerInfo
 from tests.servers.process import free_port

@@ -142,7 +142,7 @@ def test_http(tmp_path: Path, http_server: HTTPServer) -> None:
     assert set(http_server.file_names) <= names(lsjson(tmp_path, http_server, http_server.attributes, "-R"))
     missing_dir = lsjson(tmp_path, http_server, {"url": http_server.missing_url})
     assert missing_dir.returncode == 3, missing_dir.stderr
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="has no secret to spoil"):
         http_server.bad_attributes()
 
 

@@ -174,19 +174,19 @@ def test_bad_setting_in_env(tmp_path: Path, key: str, value: Any) -> None:
 
 def test_tls_files(tmp_path: Path) -> None:
     env = {"HOME": str(tmp_path), "MIDDLEWARED_CC_TLS_CERTIFICATE": str(tmp_path / "missing.pem")}
-    with pytest.raises(SettingsError, match="^tls_private_key: "):
+    with pytest.raises(SettingsError, match=r"^tls_private_key: "):
         Settings.load(env=env)
     env["MIDDLEWARED_CC_TLS_PRIVATE_KEY"] = str(tmp_path / "missing.key")
-    with pytest.raises(SettingsError, match="^tls_certificate: no such file"):
+    with pytest.raises(SettingsError, match=r"^tls_certificate: no such file"):
         Settings.load(env=env)
 
 
 def test_unreadable_or_broken_config(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match="^config: cannot read"):
+    with pytest.raises(SettingsError, match=r"^config: cannot read"):
         Settings.load(tmp_path / "absent.toml", env={"HOME": str(tmp_path)})
     broken = tmp_path / "broken.toml"
     broken.write_text("listen = \n")
-    with pytest.raises(SettingsError, match="^config: .* is not valid TOML") as info:
+    with pytest.raises(SettingsError, match=r"^config: .* is not valid TOML") as info:
         Settings.load(broken, env={"HOME": str(tmp_path)})
     assert "\n" not in str(info.value)
 

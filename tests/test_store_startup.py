@@ -41,7 +41,8 @@ async def _stored(state: Path, count: int) -> None:
                 await peer.call("cloudsync.credentials.create", {"name": f"c{i}", "provider": S3})
     finally:
         await runner.cleanup()
-    Path(settings.unix_socket).unlink(missing_ok=True)  # so a socket seen later is the tested daemon's
+    # So that a socket seen later is the tested daemon's.
+    await asyncio.to_thread(Path(settings.unix_socket).unlink, missing_ok=True)
 
 
 def _damage(db: Path, table: str) -> None:

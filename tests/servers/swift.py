@@ -178,7 +178,7 @@ def _build_app(account: _Account, calls: CallLog) -> web.Application:
             return web.Response(status=204, headers=headers)
         entry = {
             "name": OBJECT_NAME,
-            "hash": hashlib.md5(OBJECT_BODY).hexdigest(),  # Swift's ETag is an MD5
+            "hash": hashlib.md5(OBJECT_BODY, usedforsecurity=False).hexdigest(),  # Swift's ETag is an MD5
             "bytes": len(OBJECT_BODY),
             "content_type": "text/plain",
             "last_modified": _expiry(0)[:-1],
@@ -193,7 +193,7 @@ def _build_app(account: _Account, calls: CallLog) -> web.Application:
         if (request.match_info["container"], request.match_info["object"]) != (CONTAINER, OBJECT_NAME):
             return web.Response(status=404, text="<html><h1>Not Found</h1></html>", content_type="text/html")
         headers = {
-            "ETag": hashlib.md5(OBJECT_BODY).hexdigest(),  # Swift's ETag is an MD5
+            "ETag": hashlib.md5(OBJECT_BODY, usedforsecurity=False).hexdigest(),  # Swift's ETag is an MD5
             "Last-Modified": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
             "X-Timestamp": f"{time.time():.5f}",
         }

@@ -44,7 +44,7 @@ def require_chromium() -> Path:
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         missing(f"chromium not found at {CHROMIUM} (apt chromium)")
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - imported only to see that it is installed
     except ImportError:
         missing("Python package playwright is not installed")
     return CHROMIUM

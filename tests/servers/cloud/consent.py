@@ -32,7 +32,7 @@ from aiohttp import web
 from ..fake_runner import CallLog
 from ..intercept_proxy import InterceptProxy, running_proxy
 from .base import new_app, serving_hosts
-from .tokens import TokenBook
+from .tokens import MICROSOFT, TokenBook
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def _build(ptype: str) -> tuple[dict[str, web.Application], tuple[str, str], dic
         return apps, client, {google.AUTH_HOST: auth.book}, calls
     if ptype == "ONEDRIVE":
         client = (secrets.token_hex(16), secrets.token_urlsafe(24))
-        book = TokenBook(onedrive.MICROSOFT)
+        book = TokenBook(MICROSOFT)
         app = onedrive.build_app(book, calls, *client)
         return {onedrive.GRAPH_HOST: app, onedrive.LOGIN_HOST: app}, client, {onedrive.LOGIN_HOST: book}, calls
     if ptype == "PCLOUD":

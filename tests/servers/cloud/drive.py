@@ -53,8 +53,8 @@ def _resource(row: Mapping[str, Any]) -> dict[str, Any]:
                 webViewLink=f"https://drive.google.com/file/d/{row['id']}/view?usp=drivesdk")
     if "body" in row:
         body: bytes = row["body"]
-        item.update(size=str(len(body)), md5Checksum=hashlib.md5(body).hexdigest(),
-                    sha1Checksum=hashlib.sha1(body).hexdigest(),
+        item.update(size=str(len(body)), md5Checksum=hashlib.md5(body, usedforsecurity=False).hexdigest(),
+                    sha1Checksum=hashlib.sha1(body, usedforsecurity=False).hexdigest(),
                     sha256Checksum=hashlib.sha256(body).hexdigest())
     return item
 

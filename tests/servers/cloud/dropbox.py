@@ -56,12 +56,13 @@ def _content_hash(body: bytes) -> str:
 
 def _entry(folder: str, tag: str, name: str, body: bytes) -> dict[str, Any]:
     path = f"{folder}/{name}"
+    ident = hashlib.sha1(path.encode(), usedforsecurity=False).digest()[:12]  # stable per path, as Dropbox's
     entry: dict[str, Any] = {
         ".tag": tag,
         "name": name,
         "path_lower": path.lower(),
         "path_display": path,
-        "id": "id:" + base64.urlsafe_b64encode(hashlib.sha1(path.encode()).digest()[:12]).decode(),
+        "id": "id:" + base64.urlsafe_b64encode(ident).decode(),
     }
     if tag == "file":
         entry.update(

@@ -49,7 +49,7 @@ def _object(bucket: str, name: str, body: bytes) -> dict[str, Any]:
     return {"kind": "storage#object", "id": f"{bucket}/{name}/1767323045000000", "name": name, "bucket": bucket,
             "generation": "1767323045000000", "metageneration": "1", "contentType": "text/plain",
             "storageClass": "STANDARD", "size": str(len(body)),
-            "md5Hash": base64.b64encode(hashlib.md5(body).digest()).decode(),
+            "md5Hash": base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode(),
             "crc32c": "AAAAAA==", "etag": "CICAgICAgICAAQ==", "timeCreated": _UPDATED, "updated": _UPDATED,
             "timeStorageClassUpdated": _UPDATED}
 

@@ -96,15 +96,20 @@ def _pad(data: bytes, size: int = 16) -> bytes:
     return data + b"\0" * (-len(data) % size)
 
 
+def _ecb(key: bytes) -> Cipher[modes.ECB]:
+    """AES-ECB under ``key``: MEGA's protocol encrypts keys and hashes passwords this way, so its fake must."""
+    return Cipher(algorithms.AES(key), modes.ECB())  # noqa: S305 - MEGA's protocol, as the docstring says
+
+
 def aes_ecb_encrypt(key: bytes, data: bytes) -> bytes:
     """AES-ECB over whole blocks (MEGA encrypts keys this way)."""
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    enc = _ecb(key).encryptor()
     return enc.update(data) + enc.finalize()
 
 
 def aes_ecb_decrypt(key: bytes, data: bytes) -> bytes:
     """The inverse of ``aes_ecb_encrypt``."""
-    dec = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    dec = _ecb(key).decryptor()
     return dec.update(data) + dec.finalize()
 
 
@@ -137,8 +142,8 @@ def _bytes(words: list[int]) -> bytes:
 def prepare_key_v1(password: str) -> bytes:
     """Version-1 password key: a fixed block AES-encrypted 65,536 times under each 16 bytes of the password."""
     words = _a32(password.encode())
-    keys = [_bytes((words[i : i + 4] + [0, 0, 0, 0])[:4]) for i in range(0, len(words), 4)]
-    encryptors = [Cipher(algorithms.AES(k), modes.ECB()).encryptor() for k in keys]
+    keys = [_bytes([*words[i : i + 4], 0, 0, 0, 0][:4]) for i in range(0, len(words), 4)]
+    encryptors = [_ecb(k).encryptor() for k in keys]
     block = _bytes([0x93C467E3, 0x7DB0C7A4, 0xD1BE3F81, 0x0152CB56])
     for _ in range(65536):
         for enc in encryptors:
@@ -152,7 +157,7 @@ def stringhash_v1(text: str, key: bytes) -> str:
     for i, word in enumerate(_a32(text.encode())):
         folded[i & 3] ^= word
     block = _bytes(folded)
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    enc = _ecb(key).encryptor()
     for _ in range(16384):
         block = enc.update(block)
     words = _a32(block)

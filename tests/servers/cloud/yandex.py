@@ -40,6 +40,9 @@ API_HOST = "cloud-api.yandex.com"
 AUTH_HOST = "oauth.yandex.com"
 POLICY = TokenPolicy("y0_", "1:Yx", rotate=False, token_type="OAuth")
 _MODIFIED = "2026-01-02T03:04:05+00:00"
+# Yandex Disk's error descriptions are in Russian: the Cyrillic is the point.
+_UNAUTHORIZED_RU = "Не авторизован."  # noqa: RUF001 - Yandex's own text, see above
+_NOT_FOUND_RU = "Не удалось найти запрошенный ресурс."  # noqa: RUF001 - Yandex's own text, see above
 # disk path (no trailing slash) → entries: (type, name, body)
 _TREE: dict[str, list[tuple[str, str, bytes]]] = {
     "disk:": [("file", FILE_NAME, FILE_BODY), ("dir", FOLDER_NAME, b"")],
@@ -64,7 +67,7 @@ def _resource(parent: str, kind: str, name: str, body: bytes) -> dict[str, Any]:
             size=len(body),
             mime_type="text/plain",
             media_type="document",
-            md5=hashlib.md5(body).hexdigest(),
+            md5=hashlib.md5(body, usedforsecurity=False).hexdigest(),
             sha256=hashlib.sha256(body).hexdigest(),
         )
     return item
@@ -80,14 +83,14 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
     async def resources(request: web.Request) -> web.Response:
         token = bearer(request.headers.get("Authorization", ""), "OAuth", "Bearer")
         if book.access_state(token) != "valid":
-            return _error(401, "UnauthorizedError", "Unauthorized", "Не авторизован.")
+            return _error(401, "UnauthorizedError", "Unauthorized", _UNAUTHORIZED_RU)
         path = request.query.get("path", "").rstrip("/")
         if path == "disk:/" or path == "/" or path == "":
             path = "disk:"
         if not path.startswith("disk:"):
             path = "disk:" + (path if path.startswith("/") else "/" + path)
         if path not in _TREE:
-            return _error(404, "DiskNotFoundError", "Resource not found.", "Не удалось найти запрошенный ресурс.")
+            return _error(404, "DiskNotFoundError", "Resource not found.", _NOT_FOUND_RU)
         limit = int(request.query.get("limit", "20"))
         offset = int(request.query.get("offset", "0"))
         items = [_resource(path, *row) for row in _TREE[path]]
@@ -104,7 +107,7 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
     async def disk(request: web.Request) -> web.Response:
         token = bearer(request.headers.get("Authorization", ""), "OAuth", "Bearer")
         if book.access_state(token) != "valid":
-            return _error(401, "UnauthorizedError", "Unauthorized", "Не авторизован.")
+            return _error(401, "UnauthorizedError", "Unauthorized", _UNAUTHORIZED_RU)
         return json_reply({"total_space": 10737418240, "used_space": len(FILE_BODY) + len(INNER_BODY),
                            "trash_size": 0, "is_paid": False, "system_folders": {}})
 
