@@ -62,7 +62,8 @@ async def test_any_column_edit_is_named(daemon: Daemon, column: str) -> None:
     value: Any = {"params": "[]", "success": 0, "timestamp": "2020-01-01T00:00:00.000000Z",
                   "method": "core.ping", "hash": "0" * 64}[column]
     with database(daemon) as db:
-        db.execute(f"UPDATE audit_log SET {column} = ? WHERE id = ?", (value, ids[2]))
+        # `column` comes from the test's own parameter list, never from outside
+        db.execute(f"UPDATE audit_log SET {column} = ? WHERE id = ?", (value, ids[2]))  # noqa: S608
     assert (await verify(root))["broken"]["id"] == ids[2]
 
 
@@ -199,7 +200,7 @@ async def test_chain_survives_restart_and_needs_its_key(settings_factory: Callab
     assert settings.audit_key_file.stat().st_mode & 0o777 == 0o600
     key = settings.audit_key_file.read_bytes()
     settings.audit_key_file.unlink()
-    with pytest.raises(KeyFileError, match="audit_key_file: .* is missing"):
+    with pytest.raises(KeyFileError, match=r"audit_key_file: .* is missing"):
         await start_daemon(settings)
     settings.audit_key_file.write_bytes(os.urandom(32))
     settings.audit_key_file.chmod(0o600)

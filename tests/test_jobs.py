@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import CallFailed, Daemon, Peer
 from tests.jobs_support import HELD, ClientException, StandInClient, StandInValidationErrors, jobs_daemon
-from tests.test_legacy import Legacy
+from tests.test_legacy import Legacy, LegacyFailed
 
 JOB_KEYS = {"id", "message_ids", "method", "arguments", "transient", "description", "abortable", "logs_path",
             "logs_excerpt", "progress", "result", "result_encoding_error", "error", "exception", "exc_info",
@@ -120,7 +120,7 @@ async def test_legacy_jobs_off_answers_with_the_result_after_an_added_event(jdae
     assert options == {"legacy_jobs": False, "private_methods": False, "py_exceptions": False}
     await peer.call("core.subscribe", "core.get_jobs")
     call_id = await peer.client.submit("test.steps", 2, 0.05)
-    frames = []
+    frames: list[dict[str, Any]] = []
     while not frames or "id" not in frames[-1]:
         frames.append(await peer.recv())
     assert frames[-1] == {"jsonrpc": "2.0", "id": call_id, "result": {"steps": 2}}
@@ -282,7 +282,7 @@ async def test_the_legacy_protocol_gets_ids_and_events(jdaemon: Daemon) -> None:
         if event["collection"] == "core.get_jobs" and event["fields"]["state"] == "SUCCESS":
             break
     assert event["msg"] == "changed" and event["id"] == job_id and event["fields"]["result"] == {"steps": 2}
-    with pytest.raises(Exception):  # noqa: B017 - LegacyFailed
+    with pytest.raises(LegacyFailed):
         await client.call("core.job_abort", "x")
 
 
@@ -329,7 +329,7 @@ async def test_truenas_api_client_sees_an_abort(jdaemon: Daemon) -> None:
             break
         await asyncio.sleep(0.02)
     await admin.call("core.job_abort", running[0]["id"])
-    with pytest.raises(ClientException, match="did not succeed.*ABORTED"):
+    with pytest.raises(ClientException, match=r"did not succeed.*ABORTED"):
         await following
     await client.close()
 

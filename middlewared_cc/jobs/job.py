@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from middlewared_cc import roles as _roles
-from middlewared_cc.errors import CallError, ValidationErrors, errname
+from middlewared_cc.errors import BrokenInvariant, CallError, ValidationErrors, errname
 from middlewared_cc.session import Principal
 
 # How a principal logged in, as TrueNAS names the credential classes in a job's ``credentials``.
@@ -126,7 +126,8 @@ class Job:
             return self.result
         if self.state is State.ABORTED:
             raise JobAborted(self.id)
-        assert self.failure is not None
+        if self.failure is None:
+            raise BrokenInvariant(f"job {self.id} failed without a failure")
         raise self.failure
 
     @property

@@ -9,7 +9,7 @@ from pydantic import Field
 from middlewared_cc import roles as _roles
 from middlewared_cc.audit import view
 from middlewared_cc.context import Call
-from middlewared_cc.errors import FieldError, ValidationErrors
+from middlewared_cc.errors import BrokenInvariant, FieldError, ValidationErrors
 from middlewared_cc.jobs import Job
 from middlewared_cc.rpc.registry import MethodSet, Model
 
@@ -33,12 +33,13 @@ class AuditExport(Model):
 
 
 def _auditor(call: Call) -> Any:
-    assert call.services.audit is not None
+    if call.services.audit is None:
+        raise BrokenInvariant("the audit service is registered without an auditor")
     return call.services.audit
 
 
 @methods.method("audit.query", role=_roles.READONLY_ADMIN)
-async def query(call: Call, data: AuditQuery = AuditQuery()) -> Any:  # noqa: B008
+async def query(call: Call, data: AuditQuery = AuditQuery()) -> Any:  # noqa: B008 - the registry reads the default as the schema default; never mutated
     """Audit records, as TrueNAS's ``audit.query({"services", "query-filters", "query-options"})``: each
     ``{id, audit_id, message_timestamp, timestamp, address, username, session, service, service_data,
     event, event_data {method, params, targets, error, ...}, success}``, oldest first. Arguments are
@@ -57,7 +58,7 @@ async def verify(call: Call) -> dict[str, Any]:
 
 
 @methods.method("audit.export", role=_roles.READONLY_ADMIN, job=True)
-async def export(call: Call, job: Job, data: AuditExport = AuditExport()) -> str:  # noqa: B008
+async def export(call: Call, job: Job, data: AuditExport = AuditExport()) -> str:  # noqa: B008 - the registry reads the default as the schema default; never mutated
     """The matching audit records as text, as a job (its result): JSON lines (``export_format`` "JSON",
     one audit.query entry per line) or CSV (one flat row per record, its header first)."""
     job.set_progress(0, f"Exporting audit records as {data.export_format}")

@@ -223,7 +223,7 @@ async def import_rclone(call: Call, job: Job, options: ImportRcloneArgs) -> list
 
 
 @methods.method("cloudsync.credentials.import_truenas", role=_roles.CLOUD_SYNC_WRITE, job=True)
-async def import_truenas(call: Call, job: Job, options: ImportTruenasArgs = ImportTruenasArgs()) -> list[dict[str, Any]]:  # noqa: B008
+async def import_truenas(call: Call, job: Job, options: ImportTruenasArgs = ImportTruenasArgs()) -> list[dict[str, Any]]:  # noqa: B008 - the registry reads the default as the schema default; never mutated
     """Import the cloud credentials of a TrueNAS (CORE 13 or SCALE) configuration backup, sent through
     ``POST /_upload``: the .tar saved with "Export Password Secret Seed", or the .db and the seed file.
 
@@ -262,7 +262,7 @@ def _read_database(database: bytes, seed: bytes | None) -> truenas.Tables:
 
 
 @methods.method("cloudsync.credentials.export_rclone", role=_roles.CLOUD_SYNC_WRITE)
-async def export_rclone(call: Call, options: ExportArgs = ExportArgs()) -> str:  # noqa: B008
+async def export_rclone(call: Call, options: ExportArgs = ExportArgs()) -> str:  # noqa: B008 - the registry reads the default as the schema default; never mutated
     """The text of an rclone config file holding the credentials ``ids`` (all by default), one section
     each, named as rclone accepts names, passwords obscured as rclone keeps them. With ``redact`` every
     secret is XXX, as ``rclone config redacted`` shows it. SSH keys are written only for callers holding
