@@ -235,7 +235,7 @@ async def import_truenas(call: Call, job: Job, options: ImportTruenasArgs = Impo
     if not files:
         raise CallError("send the TrueNAS backup with this call through POST /_upload", errno.EINVAL)
     try:
-        database, seed = truenas.split_backup(files)
+        database, seed = await asyncio.to_thread(truenas.split_backup, files)  # decompression: off the loop
     except ValueError as exc:
         raise _refuse(exc) from None
     job.set_progress(0, "Reading the TrueNAS database")

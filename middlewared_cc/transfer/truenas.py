@@ -45,6 +45,9 @@ DATABASE_NAME = "freenas-v1.db"
 SEED_NAME = "pwenc_secret"
 _NONCE = 8
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# How far into a (decompressed) .tar the reader goes: a TrueNAS configuration backup is a few MiB, and a
+# small .tar.gz can unpack to many GiB (read into memory, or walked past, it would stall the daemon).
+MAX_UNPACKED = 256 * 1024 * 1024
 
 
 class BackupError(ValueError):
@@ -129,7 +132,10 @@ def _is_tar(data: bytes) -> bool:
 def _from_tar(data: bytes) -> tuple[bytes | None, bytes | None]:
     database = seed = None
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-        for member in archive.getmembers():
+        for member in archive:  # one header at a time: each is checked before the walk goes past it
+            if member.offset_data + member.size > MAX_UNPACKED:
+                raise BackupError(f"the backup unpacks to more than {MAX_UNPACKED // (1024 * 1024)} MiB: too large "
+                                  "for a TrueNAS configuration backup")
             base = member.name.rsplit("/", 1)[-1]
             if not member.isfile() or base not in (DATABASE_NAME, SEED_NAME):
                 continue

@@ -1,0 +1,36 @@
+"""Attacks on jobs, the audit trail and import/export, as an outsider would try them (review of issue 14/15)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import time
+from pathlib import Path
+
+from tests.conftest import Daemon
+from tests.provider_samples import CANARY
+from tests.test_transfer_wire import _upload, job, refused
+
+
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+async def test_a_tar_bomb_is_refused_without_being_read(daemon: Daemon, tmp_path: Path) -> None:
+    admin = await daemon.admin()
+    huge = bytes(300 * 1024 * 1024)
+    bomb = _tar([("freenas-v1.db", huge)])
+    del huge
+    assert len(bomb) < 2 * 1024 * 1024
+    started = time.monotonic()
+    status, body = await _upload(daemon, {"backup.tar": bomb})
+    assert status == 200, body
+    await refused(job(admin, "core.job_wait", body["job_id"]), "too large")
+    assert time.monotonic() - started < 5
