@@ -13,6 +13,20 @@ from tests.provider_samples import CANARY
 from tests.test_transfer_wire import _upload, job, refused
 
 
+async def test_a_job_cannot_wait_for_itself(daemon: Daemon) -> None:
+    reader = await daemon.user("reader", ["CLOUD_SYNC_READ"])
+    before = await reader.call("core.get_jobs")
+    assert before == []
+    # The next job id is easy to guess: the id after the caller's last job.
+    first = await reader.call("core.job_wait", 10**6)
+    own = first + 1
+    mine = await reader.call("core.job_wait", own)
+    assert mine == own
+    await asyncio.sleep(0.2)
+    state = await reader.call("core.get_jobs", [["id", "=", own]], {"get": True})
+    assert state["state"] == "FAILED", state
+
+
 def _tar(members: list[tuple[str, bytes]]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as archive:

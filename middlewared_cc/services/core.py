@@ -98,6 +98,11 @@ async def job_wait(call: Call, job: Job, id: int) -> Any:
     Like TrueNAS: with ``legacy_jobs`` on (the default) the call answers this waiting job's id.
     """
     target = call.services.jobs.find(call.session.principal, id)
+    if target.id >= job.id:
+        # Itself, or a job started after it: the only waits that can form a cycle, which would hold both
+        # jobs (and a running-job slot each) for ever.
+        raise CallError(f"Job {job.id} cannot wait for job {target.id}, which did not start before it",
+                        errno.EDEADLK)
     job.set_description(f"Waiting for job {target.id} ({target.method})")
     return await target.wait()
 
