@@ -13,6 +13,27 @@ from tests.provider_samples import CANARY
 from tests.test_transfer_wire import _upload, job, refused
 
 
+async def test_a_secret_in_verify_all_filters_stays_out_of_the_audit_trail(daemon: Daemon) -> None:
+    admin = await daemon.admin()
+    secret = f"SK{CANARY}-filter"
+    filters = [["attributes.secret_access_key", "=", secret],
+               ["OR", [["provider.secret_access_key", "in", [secret]], ["id", "=", 1]]],
+               ["attributes.account", "=", secret], ["attributes", "=", {"account": secret}]]
+    await job(admin, "cloudsync.credentials.verify_all", {"filters": filters})
+    found = await admin.call("audit.query", {"query-filters": [
+        ["event_data.method", "=", "cloudsync.credentials.verify_all"]]})
+    assert found
+    assert secret not in str(found)
+    jobs = await admin.call("core.get_jobs")
+    assert secret not in str(jobs)
+    raw = (daemon.state_dir / "config.db").read_bytes()
+    for suffix in ("", "-wal"):
+        path = daemon.state_dir / f"config.db{suffix}"
+        if path.exists():
+            assert secret.encode() not in path.read_bytes(), suffix
+    assert secret.encode() not in raw
+
+
 async def test_a_job_cannot_wait_for_itself(daemon: Daemon) -> None:
     reader = await daemon.user("reader", ["CLOUD_SYNC_READ"])
     before = await reader.call("core.get_jobs")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from middlewared_cc.providers import REDACTED
+from middlewared_cc.query.model import split_path
 
 if TYPE_CHECKING:
     from middlewared_cc.providers.registry import ProviderRegistry
@@ -36,6 +37,8 @@ class Redactor:
         self._providers = providers
         # The attributes each provider declares non-secret: the only ones a provider object keeps.
         self._plain = {p.type: frozenset(f.name for f in p.fields if not f.secret) for p in providers}
+        # Attributes some provider declares secret though their names do not say so (account, client_id).
+        self._secrets = providers.secret_names
 
     def params(self, names: Sequence[str], params: list[Any]) -> list[Any]:
         """``params`` (positional, as sent) redacted; ``names`` are the method's parameter names."""
@@ -54,10 +57,21 @@ class Redactor:
         if isinstance(value, dict):
             return self._object(value, depth)
         if isinstance(value, list):
+            if self._secret_filter(value):  # a writer may filter on a secret: the value is the secret
+                return [value[0], value[1], REDACTED]
             return [self.value(v, depth + 1) for v in value]
         if isinstance(value, str) and _SECRET_VALUE.search(value):
             return REDACTED
         return value
+
+    def _secret_name(self, name: str) -> bool:
+        return name in self._secrets or secret_name(name)
+
+    def _secret_filter(self, item: list[Any]) -> bool:
+        """Whether ``item`` is a query filter ``[path, op, value]`` with a secret anywhere on its path."""
+        if len(item) != 3 or not isinstance(item[0], str) or not isinstance(item[1], str) or item[0] == "OR":
+            return False
+        return any(self._secret_name(segment) for segment in split_path(item[0]))
 
     def _object(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
         kind = obj.get("type")
@@ -74,7 +88,7 @@ class Redactor:
             elif key == "provider" and isinstance(value, dict) and value.get("type") not in self._plain:
                 # A provider object without a known type (an update may leave the type out): keep none.
                 out[name] = self._attributes(value, frozenset(), keep={"type"})
-            elif secret_name(name):
+            elif self._secret_name(name):
                 out[name] = REDACTED
             else:
                 out[name] = self.value(value, depth + 1)
