@@ -69,3 +69,25 @@ async def test_a_tar_bomb_is_refused_without_being_read(daemon: Daemon, tmp_path
     assert status == 200, body
     await refused(job(admin, "core.job_wait", body["job_id"]), "too large")
     assert time.monotonic() - started < 5
+
+
+async def test_a_job_aborted_before_it_runs_still_ends(daemon: Daemon) -> None:
+    reader = await daemon.user("reader", ["CLOUD_SYNC_READ"])
+    first = await reader.call("core.job_wait", 10**6)  # fails at once: no such job
+    ident = first + 1
+    # The start and the abort in one burst: the abort is handled before the new job's task first runs.
+    await reader.send({"jsonrpc": "2.0", "id": "start", "method": "core.job_wait", "params": [10**6]})
+    await reader.send({"jsonrpc": "2.0", "id": "abort", "method": "core.job_abort", "params": [ident]})
+    replies = {}
+    while len(replies) < 2:
+        frame = await reader.recv()
+        replies[frame["id"]] = frame
+    assert replies["start"]["result"] == ident
+    deadline = time.monotonic() + 5
+    while True:
+        state = await reader.call("core.get_jobs", [["id", "=", ident]], {"get": True})
+        if state["state"] in ("ABORTED", "FAILED") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert state["state"] in ("ABORTED", "FAILED"), state
+    assert daemon.services.jobs.counts()["WAITING"] == 0

@@ -75,6 +75,7 @@ class JobManager:
         self.started += 1
         self._publish(job, "added")
         job.task = asyncio.get_running_loop().create_task(self._run(job, body), name=f"job-{job.id}")
+        job.task.add_done_callback(lambda _task: self._settled(job))
         return job
 
     def abort(self, job: Job) -> None:
@@ -145,6 +146,12 @@ class JobManager:
         job.result = result
         job.progress["percent"] = 100
         self._end(job, State.SUCCESS)
+
+    def _settled(self, job: Job) -> None:
+        # A task cancelled before its first step never runs _run (the cancellation is thrown into the
+        # coroutine before its try): without this the job would stay WAITING, holding its slot, for ever.
+        if not job.finished:
+            self._end(job, State.ABORTED)
 
     def _end(self, job: Job, state: State) -> None:
         job.state = state
