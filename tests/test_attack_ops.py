@@ -7,6 +7,7 @@ import io
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Daemon
 from tests.provider_samples import CANARY
@@ -78,7 +79,7 @@ async def test_a_job_aborted_before_it_runs_still_ends(daemon: Daemon) -> None:
     # The start and the abort in one burst: the abort is handled before the new job's task first runs.
     await reader.send({"jsonrpc": "2.0", "id": "start", "method": "core.job_wait", "params": [10**6]})
     await reader.send({"jsonrpc": "2.0", "id": "abort", "method": "core.job_abort", "params": [ident]})
-    replies = {}
+    replies: dict[str, dict[str, Any]] = {}
     while len(replies) < 2:
         frame = await reader.recv()
         replies[frame["id"]] = frame
