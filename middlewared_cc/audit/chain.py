@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +37,12 @@ class Link:
 
 def digest(key: bytes, previous: str, row: Mapping[str, Any]) -> str:
     """The hash of ``row`` (its COLUMNS, as stored) chained to ``previous``."""
-    content = orjson.dumps([previous, *(row[name] for name in COLUMNS)])
-    return hmac.new(key, content, hashlib.sha256).hexdigest()
+    return chained(key, previous, [row[name] for name in COLUMNS])
+
+
+def chained(key: bytes, previous: str, values: Sequence[Any]) -> str:
+    """The hash of a record's COLUMNS ``values`` (in that order) chained to ``previous``."""
+    return hmac.new(key, orjson.dumps([previous, *values]), hashlib.sha256).hexdigest()
 
 
 def anchor_mac(key: bytes, link: Link) -> str:

@@ -7,7 +7,7 @@ call writes, so the record joins that write's transaction (see recorder.Journal)
 from __future__ import annotations
 
 import errno as _errno
-import uuid
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +35,7 @@ def canonical(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     """A record of one call (or job end, or request before a call), filled in as the call goes on."""
 
@@ -61,32 +61,30 @@ class Entry:
         """A login that answered false / AUTH_ERR: a failure without an exception."""
         self.failed(_errno.EACCES)
 
-    def row(self, ident: int, result: Any = None) -> dict[str, Any]:
-        """The column values of this record as record ``ident`` (``result``: the write's, for target ids)."""
+    def values(self, ident: int, result: Any = None) -> tuple[Any, ...]:
+        """The column values of this record as record ``ident``, in COLUMNS order (``result``: the write's,
+        for target ids)."""
         targets = list(self.targets)
         extra = target_of(result)
         if extra is not None and extra not in targets:
             targets.append(extra)
-        now = datetime.now(UTC)
         details = {**self.details, "targets": targets}
         if self.errno is not None:
             details["errname"] = errname(self.errno)
-        return {
-            "id": ident,
-            "audit_id": str(uuid.uuid4()),
-            "message_timestamp": int(now.timestamp()),
-            "timestamp": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "username": self.username[:64],
-            "session": self.session[:64],
-            "address": self.address[:128],
-            "service": SERVICE,
-            "event": self.event,
-            "method": self.method[:128],
-            "success": self.success,
-            "errno": self.errno,
-            "params": self.params,
-            "details": canonical(details),
-        }
+        now = datetime.now(UTC)
+        stamp = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return (ident, _uuid4(), int(now.timestamp()), stamp, self.username[:64], self.session[:64],
+                self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, self.params,
+                canonical(details))
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID's text: what str(uuid.uuid4()) gives, at a third of its cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"
 
 
 def target_of(value: Any) -> int | None:

@@ -9,6 +9,7 @@ that ``client_secret`` or ``service_account_credentials`` are caught without bei
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 _SECRET_NAME = re.compile(r"pass|secret|token|key|otp|private|cookie|session|code|state|redirect", re.IGNORECASE)
 # A PEM private key or an API key (<id>-<64 letters/digits>) sent where no name says so.
 _SECRET_VALUE = re.compile(r"PRIVATE KEY|^\d+-[A-Za-z0-9]{64}$")
+_SHORTEST_SECRET_VALUE = len("PRIVATE KEY")  # a shorter string cannot match (an API key is 66 or more)
 # Names that match _SECRET_NAME yet are plain: they name which kind of secret, not the secret itself.
 _PLAIN_NAMES = frozenset({"mechanism", "type"})
 MAX_PARAMS_JSON = 8192  # longer arguments are recorded as their size (a record stays small)
@@ -35,8 +37,10 @@ class Redactor:
 
     def __init__(self, providers: ProviderRegistry) -> None:
         self._providers = providers
-        # The attributes each provider declares non-secret: the only ones a provider object keeps.
-        self._plain = {p.type: frozenset(f.name for f in p.fields if not f.secret) for p in providers}
+        # The attributes each provider declares non-secret (and whose names do not say otherwise): the only
+        # ones a provider object keeps.
+        self._plain = {p.type: frozenset(f.name for f in p.fields if not f.secret and not secret_name(f.name))
+                       for p in providers}
         # Attributes some provider declares secret though their names do not say so (account, client_id).
         self._secrets = providers.secret_names
 
@@ -60,7 +64,7 @@ class Redactor:
             if self._secret_filter(value):  # a writer may filter on a secret: the value is the secret
                 return [value[0], value[1], REDACTED]
             return [self.value(v, depth + 1) for v in value]
-        if isinstance(value, str) and _SECRET_VALUE.search(value):
+        if isinstance(value, str) and len(value) >= _SHORTEST_SECRET_VALUE and _SECRET_VALUE.search(value):
             return REDACTED
         return value
 
@@ -100,7 +104,7 @@ class Redactor:
             name = str(key)
             if name in keep:
                 out[name] = value if isinstance(value, str) and len(value) <= 64 else REDACTED
-            elif name in plain and not secret_name(name) and not _nested_secret(value):
+            elif name in plain and not _nested_secret(value):
                 out[name] = self.value(value, 1)
             else:
                 out[name] = REDACTED
@@ -111,6 +115,7 @@ class Redactor:
 _SECRET_WHOLE_NAMES = frozenset({"config"})
 
 
+@functools.lru_cache(maxsize=1024)  # the same few names in every call; bounded, whatever callers send
 def secret_name(name: str) -> bool:
     """Whether an argument called ``name`` may hold a secret."""
     if name in _SECRET_WHOLE_NAMES:
