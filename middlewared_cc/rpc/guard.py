@@ -149,6 +149,14 @@ class ConnectionGuard:
         pending.session = session
         session.on_login = lambda: self.release(pending.transport)
 
+    def vouched(self, request: web.Request) -> None:
+        """A plain HTTP request on this connection proved itself (valid credentials, or the secret state of
+        a pending login): like a websocket login, the connection stops counting and its deadlines no longer
+        apply, so a legitimate request that takes longer than ``handshake_timeout`` (a large upload on a slow
+        link, a token exchange with a slow provider) is not cut halfway."""
+        if request.transport is not None:
+            self.release(request.transport)
+
     # -- timers ----------------------------------------------------------------------------------------
 
     def _handshake_expired(self, pending: _Pending) -> None:

@@ -34,6 +34,7 @@ from aiohttp import web
 from middlewared_cc.oauth import OAuthError
 from middlewared_cc.oauth.authorize import query_redirect
 from middlewared_cc.rpc.connection import SERVICES
+from middlewared_cc.rpc.guard import GUARD
 from middlewared_cc.services import oauth as oauth_service
 from middlewared_cc.web.routes import SECURITY_HEADERS
 
@@ -71,6 +72,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
         redirect = query_redirect(dict(request.query))
     except OAuthError as exc:
         return page("Login failed", exc.message, {"status": "error", "error": exc.message}, "oauth-callback.js")
+    guard = request.app.get(GUARD)
+    if guard is not None:  # it holds a pending login's secret state: the exchange may outlast the handshake
+        guard.vouched(request)
     try:
         flow.result = await oauth_service.exchange(services, flow, redirect, spend=False)
     except OAuthError as exc:

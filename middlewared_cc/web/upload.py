@@ -19,14 +19,16 @@ import logging
 from typing import Any, cast
 
 import orjson
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from middlewared_cc.auth import principals
 from middlewared_cc.context import Call, Services
 from middlewared_cc.errors import CallError, RateLimited, ValidationErrors
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.rpc.errors import Incident, MethodNotFound
-from middlewared_cc.rpc.guard import transport_source
+from middlewared_cc.rpc.guard import GUARD, transport_source
 from middlewared_cc.rpc.runner import settle
 from middlewared_cc.services.transfer import UPLOAD_METHODS, UPLOADS
 from middlewared_cc.session import Principal, Session
@@ -93,22 +95,21 @@ async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, An
     files: dict[str, bytes] = {}
     total = 0
     while True:
-        part = await reader.next()
+        try:
+            part, body = await _next_part(reader, data is None, max_bytes - total)
+        except (ValueError, HttpProcessingError, RequestPayloadError, ConnectionError):
+            # A truncated or malformed body (bad part headers, no boundary, a bad Content-Encoding) or a
+            # client that went away: the caller's fault, answered as such rather than as a 500 with a traceback.
+            raise _Refused(400, {"error": "the multipart/form-data body is malformed or incomplete",
+                                 "errno": errno.EINVAL}) from None
         if part is None:
             break
-        if not isinstance(part, BodyPartReader):
-            raise _Refused(400, {"error": "nested multipart bodies are not accepted", "errno": errno.EINVAL})
         name = part.name or ""
-        limit = MAX_DATA_BYTES if name == "data" else max_bytes - total
-        body = bytearray()
-        while chunk := await part.read_chunk(64 * 1024):
-            body.extend(chunk)
-            if len(body) > limit:
-                raise _Refused(413, {"error": f"the upload is larger than {max_bytes} bytes",
-                                     "errno": errno.EFBIG})
+        if body is None:
+            raise _Refused(413, {"error": f"the upload is larger than {max_bytes} bytes", "errno": errno.EFBIG})
         if name == "data":
             try:
-                parsed = orjson.loads(bytes(body))
+                parsed = orjson.loads(body)
             except orjson.JSONDecodeError:
                 raise _Refused(400, {"error": "the data field is not JSON", "errno": errno.EINVAL}) from None
             if not isinstance(parsed, dict):
@@ -119,10 +120,29 @@ async def _read_form(request: web.Request, max_bytes: int) -> tuple[dict[str, An
         key = name or f"file{len(files)}"
         if key in files or len(files) >= MAX_FILES:
             raise _Refused(400, {"error": f"at most {MAX_FILES} files, each in its own field", "errno": errno.EINVAL})
-        files[key] = bytes(body)
+        files[key] = body
     if data is None:
         raise _Refused(400, {"error": "the data field is missing", "errno": errno.EINVAL})
     return data, files
+
+
+async def _next_part(reader: MultipartReader, data_wanted: bool, room: int) -> tuple[BodyPartReader | None, bytes | None]:
+    """The next part and its body (None past its limit: ``room`` bytes for a file, MAX_DATA_BYTES for the
+    data field); raises _Refused for a nested multipart body or a second data field."""
+    part = await reader.next()
+    if part is None:
+        return None, None
+    if not isinstance(part, BodyPartReader):
+        raise _Refused(400, {"error": "nested multipart bodies are not accepted", "errno": errno.EINVAL})
+    if part.name == "data" and not data_wanted:
+        raise _Refused(400, {"error": "the data field is given twice", "errno": errno.EINVAL})
+    limit = MAX_DATA_BYTES if part.name == "data" else room
+    body = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        body.extend(chunk)
+        if len(body) > limit:
+            return part, None
+    return part, bytes(body)
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
@@ -138,6 +158,9 @@ async def upload(request: web.Request) -> web.StreamResponse:
                       transport=transport)
     try:
         session.principal = await _principal(request, session)
+        guard = request.app.get(GUARD)
+        if guard is not None:  # logged in: a large upload on a slow link may take longer than the handshake
+            guard.vouched(request)
         data, files = await _read_form(request, services.settings.max_upload_bytes)
         method, params = data.get("method"), data.get("params", [])
         if not isinstance(method, str) or not isinstance(params, list):
