@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import os
+import sqlite3
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from middlewared_cc.transfer import truenas
 from tests.conftest import Daemon
 from tests.provider_samples import CANARY
 from tests.test_transfer_wire import _upload, job, refused
+from tests.truenas_backup import build_tar, pwenc_encrypt
 
 
 async def test_a_secret_in_verify_all_filters_stays_out_of_the_audit_trail(daemon: Daemon) -> None:
@@ -92,3 +99,71 @@ async def test_a_job_aborted_before_it_runs_still_ends(daemon: Daemon) -> None:
         await asyncio.sleep(0.05)
     assert state["state"] in ("ABORTED", "FAILED"), state
     assert daemon.services.jobs.counts()["WAITING"] == 0
+
+
+async def test_odd_job_ids_are_refused_or_missing_never_an_incident(daemon: Daemon) -> None:
+    admin = await daemon.admin()
+    for ident in ("1", -1, 0, 2**63, 2**80, 1.5, None, True, [1], {"id": 1}):
+        for method in ("core.job_abort", "core.job_wait"):
+            await admin.send(json.dumps({"jsonrpc": "2.0", "id": "odd", "method": method, "params": [ident]}))
+            reply = await admin.recv()
+            if method == "core.job_wait" and "result" in reply:  # a job whose failure says the job is missing
+                job_state = await admin.call("core.get_jobs", [["id", "=", reply["result"]]], {"get": True})
+                for _ in range(50):
+                    if job_state["state"] != "RUNNING" and job_state["state"] != "WAITING":
+                        break
+                    await asyncio.sleep(0.02)
+                    job_state = await admin.call("core.get_jobs", [["id", "=", reply["result"]]], {"get": True})
+                assert job_state["state"] == "FAILED" and "ENOENT" in job_state["error"], (ident, job_state)
+                continue
+            assert "error" in reply, (method, ident, reply)
+            assert "incident" not in str(reply["error"]).lower(), (method, ident, reply)
+
+
+async def test_concurrent_writers_leave_a_valid_chain(daemon: Daemon) -> None:
+    peers = [await daemon.admin() for _ in range(8)]
+
+    async def work(index: int, peer: Any) -> None:
+        for n in range(10):
+            made = await peer.call("cloudsync.credentials.create", {"name": f"c{index}-{n}", "provider": {
+                "type": "FTP", "host": "h", "port": 21, "user": "u", "pass": f"{CANARY}-{n}"}})
+            await peer.request("cloudsync.credentials.update", made["id"], {"provider": {"port": "bad"}})
+            await peer.call("cloudsync.credentials.delete", made["id"])
+
+    await asyncio.gather(*(work(i, p) for i, p in enumerate(peers)))
+    verdict = await peers[0].call("audit.verify")
+    assert verdict["valid"] is True and verdict["records"] >= 8 * 10 * 3, verdict
+    export = await job(peers[0], "audit.export", {"export_format": "CSV"})
+    assert CANARY not in export
+
+
+def _generated_backup(tmp_path: Path, seed: bytes, rows: int, name_sql: str) -> bytes:
+    """A backup whose credential names are computed by SQLite as they are read (a generated column)."""
+    path = tmp_path / f"generated-{rows}.db"
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE "system_cloudcredentials" ("id" integer NOT NULL PRIMARY KEY, '
+                 '"provider" text NOT NULL, "attributes" text NOT NULL)')
+    conn.executemany("INSERT INTO system_cloudcredentials (provider, attributes) VALUES (?, ?)",
+                     [("FTP", pwenc_encrypt(seed, json.dumps({"host": "h", "user": "u", "pass": "p"})))] * rows)
+    conn.execute(f'ALTER TABLE system_cloudcredentials ADD COLUMN "name" text AS ({name_sql})')  # not computed now
+    conn.commit()
+    conn.close()
+    return build_tar(path.read_bytes(), seed)
+
+
+async def test_a_backup_whose_database_computes_huge_values_is_refused(daemon: Daemon, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = await daemon.admin()
+    seed = os.urandom(32)
+    # Each name is 100 MB once read, from a database of a few KiB.
+    backup = _generated_backup(tmp_path, seed, 3, "hex(zeroblob(50000000))")
+    status, body = await _upload(daemon, {"backup.tar": backup}, [{"dry_run": True}])
+    assert status == 200, body
+    await refused(job(admin, "core.job_wait", body["job_id"]), "too big")
+    # Small values, but many of them, each read costing a lot: stopped by time, not run to the end.
+    monkeypatch.setattr(truenas, "READ_SECONDS", 0.5)
+    backup = _generated_backup(tmp_path, seed, 2000, "length(replace(hex(zeroblob(500000 + id)), '0', 'ab')) || id")
+    started = time.monotonic()
+    status, body = await _upload(daemon, {"backup.tar": backup}, [{"dry_run": True}])
+    await refused(job(admin, "core.job_wait", body["job_id"]), "interrupted")
+    assert time.monotonic() - started < 5

@@ -25,6 +25,7 @@ import io
 import json
 import sqlite3
 import tarfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,11 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 # How far into a (decompressed) .tar the reader goes: a TrueNAS configuration backup is a few MiB, and a
 # small .tar.gz can unpack to many GiB (read into memory, or walked past, it would stall the daemon).
 MAX_UNPACKED = 256 * 1024 * 1024
+# What reading the database may cost. SQLite computes values as they are read (generated columns), so a
+# small file can yield values of any size, or take any time: each value is capped, all of them together
+# too, and the reading stops after READ_SECONDS.
+MAX_VALUE = 4 * 1024 * 1024
+READ_SECONDS = 30.0
 
 
 class BackupError(ValueError):
@@ -163,6 +169,9 @@ def read_tables(path: str, seed: bytes | None) -> Tables:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise BackupError(f"the database cannot be opened: {exc}") from None
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE)  # a longer value fails: "string or blob too big"
+    deadline = time.monotonic() + READ_SECONDS
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)  # past it: "interrupted"
     try:
         return _read(conn, seed)
     except sqlite3.Error as exc:
@@ -200,20 +209,32 @@ def _read(conn: sqlite3.Connection, seed: bytes) -> Tables:
             if not right:
                 raise BackupError("the secret seed does not belong to this database (its pwenc check fails)")
     out = Tables()
+    budget = [MAX_UNPACKED]
     if "system_keychaincredential" in tables:
-        for ident, name, kind, encrypted in conn.execute(
-                "SELECT id, name, type, attributes FROM system_keychaincredential ORDER BY id"):
+        for ident, name, kind, encrypted in _rows(conn, budget,
+                                                  "SELECT id, name, type, attributes FROM system_keychaincredential "
+                                                  "ORDER BY id"):
             if kind != "SSH_KEY_PAIR":
                 continue
             attrs = _attributes(seed, encrypted, f"key pair {ident}")
             private = attrs.get("private_key")
             if isinstance(private, str) and private.strip():
                 out.key_pairs[int(ident)] = KeyPair(int(ident), str(name), private)
-    for ident, name, provider, encrypted in conn.execute(
-            "SELECT id, name, provider, attributes FROM system_cloudcredentials ORDER BY id"):
+    for ident, name, provider, encrypted in _rows(
+            conn, budget, "SELECT id, name, provider, attributes FROM system_cloudcredentials ORDER BY id"):
         attrs = _attributes(seed, encrypted, f"credential {ident}")
         out.credentials.append(Row(int(ident), str(name or ""), str(provider or ""), attrs))
     return out
+
+
+def _rows(conn: sqlite3.Connection, budget: list[int], sql: str) -> Iterable[tuple[Any, ...]]:
+    """The rows of ``sql``, until their values add up to more than ``budget[0]`` characters (shared)."""
+    for row in conn.execute(sql):
+        budget[0] -= sum(len(v) for v in row if isinstance(v, (str, bytes)))
+        if budget[0] < 0:
+            raise BackupError(f"the credential tables hold more than {MAX_UNPACKED // (1024 * 1024)} MiB: too large "
+                              "for a TrueNAS configuration backup")
+        yield row
 
 
 def from_row(providers: Iterable[Provider], row: Row, key_pairs: Mapping[int, KeyPair]) -> Mapped:
