@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 
-from ..base import ServerInfo
+from ..base import ServerInfo, frozen
 from ..fake_runner import CallLog
 from ..process import HOST
 from .tokens import TokenBook
@@ -166,3 +166,28 @@ def json_reply(body: Any, status: int = 200, headers: Mapping[str, str] | None =
         content_type="application/json",
         headers=dict(headers or {}),
     )
+
+
+AppsBuilder = Callable[[TokenBook, CallLog, tuple[str, str]], Mapping[str, web.Application]]
+
+
+@contextmanager
+def running_token_fake(provider: str, api_host: str, book: TokenBook, build_apps: AppsBuilder,
+                       client: tuple[str, str]) -> Iterator[CloudFake]:
+    """Serve a token provider's fake (its hosts from ``build_apps``); yields it with a fresh valid token
+    and the fake's OAuth client as the credential's attributes."""
+    calls = CallLog()
+    with serving_hosts(build_apps(book, calls, client), f"{provider.lower()}-fake") as hosts:
+        yield CloudFake(
+            provider=provider,
+            host=api_host,
+            port=hosts[api_host],
+            attributes=frozen({"client_id": client[0], "client_secret": client[1], "token": book.mint_token()}),
+            secret_attribute="token",
+            wrong_secret=book.foreign_token(),
+            hosts=frozen(hosts),
+            client_id=client[0],
+            client_secret=client[1],
+            book=book,
+            calls=calls,
+        )

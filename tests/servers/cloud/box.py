@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from aiohttp import web
 
-from ..base import frozen
 from ..fake_runner import CallLog
 from .base import (
     FILE_BODY,
@@ -30,7 +28,7 @@ from .base import (
     new_app,
     read_token_request,
     refresh,
-    serving_hosts,
+    running_token_fake,
 )
 from .tokens import TokenBook, TokenPolicy, bearer
 
@@ -120,23 +118,7 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
     return {API_HOST: api, AUTH_HOST: auth}
 
 
-@contextmanager
-def running_box() -> Iterator[CloudFake]:
+def running_box() -> AbstractContextManager[CloudFake]:
     """Serve the Box fake; yields it with a fresh rotating token and the fake's OAuth client."""
     client = (secrets.token_hex(16), secrets.token_hex(16))
-    book = TokenBook(POLICY)
-    calls = CallLog()
-    with serving_hosts(build_apps(book, calls, client), "box-fake") as hosts:
-        yield CloudFake(
-            provider="BOX",
-            host=API_HOST,
-            port=hosts[API_HOST],
-            attributes=frozen({"client_id": client[0], "client_secret": client[1], "token": book.mint_token()}),
-            secret_attribute="token",
-            wrong_secret=book.foreign_token(),
-            hosts=frozen(hosts),
-            client_id=client[0],
-            client_secret=client[1],
-            book=book,
-            calls=calls,
-        )
+    return running_token_fake("BOX", API_HOST, TokenBook(POLICY), build_apps, client)

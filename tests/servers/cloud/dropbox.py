@@ -15,13 +15,11 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from aiohttp import web
 
-from ..base import frozen
 from ..fake_runner import CallLog
 from .base import (
     FILE_BODY,
@@ -35,7 +33,7 @@ from .base import (
     new_app,
     read_token_request,
     refresh,
-    serving_hosts,
+    running_token_fake,
 )
 from .tokens import TokenBook, TokenPolicy, bearer
 
@@ -179,23 +177,7 @@ def build_apps(book: TokenBook, calls: CallLog, client: tuple[str, str]) -> dict
     return {API_HOST: app}
 
 
-@contextmanager
-def running_dropbox() -> Iterator[CloudFake]:
+def running_dropbox() -> AbstractContextManager[CloudFake]:
     """Serve the Dropbox fake; yields it with a fresh short-lived token and the fake's OAuth client."""
     client = (secrets.token_hex(8), secrets.token_hex(8))
-    book = TokenBook(POLICY)
-    calls = CallLog()
-    with serving_hosts(build_apps(book, calls, client), "dropbox-fake") as hosts:
-        yield CloudFake(
-            provider="DROPBOX",
-            host=API_HOST,
-            port=hosts[API_HOST],
-            attributes=frozen({"client_id": client[0], "client_secret": client[1], "token": book.mint_token()}),
-            secret_attribute="token",
-            wrong_secret=book.foreign_token(),
-            hosts=frozen(hosts),
-            client_id=client[0],
-            client_secret=client[1],
-            book=book,
-            calls=calls,
-        )
+    return running_token_fake("DROPBOX", API_HOST, TokenBook(POLICY), build_apps, client)
