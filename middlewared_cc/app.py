@@ -30,6 +30,7 @@ from middlewared_cc.store.credential_index import CredentialIndex
 from middlewared_cc.store.keys import load_sealer
 from middlewared_cc.store.preflight import check_integrity
 from middlewared_cc.store.writer import BatchWriter
+from middlewared_cc.web import headers as web_headers
 from middlewared_cc.web import oauth_routes as web_oauth
 from middlewared_cc.web import ops as web_ops
 from middlewared_cc.web import routes as web_routes
@@ -73,7 +74,8 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 writer=BatchWriter(engine), jobs=JobManager(
                     events, IncidentLog(logging.getLogger("middlewared_cc.jobs")),
                     keep_finished=settings.finished_jobs_kept, keep_seconds=settings.finished_jobs_seconds,
-                    max_unfinished=settings.max_running_jobs),
+                    max_unfinished=settings.max_running_jobs,
+                    max_per_account=settings.max_running_jobs_per_user),
                 providers=providers or ProviderRegistry.load(), events=events,
                 auth=AuthState(settings.login_failures_per_minute, settings.max_tokens_per_user,
                                settings.max_tokens), methods=Registry(method_sets()),
@@ -113,4 +115,5 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
     web_ops.add(app)  # /metrics, /healthz, /readyz
     web_upload.add(app)  # POST /_upload: job methods called with files
     web_oauth.add(app)  # /oauth/callback, /oauth/portal/<TYPE>
+    web_headers.add(app)  # nosniff (and CSP on HTML) on every response, aiohttp's 404/405/500 too
     return app

@@ -31,6 +31,12 @@ class Principal:
     mechanism: str = "PASSWORD_PLAIN"
     user_id: int | None = None  # users.id of a local user; None for root
 
+    @property
+    def account(self) -> str:
+        """Whose it is, whatever the login: a local user by users.id, root (unix socket, root's API keys) as
+        "root". Never the name: a deleted user's name may be taken by a new user, who inherits nothing."""
+        return "root" if self.user_id is None else f"user:{self.user_id}"
+
     @classmethod
     def root(cls, mechanism: str = "UNIX_SOCKET", api_key_id: int | None = None) -> Principal:
         return cls("root", _roles.expand([_roles.FULL_ADMIN]), uid=0, api_key_id=api_key_id,

@@ -57,10 +57,12 @@ class Settings:
     finished_jobs_kept: int
     finished_jobs_seconds: float
     max_running_jobs: int
+    max_running_jobs_per_user: int
     max_upload_bytes: int
     audit_enabled: bool
     audit_retention_days: int
     audit_key_file: Path
+    audit_export_max_bytes: int
     https_proxy: str
     http_proxy: str
     no_proxy: str
@@ -252,9 +254,11 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         audit_enabled=_bool(raw, "audit_enabled", True),
         audit_retention_days=_num(raw, "audit_retention_days", 90, int, 0, 36500),
         audit_key_file=Path(_str(raw, "audit_key_file", "") or state_dir / "audit.key").expanduser(),
+        audit_export_max_bytes=_num(raw, "audit_export_max_bytes", 16 * 1024 * 1024, int, 1024, 1024 * 1024 * 1024),
         finished_jobs_kept=_num(raw, "finished_jobs_kept", 1000, int, 0, 1_000_000),
         finished_jobs_seconds=_num(raw, "finished_jobs_seconds", 86400.0, float, 0, 365 * 86400),
         max_running_jobs=_num(raw, "max_running_jobs", 100, int, 1, 100_000),
+        max_running_jobs_per_user=_num(raw, "max_running_jobs_per_user", 10, int, 1, 100_000),
         max_upload_bytes=_num(raw, "max_upload_bytes", 64 * 1024 * 1024, int, 1024, 1024 * 1024 * 1024),
         onedrive_token_url=_url(raw, "onedrive_token_url",
                                 "https://login.microsoftonline.com/common/oauth2/v2.0/token"),

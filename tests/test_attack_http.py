@@ -13,10 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from middlewared_cc.app import create_app
-from middlewared_cc.daemon import open_listeners
+from middlewared_cc.daemon import app_runner, open_listeners
 from middlewared_cc.oauth.flows import Flow
 from middlewared_cc.services import oauth as oauth_service
 from middlewared_cc.settings import Settings
@@ -41,8 +40,9 @@ class Guarded:
 async def guarded(settings_factory: Callable[..., Settings]) -> AsyncIterator[Guarded]:
     """A daemon with the shortest handshake deadline, its listeners under the guard."""
     port = free_port()
-    settings = settings_factory(listen=f"127.0.0.1:{port}", handshake_timeout="0.5", login_timeout="1")
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=1)
+    settings = settings_factory(listen=f"127.0.0.1:{port}", handshake_timeout="0.5", login_timeout="1",
+                                shutdown_timeout="1")
+    runner = app_runner(create_app(settings), settings)  # the daemon's own runner (lingering_time=0)
     await runner.setup()
     servers = await open_listeners(runner, settings, 4096)
     try:
@@ -167,7 +167,7 @@ async def test_a_malformed_upload_body_is_a_400_not_an_incident(
 
 
 async def test_a_bad_content_encoding_is_a_400(guarded: Guarded) -> None:
-    """(aiohttp itself still logs one traceback when it drains the rest of such a body after the answer.)"""
+    """(No traceback either when aiohttp would drain the rest of such a body: tests/test_attack_followups.py.)"""
     body = multipart(('Content-Disposition: form-data; name="data"', IMPORT))
     status, text = await exchange(guarded.port, upload_request(guarded.key, body, Content_Encoding="gzip"))
     assert status == 400, text

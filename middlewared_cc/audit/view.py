@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from middlewared_cc.audit.recorder import TABLE
+from middlewared_cc.errors import CallError
 from middlewared_cc.query import SqlField, filter_rows, finish, parse_query, sql_order, sql_where
 
 WHAT = "Audit record"
@@ -86,22 +88,49 @@ async def _matching(engine: AsyncEngine, q: Any) -> AsyncIterator[dict[str, Any]
                 yield row
 
 
-async def export(engine: AsyncEngine, fmt: str, filters: list[Any]) -> str:
-    """Every matching record as JSON lines (one query result per line) or CSV (one flat row each)."""
+class ExportTooLarge(CallError):
+    """An export past ``audit_export_max_bytes``: its text would be held in the job (and sent in its final
+    event) whole, so it is refused rather than cut short."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The export is larger than audit_export_max_bytes ({limit} bytes); narrow it with "
+                         "query-filters (e.g. [[\"timestamp\", \">\", ...]] or one username or method)", errno.EFBIG)
+
+
+async def export(engine: AsyncEngine, fmt: str, filters: list[Any], max_bytes: int) -> str:
+    """Every matching record as JSON lines (one query result per line) or CSV (one flat row each); raises
+    :class:`ExportTooLarge` as soon as the text passes ``max_bytes`` (UTF-8), before it is all built."""
     q = parse_query(filters, {})
     out = io.StringIO()
-    writer = csv.writer(out) if fmt == "CSV" else None
+    size = 0
+
+    def add(text: str) -> None:
+        nonlocal size
+        size += len(text.encode())
+        if size > max_bytes:
+            raise ExportTooLarge(max_bytes)
+        out.write(text)
+
+    line = io.StringIO()  # one CSV row at a time, measured before it joins the export
+    writer = csv.writer(line) if fmt == "CSV" else None
+
+    def add_row(values: Any) -> None:
+        line.seek(0)
+        line.truncate()
+        if writer is not None:
+            writer.writerow(values)
+        add(line.getvalue())
+
     if writer is not None:
-        writer.writerow(CSV_FIELDS)
+        add_row(CSV_FIELDS)
     async for row in _matching(engine, q):
         if writer is None:
-            out.write(orjson.dumps(row).decode())
-            out.write("\n")
+            add(orjson.dumps(row).decode() + "\n")
             continue
         data = row["event_data"]
         error = data["error"] or {}
-        writer.writerow([row["id"], row["audit_id"], row["timestamp"], row["message_timestamp"], row["address"],
-                         row["username"], row["session"], row["service"], row["event"], data["method"],
-                         row["success"], error.get("errno", ""), error.get("errname", ""),
-                         orjson.dumps(data["targets"]).decode(), orjson.dumps(data["params"]).decode()])
+        add_row([row["id"], row["audit_id"], row["timestamp"], row["message_timestamp"], row["address"],
+                 row["username"], row["session"], row["service"], row["event"], data["method"],
+                 row["success"], error.get("errno", ""), error.get("errname", ""),
+                 orjson.dumps(data["targets"]).decode(), orjson.dumps(data["params"]).decode()])
     return out.getvalue()

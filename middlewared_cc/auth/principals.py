@@ -48,6 +48,10 @@ def failed(call: Call, mechanism: str) -> None:
 
 
 def succeeded(call: Call, principal: Principal) -> None:
+    before = call.session.principal
+    if before is not None and before.account != principal.account:
+        # Another account takes the connection over: the OAuth logins the last one started are not its.
+        call.services.oauth.flows.drop_session(call.session.id)
     call.session.principal = principal
     log.info("login: %s by %s from %s", principal.username, principal.mechanism, call.session.source)
 

@@ -15,9 +15,11 @@ log = logging.getLogger("middlewared_cc.auth")
 
 
 def log_out(services: Services, session: Session) -> None:
-    """End the session's login, its subscriptions and the login tokens tied to it (those it generated and
-    the one it logged in with); the connection stays open."""
+    """End the session's login, its subscriptions, its OAuth logins in progress and the login tokens tied
+    to it (those it generated and the one it logged in with); the connection stays open."""
     ended = services.auth.tokens.end_session(session.id)
+    # Whoever logs in next on this connection must not finish (and store) this login's provider logins.
+    services.oauth.flows.drop_session(session.id)
     if ended:
         log.info("session %s logged out: %d login token(s) ended", session.id, ended)
     for ident, name in list(session.subscriptions.items()):

@@ -44,7 +44,7 @@ class Token:
 
 def owner_of(principal: Principal) -> str:
     """The bucket a principal's tokens are counted in: one per local user, one for root."""
-    return "root" if principal.user_id is None else f"user:{principal.user_id}"
+    return principal.account
 
 
 class TokenStore:

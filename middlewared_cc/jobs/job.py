@@ -105,12 +105,13 @@ class Job:
     # -- who may see it -------------------------------------------------------------------------------
 
     def visible_to(self, principal: Principal | None) -> bool:
-        """Its owner sees it (by user name, whatever the login); FULL_ADMIN sees every job."""
+        """Its owner sees it (the same account, whatever the login: see Principal.account); FULL_ADMIN sees
+        every job."""
         if principal is None:
             return False
         if _roles.FULL_ADMIN in principal.roles:
             return True
-        return self.owner is not None and self.owner.username == principal.username
+        return self.owner is not None and self.owner.account == principal.account
 
     # -- its outcome ----------------------------------------------------------------------------------
 

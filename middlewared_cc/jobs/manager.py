@@ -10,7 +10,8 @@ seconds per job; state changes go out at once, after any progress still pending.
 
 Finished jobs are kept up to ``keep_finished`` of them and ``keep_seconds`` each, trimmed (oldest first)
 whenever a job starts or ends and whenever jobs are listed. At most ``max_unfinished`` jobs wait or run
-at once; past that a new job is refused with EBUSY.
+at once, and at most ``max_per_account`` of one account (Principal.account: a user, or root), so one user
+cannot take every slot; past either a new job is refused with EBUSY naming the setting.
 """
 
 from __future__ import annotations
@@ -44,15 +45,17 @@ class JobManager:
     """Every job of one app. Owned by the app's Services; closed (jobs cancelled) at shutdown."""
 
     def __init__(self, events: EventHub, incidents: IncidentLog, *, keep_finished: int = 1000,
-                 keep_seconds: float = 86400.0, max_unfinished: int = 100) -> None:
+                 keep_seconds: float = 86400.0, max_unfinished: int = 100, max_per_account: int = 10) -> None:
         self.events = events
         self.incidents = incidents
         self.keep_finished = keep_finished
         self.keep_seconds = keep_seconds
         self.max_unfinished = max_unfinished
+        self.max_per_account = max_per_account
         self._jobs: OrderedDict[int, Job] = OrderedDict()
         self._ids = itertools.count(1)
         self._unfinished = 0
+        self._running: Counter[str] = Counter()  # unfinished jobs by owner account
         self._last_progress: dict[int, float] = {}
         self._pending: dict[int, asyncio.TimerHandle] = {}
         self.started = 0  # jobs started since the daemon started
@@ -65,13 +68,19 @@ class JobManager:
               message_id: Any = None, description: str | None = None, abortable: bool = True) -> Job:
         """Create a job running ``body(job)`` and announce it. ``arguments`` must already be redacted."""
         if self._unfinished >= self.max_unfinished:
-            raise CallError(f"Too many jobs are waiting or running ({self.max_unfinished}); try again later",
-                            errno.EBUSY)
+            raise CallError(f"Too many jobs are waiting or running ({self.max_unfinished}, max_running_jobs); "
+                            "try again later", errno.EBUSY)
+        account = None if owner is None else owner.account
+        if account is not None and self._running[account] >= self.max_per_account:
+            raise CallError(f"Too many of this user's jobs are waiting or running ({self.max_per_account}, "
+                            "max_running_jobs_per_user); try again later", errno.EBUSY)
         self._trim()
         job = Job(next(self._ids), method, arguments, owner, message_id=message_id, description=description,
                   abortable=abortable, changed=self._progressed)
         self._jobs[job.id] = job
         self._unfinished += 1
+        if account is not None:
+            self._running[account] += 1
         self.started += 1
         self._publish(job, "added")
         job.task = asyncio.get_running_loop().create_task(self._run(job, body), name=f"job-{job.id}")
@@ -158,6 +167,10 @@ class JobManager:
         job.time_finished = time.time()
         job.finished_at = time.monotonic()
         self._unfinished -= 1
+        if job.owner is not None:
+            self._running[job.owner.account] -= 1
+            if self._running[job.owner.account] <= 0:
+                del self._running[job.owner.account]
         self.ended[state.value] += 1
         handle = self._pending.pop(job.id, None)
         if handle is not None:

@@ -120,7 +120,8 @@ class FlowStore:
         self._forget(flow.state, "used")
 
     def drop_session(self, owner: str) -> None:
-        """Forget the logins of a session that has gone."""
+        """Forget the logins a session started: it logged out, or another account logged in on it. (Not when
+        it merely closes: the portal page navigates away mid-login and finishes on a new connection.)"""
         for state in [s for s, f in self._flows.items() if f.owner == owner]:
             self._forget(state, "expired")
 

@@ -60,8 +60,10 @@ async def verify(call: Call) -> dict[str, Any]:
 @methods.method("audit.export", role=_roles.READONLY_ADMIN, job=True)
 async def export(call: Call, job: Job, data: AuditExport = AuditExport()) -> str:  # noqa: B008 - the registry reads the default as the schema default; never mutated
     """The matching audit records as text, as a job (its result): JSON lines (``export_format`` "JSON",
-    one audit.query entry per line) or CSV (one flat row per record, its header first)."""
+    one audit.query entry per line) or CSV (one flat row per record, its header first). Fails (EFBIG) past
+    ``audit_export_max_bytes``: narrow the export with ``query-filters``."""
     job.set_progress(0, f"Exporting audit records as {data.export_format}")
-    text = await view.export(call.services.engine, data.export_format, data.query_filters)
+    text = await view.export(call.services.engine, data.export_format, data.query_filters,
+                             call.services.settings.audit_export_max_bytes)
     job.set_progress(100, "Exported")
     return text
