@@ -14,6 +14,7 @@ Every method is recorded unless it only reads (the names below, and every ``*.qu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 READS = frozenset({
@@ -80,7 +81,7 @@ def _key_id(key: Any) -> int | None:
     return int(head) if sep and head.isdigit() and len(head) <= 18 else None
 
 
-def targets(names: list[str], params: list[Any]) -> list[int]:
+def targets(names: Sequence[str], params: list[Any]) -> list[int]:
     """The ids the arguments name: parameters called id or credentials_id, and ``{"credentials": id}``."""
     found: list[int] = []
     for name, value in zip(names, params, strict=False):

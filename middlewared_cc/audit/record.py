@@ -7,10 +7,11 @@ call writes, so the record joins that write's transaction (see recorder.Journal)
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -71,11 +72,17 @@ class Entry:
         details = {**self.details, "targets": targets}
         if self.errno is not None:
             details["errname"] = errname(self.errno)
-        now = datetime.now(UTC)
-        stamp = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
-        return (ident, _uuid4(), int(now.timestamp()), stamp, self.username[:64], self.session[:64],
+        seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+        stamp = f"{_second(seconds)}.{nanoseconds // 1000:06d}Z"  # datetime's isoformat, at a third of its cost
+        return (ident, _uuid4(), seconds, stamp, self.username[:64], self.session[:64],
                 self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, self.params,
                 canonical(details))
+
+
+@functools.lru_cache(maxsize=4)  # the same second for every record stored in it
+def _second(seconds: int) -> str:
+    """A UTC time in whole ``seconds`` as ISO 8601 without a zone: 2026-11-29T21:50:07."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def _uuid4() -> str:

@@ -16,7 +16,7 @@ import dataclasses
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -127,6 +127,7 @@ class Auditor:
         self.methods: Registry | None = None  # set by the app once the registry exists
         self.writer: BatchWriter | None = None  # set by the app: records go through it
         self._trimmer: asyncio.Task[None] | None = None
+        self._names: dict[str, tuple[Any, tuple[str, ...]]] = {}  # method -> (its declaration, its parameter names)
 
     @classmethod
     async def open(cls, settings: Settings, engine: AsyncEngine, providers: ProviderRegistry) -> Auditor:
@@ -175,7 +176,7 @@ class Auditor:
         declared = self.methods.get(method)
         if declared is None:  # an unknown method runs nothing
             return None
-        names = [p.name for p in declared.params]
+        names = self._param_names(declared)
         principal = session.principal
         authorized = declared.public or (principal is not None and
                                          (declared.role is None or declared.role in principal.roles))
@@ -193,7 +194,14 @@ class Auditor:
             entry.username, details["credentials"] = policy.login_details(method, params)
         return entry
 
-    def _params(self, names: list[str], params: list[Any]) -> str:
+    def _param_names(self, declared: Any) -> tuple[str, ...]:
+        """A declared method's parameter names, worked out once per declaration (every call asks)."""
+        known = self._names.get(declared.name)
+        if known is None or known[0] is not declared:
+            known = self._names[declared.name] = (declared, tuple(p.name for p in declared.params))
+        return known[1]
+
+    def _params(self, names: Sequence[str], params: list[Any]) -> str:
         text = canonical(self.redactor.params(names, params))
         return text if len(text) <= MAX_PARAMS_JSON else canonical({"too_large": len(text)})
 
@@ -255,7 +263,7 @@ class Auditor:
             return
         owner = job.owner
         declared = self.methods.get(job.method) if self.methods is not None else None
-        names = [p.name for p in declared.params] if declared is not None else []
+        names = self._param_names(declared) if declared is not None else ()
         entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self._params(names, job.arguments),
                       {"job_id": job.id, "state": job.state.value, "credentials": _credentials(owner)})
         if job.state.value == "ABORTED":
