@@ -25,9 +25,9 @@ from typing import Any
 
 import aiohttp
 
-from bench.daemon_peer import CREDENTIALS, _daemon_argv, make_template
+from bench.daemon_peer import CREDENTIALS, make_template, start_daemon
 from bench.measure import Measurer
-from bench.procs import ROOT, Server, clean_env, free_port, spawn, stop_all, wait_until
+from bench.procs import ROOT, Server, stop_all
 from bench.results_file import markers, write_section
 from middlewared_cc.client import Client
 
@@ -38,26 +38,10 @@ TARGET = 0.10
 
 async def start(state: Path, log: Path, audit: bool) -> tuple[Server, str]:
     """A daemon on ``state`` with the audit trail on or off; (server, unix target)."""
-    config = state / "bench.toml"
-    config.write_text("# settings come from the environment (bench.audit_cost)\n")
-    port, sock = free_port(), state / "middlewared.sock"
-    env = clean_env(MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN=f"127.0.0.1:{port}",
-                    MIDDLEWARED_CC_UNIX_SOCKET=str(sock), MIDDLEWARED_CC_LOG_FILE=str(log),
-                    MIDDLEWARED_CC_LOGIN_FAILURES_PER_MINUTE="100000",
-                    MIDDLEWARED_CC_METRICS_ALLOW_UNAUTHENTICATED_LOCAL="true",
-                    MIDDLEWARED_CC_AUDIT_ENABLED="true" if audit else "false")
-    began = time.perf_counter()
-    process = await spawn(*_daemon_argv(config), env=env, log=log)
-    unix = f"ws+unix://{sock}"
-
-    async def served() -> bool:
-        async with Client(unix, background=False) as client:
-            await client.call("core.ping", timeout=10)
-            return True
-
-    await wait_until(served, 60, "middlewared-cc", process)
-    name = "audit on" if audit else "audit off"
-    return Server(name, process, f"ws://127.0.0.1:{port}/api/current", time.perf_counter() - began), unix
+    daemon = await start_daemon(state, log, "core.ping", name="audit on" if audit else "audit off",
+                                metrics_allow_unauthenticated_local="true",
+                                audit_enabled="true" if audit else "false")
+    return daemon.server, daemon.unix_target
 
 
 def create_params() -> list[Any]:

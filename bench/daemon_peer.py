@@ -62,8 +62,10 @@ def _daemon_argv(config: Path) -> list[str]:
     return [PYTHON, "-m", "middlewared_cc", "--config", str(config)]
 
 
-async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.credentials.query") -> Daemon:
-    """Start the daemon on `state_dir`; ready once `probe` answers over the unix socket.
+async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.credentials.query", *,
+                       name: str = "daemon", **settings: str) -> Daemon:
+    """Start the daemon on `state_dir`; ready once `probe` answers over the unix socket. `settings` are
+    further settings by name (``audit_enabled="false"``), given as MIDDLEWARED_CC_* variables.
 
     `first_call_s` runs from spawning the process to that first reply (the start-up figure).
     """
@@ -79,6 +81,7 @@ async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.crede
         MIDDLEWARED_CC_LOG_FILE=str(log),
         # The benchmark's own clients log in many times a second; the brute-force guard must not trip.
         MIDDLEWARED_CC_LOGIN_FAILURES_PER_MINUTE="100000",
+        **{f"MIDDLEWARED_CC_{key.upper()}": value for key, value in settings.items()},
     )
     begin = time.perf_counter()
     process = await spawn(*_daemon_argv(config), env=env, log=log)
@@ -92,7 +95,7 @@ async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.crede
 
     await wait_until(served, 60, "middlewared-cc", process)
     first_call_s = time.perf_counter() - begin
-    server = Server("daemon", process, f"ws://127.0.0.1:{port}/api/current", first_call_s)
+    server = Server(name, process, f"ws://127.0.0.1:{port}/api/current", first_call_s)
     return Daemon(server, unix_target, server.target, state_dir, first_call_s)
 
 

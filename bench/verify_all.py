@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.daemon_peer import _daemon_argv
-from bench.procs import ROOT, Server, clean_env, free_port, spawn, stop_all, wait_until
+from bench.daemon_peer import start_daemon
+from bench.procs import ROOT, Server, stop_all
 from bench.results_file import markers, write_section
 from bench.s3_peer import S3, direct_listing_ms, start_s3
 from middlewared_cc.client import Client
@@ -36,24 +36,9 @@ SECTION = "verify-all"
 
 async def start(state: Path, log: Path, concurrency: int) -> tuple[Server, str]:
     """A daemon on ``state`` verifying ``concurrency`` credentials at most at once; (server, unix target)."""
-    config = state / "bench.toml"
-    config.write_text("# settings come from the environment (bench.verify_all)\n")
-    port, sock = free_port(), state / "middlewared.sock"
-    env = clean_env(MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN=f"127.0.0.1:{port}",
-                    MIDDLEWARED_CC_UNIX_SOCKET=str(sock), MIDDLEWARED_CC_LOG_FILE=str(log),
-                    MIDDLEWARED_CC_MAX_CONCURRENT_VERIFIES=str(concurrency))
-    began = time.perf_counter()
-    process = await spawn(*_daemon_argv(config), env=env, log=log)
-    unix = f"ws+unix://{sock}"
-
-    async def served() -> bool:
-        async with Client(unix, background=False) as client:
-            await client.call("core.ping", timeout=10)
-            return True
-
-    await wait_until(served, 60, "middlewared-cc", process)
-    return Server(f"daemon c={concurrency}", process, f"ws://127.0.0.1:{port}/api/current",
-                  time.perf_counter() - began), unix
+    daemon = await start_daemon(state, log, "core.ping", name=f"daemon c={concurrency}",
+                                max_concurrent_verifies=str(concurrency))
+    return daemon.server, daemon.unix_target
 
 
 async def seed(work: Path, s3: S3, count: int, wrong: int) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -169,15 +170,23 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
+@contextlib.asynccontextmanager
+async def serving(runner: web.AppRunner, url: str) -> AsyncIterator[Daemon]:
+    """A started daemon as a Daemon with its client sessions and an admin API key; cleaned up on exit."""
+    settings = runner.app[SERVICES].settings
+    try:
+        async with aiohttp.ClientSession() as session, \
+                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix_session:
+            d = Daemon(runner.app, url, settings.unix_socket, session, unix_session, settings.state_dir)
+            root = await d.root()
+            d.admin_key = (await root.call("api_key.create", {"name": "test-admin"}))["key"]
+            await root.ws.close()
+            yield d
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def daemon(settings_factory: Callable[..., Settings]) -> AsyncIterator[Daemon]:
-    settings = settings_factory()
-    runner, url = await start_daemon(settings)
-    async with aiohttp.ClientSession() as session, \
-            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix_session:
-        d = Daemon(runner.app, url, settings.unix_socket, session, unix_session, settings.state_dir)
-        root = await d.root()
-        d.admin_key = (await root.call("api_key.create", {"name": "test-admin"}))["key"]
-        await root.ws.close()
+    async with serving(*await start_daemon(settings_factory())) as d:
         yield d
-    await runner.cleanup()

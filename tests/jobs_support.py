@@ -26,9 +26,8 @@ from middlewared_cc import app as app_module
 from middlewared_cc import roles
 from middlewared_cc.errors import CallError, ValidationErrors
 from middlewared_cc.jobs import Job
-from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.rpc.registry import MethodSet
-from tests.conftest import Daemon, start_daemon
+from tests.conftest import Daemon, serving, start_daemon
 
 test_methods = MethodSet()
 HELD: dict[str, Any] = {"release": None, "cancelled": 0, "started": 0}
@@ -81,17 +80,8 @@ async def jobs_daemon(settings_factory: Any, **overrides: str) -> AsyncIterator[
         runner, url = await start_daemon(settings_factory(**overrides))
     finally:
         app_module.method_sets = original
-    settings = runner.app[SERVICES].settings
-    try:
-        async with aiohttp.ClientSession() as session, \
-                aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix_session:
-            d = Daemon(runner.app, url, settings.unix_socket, session, unix_session, settings.state_dir)
-            root = await d.root()
-            d.admin_key = (await root.call("api_key.create", {"name": "test-admin"}))["key"]
-            await root.ws.close()
-            yield d  # jobs still held are aborted by the daemon's shutdown
-    finally:
-        await runner.cleanup()
+    async with serving(runner, url) as d:
+        yield d  # jobs still held are aborted by the daemon's shutdown
 
 
 class ClientException(Exception):

@@ -10,13 +10,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
 from middlewared_cc.app import create_app
 from middlewared_cc.daemon import app_runner, open_listeners
 from middlewared_cc.settings import Settings
-from tests.conftest import CallFailed, Daemon, Peer, free_port, start_daemon
+from tests.conftest import CallFailed, Daemon, Peer, free_port, serving, start_daemon
 from tests.jobs_support import jobs_daemon
 from tests.test_attack_http import exchange
 from tests.test_jobs import job_events, until_state
@@ -26,16 +25,8 @@ from tests.test_transfer_wire import job
 @pytest.fixture
 async def small_export(settings_factory: Callable[..., Settings]) -> AsyncIterator[Daemon]:
     """A daemon whose audit.export holds at most 4 KiB."""
-    settings = settings_factory(audit_export_max_bytes="4096")
-    runner, url = await start_daemon(settings)
-    async with aiohttp.ClientSession() as session, \
-            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix_session:
-        d = Daemon(runner.app, url, settings.unix_socket, session, unix_session, settings.state_dir)
-        root = await d.root()
-        d.admin_key = (await root.call("api_key.create", {"name": "test-admin"}))["key"]
-        await root.ws.close()
+    async with serving(*await start_daemon(settings_factory(audit_export_max_bytes="4096"))) as d:
         yield d
-    await runner.cleanup()
 
 
 # ---- 1. audit.export is bounded ------------------------------------------------------------------------

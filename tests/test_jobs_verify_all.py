@@ -5,50 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from tests.jobs_support import StandInClient, jobs_daemon
+from tests.servers.hanging import Hanging
 from tests.test_jobs import until_state
-
-
-@dataclass
-class Hanging:
-    """A TCP listener that accepts connections, reads them, and never answers."""
-
-    port: int = 0
-    open_connections: int = 0
-    accepted: int = 0
-
-
-@pytest.fixture
-async def hanging() -> AsyncIterator[Hanging]:
-    state = Hanging()
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-        state.open_connections += 1
-        state.accepted += 1
-        try:
-            while await reader.read(4096):
-                pass
-        except ConnectionError:
-            pass
-        finally:
-            state.open_connections -= 1
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
-        yield state
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
 
 
 def s3(name: str, endpoint: str, key: str = "AK", secret: str = "SK-secret") -> dict[str, Any]:

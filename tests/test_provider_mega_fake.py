@@ -14,11 +14,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import CallFailed, Daemon, start_daemon
+from tests.conftest import CallFailed, Daemon, serving, start_daemon
 from tests.servers.cloud.mega import MegaServer
 from tests.servers.intercept_proxy import InterceptProxy
 
@@ -31,11 +30,8 @@ async def mdaemon(
     caplog.set_level(logging.DEBUG)
     settings = settings_factory(https_proxy=intercept_proxy.url, ca_file=str(intercept_proxy.ca_pem_path),
                                 log_level="DEBUG", verify_timeout="30")
-    runner, url = await start_daemon(settings)
-    async with aiohttp.ClientSession() as session, \
-            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix_session:
-        yield Daemon(runner.app, url, settings.unix_socket, session, unix_session, settings.state_dir)
-    await runner.cleanup()
+    async with serving(*await start_daemon(settings)) as d:
+        yield d
 
 
 def forms(secret: str) -> list[str]:

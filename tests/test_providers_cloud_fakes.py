@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import Daemon, Peer, start_daemon
+from tests.conftest import Daemon, Peer, serving, start_daemon
 from tests.servers.cloud.base import CloudFake
 from tests.servers.cloud.pcloud import EU_HOST, US_HOST, PCloudFake
 from tests.servers.cloud.tokens import NEVER
@@ -48,11 +48,8 @@ async def cdaemon(
     caplog.set_level(logging.DEBUG)
     settings = settings_factory(https_proxy=intercept_proxy.url, ca_file=str(intercept_proxy.ca_pem_path),
                                 log_level="DEBUG", verify_timeout="30")
-    runner, url = await start_daemon(settings)
-    async with aiohttp.ClientSession() as session, \
-            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=settings.unix_socket)) as unix_session:
-        yield Daemon(runner.app, url, settings.unix_socket, session, unix_session, settings.state_dir)
-    await runner.cleanup()
+    async with serving(*await start_daemon(settings)) as d:
+        yield d
 
 
 def fake_for(request: pytest.FixtureRequest, ptype: str) -> Any:

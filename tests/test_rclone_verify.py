@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.rclone.remote import ProviderLike
 from middlewared_cc.rclone.verify import verify
 from tests.servers.base import ServerInfo
+from tests.servers.hanging import Hanging
 from tests.servers.process import free_port
 
 RCLONE = str(Path(sys.executable).parent / "rclone")
@@ -36,40 +37,6 @@ SERVERS = [
 ]
 
 
-
-
-@dataclass
-class Hanging:
-    """A TCP listener that accepts connections, reads them, and never answers."""
-
-    port: int
-    open_connections: int = 0
-
-
-@pytest.fixture
-async def hanging() -> AsyncIterator[Hanging]:
-    state = Hanging(0)
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-        state.open_connections += 1
-        try:
-            while await reader.read(4096):
-                pass
-        except ConnectionError:
-            pass
-        finally:
-            state.open_connections -= 1
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
-        yield state
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ or fails it when ``CI=true``; ``scripts/install-test-servers.sh`` installs them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +27,7 @@ from .cloud.onedrive import OneDriveFake, running_onedrive
 from .cloud.pcloud import PCloudFake, running_pcloud
 from .cloud.yandex import running_yandex
 from .ftp import FTPServer, running_ftp
+from .hanging import Hanging, hanging_server
 from .http_files import HTTPServer, running_http
 from .intercept_proxy import InterceptProxy, running_proxy
 from .oauth import OAuthServer, running_oauth
@@ -177,3 +178,10 @@ def yandex_fake(intercept_proxy: InterceptProxy) -> Iterator[CloudFake]:
 def onedrive_fake(intercept_proxy: InterceptProxy) -> Iterator[OneDriveFake]:
     """Fake OneDrive (graph.microsoft.com, login.microsoftonline.com) behind the proxy, no overrides."""
     yield from _cloud_fake(intercept_proxy, running_onedrive)
+
+
+@pytest.fixture
+async def hanging() -> AsyncIterator[Hanging]:
+    """A TCP server that accepts and reads but never answers (tests/servers/hanging.py)."""
+    async with hanging_server() as server:
+        yield server
