@@ -1,58 +1,43 @@
-"""cloudsync.credentials.query: filters run in SQL where the data allows, in Python otherwise.
+"""cloudsync.credentials.query: every filter answered from the in-memory CredentialIndex, on any database.
 
-Name, provider type and non-secret attributes live in plain columns or queryable JSON, so conditions on
-them become SQL (served by the name index for ``=`` and ``^``) that returns matching ids; the entries
-themselves come from the in-memory CredentialIndex. Anything else (a secret attribute, an untranslatable
-operator) falls back to the query engine's Python evaluation over the index, which has exactly the same
-meaning, in slices that let the event loop serve other callers (a costly filter costs its caller).
-Without filters no SQL runs at all.
+No SQL runs: the index holds every credential, so a round trip to the database (worse on PostgreSQL
+than on SQLite) would only tell us what we already know. The query engine's Python evaluation is the
+meaning (the one the old SQL translation had to reproduce); this module only makes it cheap:
+
+- A top-level condition the index answers exactly narrows the candidates without a scan: `id =`/`in`,
+  `name =`/`in` (the name dict), `name ^` (a bisect in the sorted names) and the provider type `=`/`in`
+  (the ids per provider). The smallest such set wins and that condition is not evaluated again.
+- Every other condition runs as a predicate compiled once per query (query.predicate) over the
+  caller's memoized view of each candidate, so what is filtered is what the caller is shown.
+- Without order_by or count, the scan stops once offset + limit rows (one for `get`) have matched.
+- The scan yields to the event loop every SLICE_SECONDS, so a costly filter over many credentials
+  delays its own caller, not every other connection.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
-
-import sqlalchemy as sa
 
 from middlewared_cc import roles as _roles
 from middlewared_cc.errors import FieldError, ValidationErrors
-from middlewared_cc.query import (
-    SqlField,
-    filter_rows_yielding,
-    finish,
-    json_attribute,
-    parse_query,
-    sql_order,
-    sql_where,
-)
-from middlewared_cc.store.models import CloudCredential
+from middlewared_cc.query import Condition, Query, finish, parse_query
+from middlewared_cc.query.evaluate import NUMBER, SLICE_SECONDS, TEXT, value_class
+from middlewared_cc.query.model import Node
+from middlewared_cc.query.predicate import Predicate, compile_filters
 
 if TYPE_CHECKING:
-    from middlewared_cc.context import Call
+    from middlewared_cc.context import Call, Services
     from middlewared_cc.services.credential_shapes import Shape
+    from middlewared_cc.store.credential_index import CredentialIndex
+    from middlewared_cc.store.credentials import StoredCredential
 
 WHAT = "Cloud credential"
 
 
-_COLUMNS = CloudCredential.__table__.c
-
-
-def _resolver(shape: Shape, secrets: frozenset[str]) -> Any:
-    columns = {("id",): _COLUMNS.id, ("name",): _COLUMNS.name, shape.type_path: _COLUMNS.provider}
-    prefix = shape.attr_prefix
-
-    def resolve(path: tuple[str, ...]) -> SqlField | None:
-        column = columns.get(path)
-        if column is not None:
-            return SqlField(column)
-        if len(path) == len(prefix) + 1 and path[:-1] == prefix and path[-1] not in secrets:
-            return json_attribute(_COLUMNS.attributes, path[-1:])
-        return None
-
-    return resolve
-
-
-def _refuse_secret_paths(q: Any, shape: Shape, secrets: frozenset[str]) -> None:
+def _refuse_secret_paths(q: Query, shape: Shape, secrets: frozenset[str]) -> None:
     prefix = shape.attr_prefix
     bad = sorted(".".join(p) for p in q.referenced_paths()
                  if len(p) > len(prefix) and p[:len(prefix)] == prefix and p[len(prefix)] in secrets)
@@ -64,28 +49,88 @@ def _refuse_secret_paths(q: Any, shape: Shape, secrets: frozenset[str]) -> None:
 
 async def run(call: Call, filters: list[Any], options: dict[str, Any]) -> Any:
     """Run a query for the caller, with its shape and its view of secrets."""
-    from middlewared_cc.services.credentials import shape_of, view
+    from middlewared_cc.services.credentials import shape_of
 
     services = call.services
     q = parse_query(filters, options)
     shape = shape_of(call.session)
     writer = _roles.CLOUD_SYNC_WRITE in call.session.roles
-    secrets = services.providers.secret_names
     if not writer:  # then filtering the redacted view means the same as filtering the stored values
-        _refuse_secret_paths(q, shape, secrets)
+        _refuse_secret_paths(q, shape, services.providers.secret_names)
     index = services.credentials
-    resolve = _resolver(shape, secrets)
-    where = sql_where(q, resolve) if q.filters else None
-    order = None
-    if where is not None:
-        order = sql_order(q, resolve) if q.order_by else None
-        stmt = sa.select(_COLUMNS.id).where(where).order_by(*(order or []), _COLUMNS.id)
-        async with services.engine.connect() as conn:
-            ids = (await conn.execute(stmt)).scalars().all()
-        creds = [c for c in map(index.get, ids) if c is not None]
+    if q.count and not q.filters:
+        return len(index)
+    creds, rest = candidates(index, q.filters, shape)
+    wanted = None
+    if not q.order_by and not q.count and (q.get or q.limit):
+        wanted = 1 if q.get else q.offset + q.limit
+    rows = await _collect(services, creds, shape, writer, compile_filters(rest) if rest else None, wanted)
+    return finish(rows, q, what=WHAT)
+
+
+def candidates(index: CredentialIndex, nodes: tuple[Node, ...],
+               shape: Shape) -> tuple[list[StoredCredential], tuple[Node, ...]]:
+    """The credentials (in id order) that may match, and the nodes still to be evaluated on them."""
+    best: Collection[int] | None = None
+    used = -1
+    for at, node in enumerate(nodes):
+        ids = _answer(index, node, shape)
+        if ids is not None and (best is None or len(ids) < len(best)):
+            best, used = ids, at
+    if best is None:
+        return list(index), nodes
+    found = [cred for cred in map(index.get, sorted(best)) if cred is not None]
+    return found, nodes[:used] + nodes[used + 1:]
+
+
+def _answer(index: CredentialIndex, node: Node, shape: Shape) -> Collection[int] | None:
+    """The ids matching ``node`` exactly as the Python evaluation would, when the index knows; else None.
+
+    Every credential has an int id, a str name and a str provider type, so a value of another class
+    never equals them (`True` is not 1, `1.0` is): such values match nothing.
+    """
+    if not isinstance(node, Condition) or node.casefold:
+        return None
+    path, op, value = node.path, node.op, node.value
+    if op == "^" and path == ("name",) and isinstance(value, str):
+        return index.ids_named_with_prefix(value)
+    if op == "=":
+        wanted: list[tuple[int, object]] = [(value_class(value), value)]
+    elif op == "in" and node.members is not None:  # not the substring form
+        wanted = list(node.members.scalars)
     else:
-        creds = list(index)
-    rows = [view(services, c, shape, writer) for c in creds]
-    if q.filters and where is None:
-        rows = await filter_rows_yielding(rows, q)
-    return finish(rows, q, ordered=order is not None, what=WHAT)
+        return None
+    if path == ("id",):
+        ids = {int(v) for cls, v in wanted if cls == NUMBER and isinstance(v, (int, float)) and _integral(v)}
+        return [ident for ident in ids if index.get(ident) is not None]
+    texts = [v for cls, v in wanted if cls == TEXT and isinstance(v, str)]
+    if path == ("name",):
+        return [ident for ident in map(index.id_of, texts) if ident is not None]
+    if path == shape.type_path:
+        if len(texts) == 1:
+            return index.ids_of_provider(texts[0])
+        return {ident for text in texts for ident in index.ids_of_provider(text)}
+    return None
+
+
+def _integral(number: float) -> bool:
+    return isinstance(number, int) or number.is_integer()
+
+
+async def _collect(services: Services, creds: list[StoredCredential], shape: Shape, writer: bool,
+                   predicate: Predicate | None, wanted: int | None) -> list[dict[str, Any]]:
+    """The caller's views of ``creds`` that satisfy ``predicate``, the first ``wanted`` of them at most."""
+    from middlewared_cc.services.credentials import view
+
+    kept: list[dict[str, Any]] = []
+    deadline = time.monotonic() + SLICE_SECONDS
+    for cred in creds:
+        row = view(services, cred, shape, writer)
+        if predicate is None or predicate(row):
+            kept.append(row)
+            if wanted is not None and len(kept) >= wanted:
+                break
+        if time.monotonic() >= deadline:
+            await asyncio.sleep(0)
+            deadline = time.monotonic() + SLICE_SECONDS
+    return kept

@@ -8,7 +8,8 @@ credential until that credential changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+import bisect
+from collections.abc import Callable, Collection, Hashable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +28,10 @@ class CredentialIndex:
         self._names: dict[str, int] = {}
         self._memo: dict[int, dict[Hashable, Any]] = {}
         self._last_id = 0
+        # For filters answered without a scan (services.credential_query): names in code point order
+        # (Python's str order, which is what `^` compares), and ids by provider type.
+        self._sorted_names: list[str] = []
+        self._by_provider: dict[str, set[int]] = {}
         for row in sorted(rows or [], key=lambda r: r.id):
             self.put(row)
 
@@ -51,8 +56,11 @@ class CredentialIndex:
         old = self._rows.get(cred.id)
         if old is not None and old.name != cred.name:
             del self._names[old.name]
+        if old is not None:
+            self._unlist(old)
         self._rows[cred.id] = cred
         self._names[cred.name] = cred.id
+        self._list(cred)
         self._last_id = max(self._last_id, cred.id)
         self._memo.pop(cred.id, None)
 
@@ -67,7 +75,36 @@ class CredentialIndex:
         old = self._rows.pop(ident, None)
         if old is not None:
             del self._names[old.name]
+            self._unlist(old)
         self._memo.pop(ident, None)
+
+    def _list(self, cred: store.StoredCredential) -> None:
+        bisect.insort(self._sorted_names, cred.name)
+        self._by_provider.setdefault(cred.provider, set()).add(cred.id)
+
+    def _unlist(self, cred: store.StoredCredential) -> None:
+        at = bisect.bisect_left(self._sorted_names, cred.name)
+        if at < len(self._sorted_names) and self._sorted_names[at] == cred.name:
+            del self._sorted_names[at]
+        ids = self._by_provider.get(cred.provider)
+        if ids is not None:
+            ids.discard(cred.id)
+            if not ids:
+                del self._by_provider[cred.provider]
+
+    def ids_named_with_prefix(self, prefix: str) -> list[int]:
+        """Ids of the credentials whose name starts with ``prefix`` (in name order): a bisect, no scan."""
+        names = self._sorted_names
+        found = []
+        at = bisect.bisect_left(names, prefix)
+        while at < len(names) and names[at].startswith(prefix):
+            found.append(self._names[names[at]])
+            at += 1
+        return found
+
+    def ids_of_provider(self, provider: str) -> Collection[int]:
+        """Ids of the credentials of one provider type (unordered; do not modify)."""
+        return self._by_provider.get(provider, ())
 
     def memo(self, ident: int, key: Hashable, make: Callable[[], T]) -> T:
         """A value derived from credential ``ident``, computed once until the credential changes."""
