@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
     app = web.Application()
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        engine = _db.create_engine(settings.database_url)
+        engine = _db.create_engine(settings)
         try:
             await check_integrity(engine, settings)
             await _db.migrate(engine)

@@ -1,4 +1,4 @@
-"""The ``middlewared-cc`` command: serve (default) or rotate-key."""
+"""The ``middlewared-cc`` command: serve (default), rotate-key or migrate-db."""
 
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ async def rotate_key(settings: Settings) -> int:
               "or stop it first", file=sys.stderr)
         return 1
     check_files(settings)
-    engine = _db.create_engine(settings.database_url)
+    engine = _db.create_engine(settings)
     try:
         try:
             await check_integrity(engine, settings)
@@ -219,11 +219,80 @@ async def rotate_key(settings: Settings) -> int:
     return 0
 
 
+def _refused(message: str) -> int:
+    print(f"middlewared-cc: migrate-db: {message}", file=sys.stderr)
+    return 1
+
+
+async def migrate_db(settings: Settings, to: str) -> int:
+    """Copy the embedded SQLite store into the PostgreSQL database ``to`` (store/copy.py); 0 when copied."""
+    import dataclasses
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from middlewared_cc.store import db as _db
+    from middlewared_cc.store.copy import CopyRefused, copy_store, display_url, driver_reason
+    from middlewared_cc.store.keys import load_sealer
+    from middlewared_cc.store.preflight import sqlite_path
+
+    try:
+        url = make_url(to)
+    except ArgumentError:
+        return _refused("--to must be a URL such as postgresql+asyncpg://USER@HOST[:PORT]/DATABASE")
+    if url.password is not None:  # never echoed: it is already in this process's arguments
+        return _refused("--to must not hold a password (it shows in process lists); put it in "
+                        "database_password_file or the environment variable MIDDLEWARED_CC_DATABASE_PASSWORD")
+    if url.drivername != "postgresql+asyncpg" or not url.database:
+        return _refused("--to must be a URL such as postgresql+asyncpg://USER@HOST[:PORT]/DATABASE")
+    path = sqlite_path(settings.database_url)
+    if path is None:
+        return _refused("database_url is not an SQLite file: there is no embedded database to copy")
+    if not path.is_file():
+        return _refused(f"database {path} does not exist: there is nothing to copy")
+    if await _daemon_running(settings):
+        return _refused(f"the daemon is running on {path}; stop it first so that no write is missed")
+    check_files(settings)
+    source = _db.create_engine(settings)
+    target = _db.create_engine(dataclasses.replace(settings, database_url=to))
+    where = display_url(to)
+    try:
+        try:
+            await check_integrity(source, settings)
+            await _db.migrate(source)
+            _sealer, problem = await load_sealer(settings, source)
+        except (DBAPIError, sqlite3.Error) as exc:
+            raise unusable(settings, exc) from None
+        if problem:  # the copy would be as unreadable as the source: say so before writing anything
+            return _refused(f"the key does not fit the source: {problem}")
+        try:
+            await _db.migrate(target)
+            counts = await copy_store(source, target)
+        except CopyRefused as exc:
+            return _refused(str(exc))
+        except DBAPIError as exc:
+            return _refused(f"{where}: {driver_reason(exc)}; no data was written")
+        except (OSError, TimeoutError) as exc:
+            return _refused(f"{where}: cannot connect: {exc.strerror or type(exc).__name__}; no data was written"
+                            if isinstance(exc, OSError) else f"{where}: timed out; no data was written")
+    finally:
+        await source.dispose()
+        await target.dispose()
+    print(f"copied {path} into {where}:")
+    for table, count in counts.items():
+        print(f"  {table:<22} {count:>8}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="middlewared-cc", description=__doc__)
     parser.add_argument("--config", help="TOML settings file (default: built-in defaults)")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "rotate-key"])
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "rotate-key", "migrate-db"])
+    parser.add_argument("--to", metavar="URL", help="migrate-db: the PostgreSQL database to copy into "
+                        "(postgresql+asyncpg://USER@HOST[:PORT]/DATABASE; its password from the settings)")
     args = parser.parse_args(argv)
+    if (args.command == "migrate-db") != (args.to is not None):
+        parser.error("--to URL goes with migrate-db, and migrate-db needs it")
     try:
         settings = Settings.load(args.config)
         tls_context(settings)  # checked before anything is written
@@ -243,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
 
         runner = uvloop.run
     try:
+        if args.command == "migrate-db":
+            return runner(migrate_db(settings, args.to))
         return runner(rotate_key(settings) if args.command == "rotate-key" else serve(settings))
     except KeyFileError as exc:
         print(f"middlewared-cc: {exc}", file=sys.stderr)

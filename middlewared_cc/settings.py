@@ -13,7 +13,7 @@ import ssl
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -33,6 +33,8 @@ class Settings:
     state_dir: Path
     runtime_dir: Path
     database_url: str
+    database_password_file: Path | None
+    database_timeout: float  # seconds: connecting, one statement, waiting for a pooled connection
     key_file: Path
     log_level: str
     log_file: str
@@ -71,6 +73,9 @@ class Settings:
     oauth: Mapping[str, tuple[str, str]]  # [oauth.<TYPE>] client_id, client_secret: the daemon's own logins
     oauth_callback_url: str
     oauth_portal_origins: tuple[str, ...]
+    # The database password, read from database_password_file or MIDDLEWARED_CC_DATABASE_PASSWORD (never
+    # from the config file, never in the URL). Kept out of repr so a logged Settings cannot show it.
+    database_password: str = field(default="", repr=False, compare=False)
 
     @property
     def tcp_address(self) -> tuple[str, int] | None:
@@ -100,6 +105,9 @@ class Settings:
             except tomllib.TOMLDecodeError as exc:
                 raise SettingsError(f"config: {path} is not valid TOML: {exc}") from None
         known = {f.name for f in fields(cls)}
+        if "database_password" in raw:  # a config file is often world-readable and copied around
+            raise SettingsError("database_password: not in the config file; use database_password_file or "
+                                f"the environment variable {ENV_PREFIX}DATABASE_PASSWORD")
         for key in raw:
             if key not in known:
                 raise SettingsError(f"{key}: unknown setting")
@@ -215,9 +223,8 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
     log_level = _str(raw, "log_level", "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise SettingsError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
-    database_url = _str(raw, "database_url", "") or f"sqlite+aiosqlite:///{state_dir / 'config.db'}"
-    if "://" not in database_url:
-        raise SettingsError("database_url: must be an SQLAlchemy URL such as sqlite+aiosqlite:///path")
+    database_url = _database_url(raw, state_dir)
+    password_file, password = _database_password(raw)
     cert, key = _str(raw, "tls_certificate", ""), _str(raw, "tls_private_key", "")
     if bool(cert) != bool(key):
         raise SettingsError("tls_private_key: tls_certificate and tls_private_key must be set together")
@@ -231,6 +238,9 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         state_dir=state_dir,
         runtime_dir=runtime_dir,
         database_url=database_url,
+        database_password_file=password_file,
+        database_password=password,
+        database_timeout=_num(raw, "database_timeout", 5.0, float, 0.1, 300),
         key_file=Path(_str(raw, "key_file", "") or state_dir / "secret.key").expanduser(),
         log_level=log_level,
         log_file=_str(raw, "log_file", ""),
@@ -271,6 +281,66 @@ def _build(cls: type[Settings], raw: dict[str, Any], env: Mapping[str, str]) -> 
         oauth_callback_url=_oauth_callback(raw),
         oauth_portal_origins=_origins(raw, "oauth_portal_origins"),
     )
+
+
+DATABASE_URL_FORMS = "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST[:PORT]/DATABASE"
+
+
+def _database_url(raw: dict[str, Any], state_dir: Path) -> str:
+    # The value may hold a password: no message below repeats it.
+    value = _str(raw, "database_url", "") or f"sqlite+aiosqlite:///{state_dir / 'config.db'}"
+    scheme, sep, _rest = value.partition("://")
+    if not sep or scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise SettingsError(f"database_url: must be {DATABASE_URL_FORMS}")
+    if scheme == "sqlite+aiosqlite":
+        return value
+    try:
+        parts = urllib.parse.urlsplit(value)
+        _port = parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        raise SettingsError(f"database_url: must be {DATABASE_URL_FORMS}") from None
+    if parts.password is not None:
+        raise SettingsError("database_url: must not hold a password (it would show in process lists and "
+                            "logs); put it in database_password_file or the environment variable "
+                            f"{ENV_PREFIX}DATABASE_PASSWORD")
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise SettingsError(f"database_url: names no database; must be {DATABASE_URL_FORMS}")
+    return value
+
+
+def _database_password(raw: dict[str, Any]) -> tuple[Path | None, str]:
+    """(database_password_file, the password): from the file, or from MIDDLEWARED_CC_DATABASE_PASSWORD."""
+    from_env = raw.get("database_password")
+    name = _str(raw, "database_password_file", "")
+    if not name:
+        return None, "" if from_env is None else _secret("database_password", from_env)
+    if from_env is not None:
+        raise SettingsError(f"database_password_file: set either it or {ENV_PREFIX}DATABASE_PASSWORD, not both")
+    path = Path(name).expanduser()
+    try:
+        with open(path, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            data = fh.read(4097)
+    except OSError as exc:
+        raise SettingsError(f"database_password_file: cannot read {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise SettingsError(f"database_password_file: {path} must be readable by its owner only (chmod 600)")
+    if len(data) > 4096:
+        raise SettingsError(f"database_password_file: {path} is too long for a password")
+    try:
+        text = data.decode().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SettingsError(f"database_password_file: {path} is not UTF-8 text") from None
+    return path, _secret("database_password_file", text)
+
+
+def _secret(key: str, value: Any) -> str:
+    # Never repeats the value.
+    if not isinstance(value, str) or not value:
+        raise SettingsError(f"{key}: the password must not be empty")
+    if any(ord(c) < 32 for c in value):
+        raise SettingsError(f"{key}: the password must not contain control characters or line breaks")
+    return value
 
 
 def _oauth_clients(raw: dict[str, Any]) -> Mapping[str, tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from middlewared_cc.rclone.rcd import RcloneDaemon
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.settings import Settings
 
-pytest_plugins = ["tests.servers.conftest_plugin", "tests.ui.fixtures"]  # tests.ui: the browser tests' fixtures
+# tests.ui: the browser tests' fixtures; tests.pg: the PostgreSQL cluster (pg_cluster, pg_database_url)
+pytest_plugins = ["tests.servers.conftest_plugin", "tests.ui.fixtures", "tests.pg"]
 
 
 def free_port() -> int:
@@ -163,11 +164,25 @@ async def rcd(tmp_path: Path) -> AsyncIterator[RcloneDaemon]:
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+def settings_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Settings]]:
+    """Settings for a daemon in this test's temp dir: on SQLite, or with MIDDLEWARED_CC_TEST_DB=postgresql on a
+    fresh PostgreSQL database (one per test, dropped after it) unless the test names its own database_url."""
+    from tests.pg import Cluster, postgres_wanted  # here: a plugin (pytest_plugins), loaded after this module
+
+    cluster: Cluster | None = request.getfixturevalue("pg_cluster") if postgres_wanted() else None
+    databases: list[str] = []
+
     def make(**overrides: str) -> Settings:
+        if cluster is not None and "database_url" not in overrides:
+            if not databases:
+                databases.append(cluster.fresh_database_url())
+            overrides["database_url"] = databases[0]  # one test, one store, as with one SQLite file
         return make_settings(tmp_path / "state", **overrides)
 
-    return make
+    yield make
+    if cluster is not None:
+        for url in databases:
+            cluster.drop_database(url)
 
 
 @contextlib.asynccontextmanager

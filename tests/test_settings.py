@@ -22,12 +22,17 @@ def every_key(tmp: Path) -> dict[str, Any]:
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     cert.write_text("cert")
     key.write_text("key")
+    password = tmp / "db.password"
+    password.write_text("db-pa55\n")
+    password.chmod(0o600)
     return {
         "listen": "127.0.0.2:6123",
         "unix_socket": str(tmp / "s.sock"),
         "state_dir": str(tmp / "state"),
         "runtime_dir": str(tmp / "run"),
         "database_url": f"sqlite+aiosqlite:///{tmp / 'other.db'}",
+        "database_password_file": str(password),
+        "database_timeout": 2.5,
         "key_file": str(tmp / "k.key"),
         "log_level": "DEBUG",
         "log_file": str(tmp / "d.log"),
@@ -70,6 +75,8 @@ def every_key(tmp: Path) -> dict[str, Any]:
 
 # Settings that are TOML tables rather than values, tested on their own (tests/test_oauth_settings.py).
 TABLES = {"oauth"}
+# Set only through the environment or a file, never the config file (test_database_password below).
+SECRETS = {"database_password"}
 
 
 def ca_file(tmp: Path) -> Path:
@@ -91,11 +98,12 @@ def toml(values: dict[str, Any]) -> str:
 def expected(field: str, value: Any) -> Any:
     if field == "oauth_portal_origins":
         return tuple(value.split(","))
-    return Path(value) if field in ("state_dir", "runtime_dir", "key_file", "audit_key_file") else value
+    paths = ("state_dir", "runtime_dir", "key_file", "audit_key_file", "database_password_file")
+    return Path(value) if field in paths else value
 
 
 def test_the_test_covers_every_setting(tmp_path: Path) -> None:
-    assert set(every_key(tmp_path)) | TABLES == {f.name for f in dataclasses.fields(Settings)}
+    assert set(every_key(tmp_path)) | TABLES | SECRETS == {f.name for f in dataclasses.fields(Settings)}
 
 
 def test_every_key_from_toml(tmp_path: Path) -> None:
@@ -138,9 +146,52 @@ def test_defaults(tmp_path: Path) -> None:
     assert xdg.state_dir == tmp_path / "x/middlewared-cc"
 
 
+PG_URL = "postgresql+asyncpg://mcc@db.example:5432/mcc"
+
+
+def test_database_password(tmp_path: Path) -> None:
+    """The password comes from a 0600 file or the environment, never from the URL or the config file, and
+    no error repeats it."""
+    home = {"HOME": str(tmp_path), "MIDDLEWARED_CC_DATABASE_URL": PG_URL}
+    s = Settings.load(env={**home, "MIDDLEWARED_CC_DATABASE_PASSWORD": "env-Pa55"})
+    assert (s.database_password, s.database_password_file, s.database_timeout) == ("env-Pa55", None, 5.0)
+    assert "env-Pa55" not in repr(s)
+    secret = tmp_path / "pw"
+    secret.write_text("file-Pa55\n")
+    secret.chmod(0o600)
+    s = Settings.load(env={**home, "MIDDLEWARED_CC_DATABASE_PASSWORD_FILE": str(secret)})
+    assert (s.database_password, s.database_password_file) == ("file-Pa55", secret)
+    assert Settings.load(env={"HOME": str(tmp_path)}).database_password == ""
+    refused: list[tuple[dict[str, str], str]] = [
+        ({"MIDDLEWARED_CC_DATABASE_URL": "postgresql+asyncpg://mcc:url-Pa55@db/mcc"},
+         "database_url: must not hold a password"),
+        ({"MIDDLEWARED_CC_DATABASE_PASSWORD_FILE": str(secret), "MIDDLEWARED_CC_DATABASE_PASSWORD": "env-Pa55"},
+         "database_password_file: set either"),
+        ({"MIDDLEWARED_CC_DATABASE_PASSWORD": ""}, "database_password: the password must not be empty"),
+    ]
+    for env, start in refused:
+        with pytest.raises(SettingsError) as info:
+            Settings.load(env={**home, **env})
+        assert str(info.value).startswith(start), info.value
+        assert "Pa55" not in str(info.value) and "\n" not in str(info.value)
+        if "must not hold" in start:  # the refusal says where the password goes instead
+            assert "database_password_file" in str(info.value)
+    secret.chmod(0o640)
+    with pytest.raises(SettingsError, match=r"^database_password_file: .* readable by its owner only"):
+        Settings.load(env={**home, "MIDDLEWARED_CC_DATABASE_PASSWORD_FILE": str(secret)})
+    config = tmp_path / "c.toml"
+    config.write_text('database_password = "toml-Pa55"\n')
+    with pytest.raises(SettingsError, match=r"^database_password: not in the config file") as refusal:
+        Settings.load(config, env=home)
+    assert "Pa55" not in str(refusal.value)
+
+
 BAD: list[tuple[str, Any]] = [
     ("listen", "nope"), ("listen", "127.0.0.1:0"), ("listen", "127.0.0.1:65536"), ("listen", "example.com:80"),
     ("listen", ":6000"), ("log_level", "LOUD"), ("database_url", "/just/a/path"),
+    ("database_url", "mysql+aiomysql://u@h/db"), ("database_url", "postgresql+asyncpg://u@h:port/db"),
+    ("database_url", "postgresql+asyncpg://u@h:5432"), ("database_timeout", 0), ("database_timeout", 301),
+    ("database_timeout", "soon"), ("database_password_file", "/no/such/password"),
     ("verify_timeout", "soon"), ("verify_timeout", 0), ("verify_timeout", 1e9), ("verify_timeout", True),
     ("max_concurrent_verifies", 0), ("max_concurrent_verifies", 1.5), ("max_concurrent_verifies", "1.5"),
     ("max_calls_per_connection", -1), ("max_outgoing_queue", 1), ("shutdown_timeout", -1),

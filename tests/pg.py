@@ -1,0 +1,201 @@
+"""PostgreSQL for the tests: a throwaway cluster per test session and a fresh database per test.
+
+``pg_cluster`` (session) starts a private cluster: initdb (as the ``postgres`` user when we are root, since
+initdb refuses root), a free TCP port on 127.0.0.1, its unix socket in the cluster's temp dir, fsync on (the
+tests measure durability; turning it off would hide lost writes), max_connections 300 for multi-node tests.
+It is stopped and deleted at the end of the session. ``Cluster.fresh_database_url()`` gives a new database
+copied from a template that is already migrated (CREATE DATABASE ... TEMPLATE, about 30 ms), or an empty
+one; ``pg_database_url`` is that as a fixture, dropped after the test.
+
+No PostgreSQL installed: with ``CI=true`` that fails the test (CI must run every test); otherwise it skips
+with the reason. ``start_cluster(dir)`` starts another private cluster for tests that stop or restart one.
+``MIDDLEWARED_CC_TEST_DB=postgresql`` makes tests/conftest.py's ``settings_factory`` use
+``pg_cluster`` for every daemon it configures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+TEST_DB_ENV = "MIDDLEWARED_CC_TEST_DB"
+TEMPLATE = "mcc_template"  # migrated to head once per cluster
+
+
+def postgres_wanted() -> bool:
+    """Whether this run puts every daemon of settings_factory on PostgreSQL."""
+    return os.environ.get(TEST_DB_ENV, "sqlite").lower() in ("postgresql", "postgres", "pg")
+
+
+def pg_bin() -> Path | None:
+    """The newest installed PostgreSQL's bin directory (Debian's layout), or None."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return Path(found[-1]).parent if found else None
+
+
+def unavailable(reason: str) -> NoReturn:
+    """No PostgreSQL: a failure in CI, a skip elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"PostgreSQL is needed and missing: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL not available: {reason} (./scripts/test installs it)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` to its end from sync code, even when called inside a running event loop (a test body)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class Cluster:
+    """One private PostgreSQL cluster (superuser ``postgres``, trust authentication on 127.0.0.1)."""
+
+    def __init__(self, root: Path, bindir: Path, port: int) -> None:
+        self.root, self.bindir, self.port = root, bindir, port
+        self.data, self.sockets, self.log = root / "data", root / "sock", root / "server.log"
+        self.host = "127.0.0.1"
+        self._names = itertools.count(1)
+        self._template_ready = False
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{database}"
+
+    def _as_postgres(self, *argv: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self._as_postgres(str(self.bindir / "pg_ctl"), "-D", str(self.data), *args),
+                              capture_output=True, text=True, timeout=120, check=check)
+
+    def init(self) -> None:
+        for d in (self.root, self.sockets):
+            d.mkdir(exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(d, "postgres", "postgres")
+        initdb = subprocess.run(
+            self._as_postgres(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                              "--no-instructions", "-E", "UTF8", "--locale", "C"),
+            capture_output=True, text=True, timeout=120, check=False)
+        if initdb.returncode:
+            raise RuntimeError(f"initdb failed: {initdb.stderr.strip()[-500:]}")
+        # The superuser gets in without a password; every other role needs its password (scram), so a test
+        # can check that the daemon sends the one from its settings.
+        hba = self.data / "pg_hba.conf"
+        hba.write_text("local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                       "host all all 127.0.0.1/32 scram-sha-256\n")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.sockets} -c listen_addresses={self.host} -c max_connections=300 "
+                   "-c shared_buffers=64MB -c fsync=on -c synchronous_commit=on")
+        started = self._pg_ctl("-w", "-t", "60", "-o", options, "-l", str(self.log), "start", check=False)
+        if started.returncode:
+            tail = self.log.read_text(errors="replace")[-800:] if self.log.exists() else started.stderr
+            raise RuntimeError(f"PostgreSQL did not start: {tail.strip()}")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` (clean), or ``immediate`` (as after a crash: recovery at next start)."""
+        self._pg_ctl("-w", "-t", "60", "-m", mode, "stop", check=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    async def execute(self, *statements: str, database: str = "postgres") -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(host=self.host, port=self.port, user="postgres", database=database,
+                                     timeout=30)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    async def _migrate_template(self) -> None:
+        from middlewared_cc.store import db
+
+        await self.execute(f"CREATE DATABASE {TEMPLATE}")
+        engine = db.create_engine(self.url(TEMPLATE))
+        try:
+            await db.migrate(engine)
+        finally:
+            await engine.dispose()
+
+    async def create_database(self, *, migrated: bool = True) -> str:
+        """A new database (migrated to head, or empty) and its URL."""
+        if migrated and not self._template_ready:
+            await self._migrate_template()
+            self._template_ready = True
+        name = f"t{os.getpid()}_{next(self._names)}"
+        await self.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE if migrated else 'template0'}")
+        return self.url(name)
+
+    def fresh_database_url(self, *, migrated: bool = True) -> str:
+        """``create_database`` from sync code (a settings factory), also inside a running event loop."""
+        url: str = _run_sync(self.create_database(migrated=migrated))
+        return url
+
+    def drop_database(self, url: str) -> None:
+        """Drop the database behind ``url``, ending any connection a test left open."""
+        name = url.rsplit("/", 1)[1]
+        _run_sync(self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@contextlib.contextmanager
+def start_cluster(root: Path | None = None) -> Iterator[Cluster]:
+    """A private cluster in ``root`` (default: a new temp dir), removed on exit. Fails or skips (see
+    ``unavailable``) when PostgreSQL is not installed."""
+    bindir = pg_bin()
+    if bindir is None:
+        unavailable("no /usr/lib/postgresql/*/bin/initdb")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        unavailable("running as root without runuser to run initdb as postgres")
+    base = Path(tempfile.mkdtemp(prefix="mcc-pg-")) if root is None else root
+    if os.geteuid() == 0:
+        base.chmod(0o755)  # the postgres user must reach its data dir below
+    cluster = Cluster(base / "cluster", bindir, _free_port())
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+        if root is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One private PostgreSQL cluster for the whole test session."""
+    with start_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_database_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh database migrated to head, dropped after the test."""
+    url = pg_cluster.fresh_database_url()
+    yield url
+    pg_cluster.drop_database(url)
