@@ -93,7 +93,7 @@ def _answer(index: CredentialIndex, node: Node, shape: Shape) -> Collection[int]
         return None
     path, op, value = node.path, node.op, node.value
     if op == "^" and path == ("name",) and isinstance(value, str):
-        return index.ids_named_with_prefix(value)
+        return index.ids_named(value, prefix=True)
     if op == "=":
         wanted: list[tuple[int, object]] = [(value_class(value), value)]
     elif op == "in" and node.members is not None:  # not the substring form
@@ -105,7 +105,7 @@ def _answer(index: CredentialIndex, node: Node, shape: Shape) -> Collection[int]
         return [ident for ident in ids if index.get(ident) is not None]
     texts = [v for cls, v in wanted if cls == TEXT and isinstance(v, str)]
     if path == ("name",):
-        return [ident for ident in map(index.id_of, texts) if ident is not None]
+        return {ident for text in texts for ident in index.ids_named(text)}
     if path == shape.type_path:
         if len(texts) == 1:
             return index.ids_of_provider(texts[0])

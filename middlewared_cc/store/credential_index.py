@@ -28,9 +28,11 @@ class CredentialIndex:
         self._names: dict[str, int] = {}
         self._memo: dict[int, dict[Hashable, Any]] = {}
         self._last_id = 0
-        # For filters answered without a scan (services.credential_query): names in code point order
-        # (Python's str order, which is what `^` compares), and ids by provider type.
-        self._sorted_names: list[str] = []
+        # For filters answered without a scan (services.credential_query): (name, id) in code point
+        # order (Python's str order, which is what `^` compares), and ids by provider type. Pairs, not
+        # names: rows from other nodes may hold one name twice for a moment (see put), and a query must
+        # still find both, as a scan would.
+        self._sorted_names: list[tuple[str, int]] = []
         self._by_provider: dict[str, set[int]] = {}
         for row in sorted(rows or [], key=lambda r: r.id):
             self.put(row)
@@ -79,12 +81,12 @@ class CredentialIndex:
         self._memo.pop(ident, None)
 
     def _list(self, cred: store.StoredCredential) -> None:
-        bisect.insort(self._sorted_names, cred.name)
+        bisect.insort(self._sorted_names, (cred.name, cred.id))
         self._by_provider.setdefault(cred.provider, set()).add(cred.id)
 
     def _unlist(self, cred: store.StoredCredential) -> None:
-        at = bisect.bisect_left(self._sorted_names, cred.name)
-        if at < len(self._sorted_names) and self._sorted_names[at] == cred.name:
+        at = bisect.bisect_left(self._sorted_names, (cred.name, cred.id))
+        if at < len(self._sorted_names) and self._sorted_names[at] == (cred.name, cred.id):
             del self._sorted_names[at]
         ids = self._by_provider.get(cred.provider)
         if ids is not None:
@@ -92,13 +94,13 @@ class CredentialIndex:
             if not ids:
                 del self._by_provider[cred.provider]
 
-    def ids_named_with_prefix(self, prefix: str) -> list[int]:
-        """Ids of the credentials whose name starts with ``prefix`` (in name order): a bisect, no scan."""
+    def ids_named(self, name: str, *, prefix: bool = False) -> list[int]:
+        """Ids of the credentials named ``name`` (or whose name starts with it), in name order: a bisect."""
         names = self._sorted_names
         found = []
-        at = bisect.bisect_left(names, prefix)
-        while at < len(names) and names[at].startswith(prefix):
-            found.append(self._names[names[at]])
+        at = bisect.bisect_left(names, (name,))
+        while at < len(names) and (names[at][0].startswith(name) if prefix else names[at][0] == name):
+            found.append(names[at][1])
             at += 1
         return found
 
