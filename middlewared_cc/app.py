@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from middlewared_cc.audit import Auditor
+from middlewared_cc.auth import nodes as auth_nodes
 from middlewared_cc.auth.state import AuthState
 from middlewared_cc.context import Services
 from middlewared_cc.events import EventHub
@@ -27,6 +28,7 @@ from middlewared_cc.services import transfer as transfer_service
 from middlewared_cc.settings import Settings
 from middlewared_cc.store import db as _db
 from middlewared_cc.store.credential_index import CredentialIndex
+from middlewared_cc.store.feed import ChangeFeed
 from middlewared_cc.store.keys import load_sealer
 from middlewared_cc.store.preflight import check_integrity
 from middlewared_cc.store.writer import BatchWriter
@@ -61,11 +63,14 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         engine = _db.create_engine(settings)
+        feed: ChangeFeed | None = None
         try:
             await check_integrity(engine, settings)
             await _db.migrate(engine)
             sealer, problem = await load_sealer(settings, engine)
             sessions = _db.sessionmaker(engine)
+            # Listening before the index is read: a change another node commits meanwhile is not missed.
+            feed = await ChangeFeed.open(engine, settings)
             async with engine.connect() as conn:
                 index = await CredentialIndex.load(conn, sealer)
             events = EventHub(EVENT_NAMES)
@@ -79,8 +84,11 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 providers=providers or ProviderRegistry.load(), events=events,
                 auth=AuthState(settings.login_failures_per_minute, settings.max_tokens_per_user,
                                settings.max_tokens), methods=Registry(method_sets()),
-                verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem,
+                verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem, feed=feed,
             )
+            credentials.follow(services)  # other nodes' credential writes (on PostgreSQL)
+            config.attach(services)  # one key for every node: the writer's key check, other nodes' rotations
+            auth_nodes.attach(services)  # other nodes' user and API key changes reach this node's sessions
             for name, reason in services.providers.unavailable().items():
                 log.error("provider plugin %s is unavailable: %s", name, reason)
             app[SERVICES] = services
@@ -92,6 +100,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             await asyncio.to_thread(end_stale, settings.runtime_dir / "rclone")
             services.writer.start()
             auditor.start()
+            feed.start()  # after every feed.on(...): notifications queued since open() are handled now
             yield
             # Jobs end first (ABORTED, their verifies cancelled) while rcd and the writer still serve them.
             await services.jobs.close(settings.shutdown_timeout)
@@ -101,9 +110,12 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                 await services.rclone.stop()
             if services.rotation is not None:  # let it end: stopping the writer mid-rotation undoes it
                 await asyncio.wait([services.rotation], timeout=settings.shutdown_timeout)
+            await feed.close()  # its handlers write through the writer: stop them first
             await auditor.stop()
             await services.writer.stop()
         finally:
+            if feed is not None:
+                await feed.close()
             await engine.dispose()
 
     app.cleanup_ctx.append(resources)

@@ -21,6 +21,8 @@ from middlewared_cc.rclone.limiter import VerifyLimiter
 from middlewared_cc.session import Principal, Session
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.credential_index import CredentialIndex
+from middlewared_cc.store.feed import ChangeFeed
+from middlewared_cc.store.locks import LocalLocks
 from middlewared_cc.store.sealing import Sealer
 from middlewared_cc.store.writer import BatchWriter
 
@@ -56,6 +58,9 @@ class Services:
     audit: Auditor | None = None  # the audit trail (audit/); the call runner records through it
     metrics: Metrics = field(default_factory=Metrics)  # what /metrics shows (metrics/recorder.py)
     oauth: OAuthState = field(default_factory=OAuthState)  # OAuth logins in progress, token health (oauth/)
+    locks: LocalLocks = field(default_factory=LocalLocks)  # this node's side of store/locks.py
+    # Other nodes' changes on a shared PostgreSQL database (store/feed.py); on SQLite one that does nothing.
+    feed: ChangeFeed = field(default_factory=lambda: ChangeFeed(None))
 
     @functools.cached_property
     def outbound(self) -> Outbound:

@@ -143,6 +143,7 @@ class Cluster:
 
     async def _start(self, name: str, overrides: dict[str, str]) -> Node:
         settings = self.settings(name, **overrides)
+        Path(settings.unix_socket).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         runner, url = await start_daemon(settings)
         session, unix = await self._sessions(settings.unix_socket)
         node = Node(name, url, settings.unix_socket, settings.state_dir, "", session, unix, runner=runner)

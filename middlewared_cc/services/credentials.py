@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +25,7 @@ log = logging.getLogger("middlewared_cc.credentials")
 methods = MethodSet()
 COLLECTION = "cloudsync.credentials.query"
 WHAT = "Cloud credential"
+TOPIC = "credential"  # the change feed's topic: payload is the credential's id
 
 
 def shape_of(session: Session) -> Shape:
@@ -82,12 +82,14 @@ async def query(call: Call, filters: list[Any] = [], options: dict[str, Any] = {
 
     Callers without CLOUD_SYNC_WRITE see secrets as "********" and may not filter, sort or select on them.
     """
+    await call.services.feed.wait_synced()
     return await credential_query.run(call, filters, options)
 
 
 @methods.method("cloudsync.credentials.get_instance", role=_roles.CLOUD_SYNC_READ)
 async def get_instance(call: Call, id: int, options: dict[str, Any] = {}) -> Any:  # noqa: B006 - a schema default, never mutated
     """One credential by id; ENOENT when it does not exist."""
+    await call.services.feed.wait_synced()
     if not options:  # the common case: straight from the index
         cred = call.services.credentials.get(id)
         if cred is None:
@@ -135,6 +137,7 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     """Store a new credential ``{"name", "provider": {"type", ...attributes}}``; returns the full entry."""
     schema, shape, services = "cloud_sync_credentials_create", shape_of(call.session), call.services
     sub = shape.read(data, schema, partial=False)
+    await services.feed.wait_synced()
     provider = _provider(services, sub, _type_path(shape, schema))
     errors = sub.errors
     attrs: dict[str, Any] = {}
@@ -150,9 +153,11 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
         raise BrokenInvariant("create without a name passed validation")
     await _check_references(call, provider, attrs, sub.attr_path)
 
-    def insert(conn: AsyncConnection) -> Awaitable[store.StoredCredential]:
-        return store.insert(conn, services.sealer, services.credentials.reserve_id(), name, provider.type,
-                            attrs, provider.secret_names)
+    async def insert(conn: AsyncConnection) -> store.StoredCredential:
+        ident = await store.next_id(conn) or services.credentials.reserve_id()
+        cred = await store.insert(conn, services.sealer, ident, name, provider.type, attrs, provider.secret_names)
+        await services.feed.publish(conn, TOPIC, str(ident))
+        return cred
 
     try:
         cred = await services.writer.run(insert, lambda c: committed(services, "added", c))
@@ -177,6 +182,7 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
     if type(id) is not int:
         raise ValidationErrors([FieldError(f"{schema}.id", "Input should be a valid integer")])
     sub = shape.read(data, schema, partial=True)
+    await services.feed.wait_synced()
     stored = services.credentials.get(id)
     if stored is None:
         raise InstanceNotFound(f"{WHAT} {id}")
@@ -201,8 +207,11 @@ async def update(call: Call, id: int, data: dict[str, Any]) -> dict[str, Any]:
         errors.extend(_taken(schema))
     errors.check()
     await _check_references(call, provider, attrs, sub.attr_path)
-    def replace(conn: AsyncConnection) -> Awaitable[store.StoredCredential | None]:
-        return store.replace(conn, services.sealer, id, name, provider.type, attrs, provider.secret_names)
+    async def replace(conn: AsyncConnection) -> store.StoredCredential | None:
+        cred = await store.replace(conn, services.sealer, id, name, provider.type, attrs, provider.secret_names)
+        if cred is not None:
+            await services.feed.publish(conn, TOPIC, str(id))
+        return cred
 
     def done(cred: store.StoredCredential | None) -> None:
         if cred is not None:
@@ -226,8 +235,19 @@ async def delete(call: Call, id: int) -> bool:
         if deleted:
             removed(services, id)
 
-    if not await services.writer.run(lambda conn: store.delete(conn, id), done):
+    async def drop(conn: AsyncConnection) -> bool:
+        return await delete_row(services, conn, id)
+
+    if not await services.writer.run(drop, done):
         raise InstanceNotFound(f"{WHAT} {id}")
+    return True
+
+
+async def delete_row(services: Services, conn: AsyncConnection, ident: int) -> bool:
+    """Delete credential ``ident`` in the writer's transaction, telling the other nodes; False if absent."""
+    if not await store.delete(conn, ident):
+        return False
+    await services.feed.publish(conn, TOPIC, str(ident))
     return True
 
 
@@ -237,3 +257,46 @@ def removed(services: Services, ident: int) -> None:
     log.info("cloud credential %d deleted", ident)
     publish(services, "removed", None, ident)
 
+
+
+def follow(services: Services) -> None:
+    """Keep this node's index and subscribers in step with the writes of other nodes (store/feed.py).
+
+    A notification names a credential; its row is re-read through this node's writer, so the read and
+    its effect are ordered with this node's own writes, and compared with the index: added, changed or
+    removed events go out as for a local write (rendered per subscriber), and a row already as indexed
+    (a later change already seen, or two notifications coalesced) emits nothing. After the feed was
+    interrupted every row is re-read and the differences applied the same way.
+    """
+    async def changed(payload: str) -> None:
+        ident = int(payload)
+        await services.writer.run(lambda conn: store.load_one(conn, services.sealer, ident),
+                                  lambda cred: apply(services, ident, cred), record=None)
+
+    async def resync() -> None:
+        await services.writer.run(lambda conn: store.load_all(conn, services.sealer),
+                                  lambda rows: apply_all(services, rows), record=None)
+
+    services.feed.on(TOPIC, changed)
+    services.feed.on_resync(resync)
+
+
+def apply(services: Services, ident: int, cred: store.StoredCredential | None) -> None:
+    """Bring the index entry of ``ident`` to ``cred`` (None: the row is gone), with the matching event."""
+    old = services.credentials.get(ident)
+    if cred is None:
+        if old is not None:
+            removed(services, ident)
+    elif old is None:
+        committed(services, "added", cred)
+    elif old != cred:
+        committed(services, "changed", cred)
+
+
+def apply_all(services: Services, rows: list[store.StoredCredential]) -> None:
+    """Bring the whole index to ``rows`` (every stored credential), with an event per difference."""
+    present = {row.id for row in rows}
+    for ident in [c.id for c in services.credentials if c.id not in present]:
+        removed(services, ident)
+    for row in rows:
+        apply(services, row.id, row)

@@ -22,6 +22,7 @@ from middlewared_cc.store import keychain as store
 
 log = logging.getLogger("middlewared_cc.keychain")
 methods = MethodSet()
+TOPIC = "keychain"  # the change feed's topic (payload: the key pair's id); key pairs are read from the database
 Pem = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
 
 
@@ -105,8 +106,7 @@ async def create(call: Call, data: KeyCreate) -> dict[str, Any]:
     private, public = _checked(data.attributes, "keychain_credential_create.attributes")
     services = call.services
     try:
-        pair = await services.writer.run(
-            lambda conn: store.save(conn, services.sealer, None, data.name, private, public))
+        pair = await services.writer.run(lambda conn: _save(services, conn, None, data.name, private, public))
     except IntegrityError:
         raise ValidationErrors([FieldError("keychain_credential_create.name",
                                            "Object with this name already exists")]) from None
@@ -132,13 +132,22 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
         private, public = stored.private_key, stored.public_key
     name = data.name or stored.name
     try:
-        pair = await services.writer.run(lambda conn: store.save(conn, services.sealer, id, name, private, public))
+        pair = await services.writer.run(lambda conn: _save(services, conn, id, name, private, public))
     except IntegrityError:
         raise ValidationErrors([FieldError("keychain_credential_update.name",
                                            "Object with this name already exists")]) from None
     if pair is None:
         raise InstanceNotFound(f"Keychain credential {id}")
     return _entry(pair, True)
+
+
+async def _save(services: Services, conn: AsyncConnection, ident: int | None, name: str, private: str,
+                public: str) -> store.StoredKeyPair | None:
+    """store.save in the writer's transaction, telling the other nodes (change feed topic "keychain")."""
+    pair = await store.save(conn, services.sealer, ident, name, private, public)
+    if pair is not None:
+        await services.feed.publish(conn, TOPIC, str(pair.id))
+    return pair
 
 
 def _references(services: Services, cred: cred_store.StoredCredential, ident: int) -> bool:
@@ -153,7 +162,7 @@ def _references(services: Services, cred: cred_store.StoredCredential, ident: in
 async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> bool:
     """Delete a key pair. Refused while a cloud credential references it (an SFTP private key, or any
     provider's keychain field), unless ``cascade`` (which deletes those credentials too)."""
-    from middlewared_cc.services.credentials import removed
+    from middlewared_cc.services.credentials import delete_row, removed
 
     cascade = bool(options and options.cascade)
     services = call.services
@@ -165,9 +174,10 @@ async def delete(call: Call, id: int, options: DeleteOptions | None = None) -> b
             raise CallError(f"SSH key pair {id} is used by cloud credential(s) {names}; delete them first "
                             "or pass {\"cascade\": true}", errno.EBUSY)
         for c in users:
-            await cred_store.delete(conn, c.id)
+            await delete_row(services, conn, c.id)
         if not await store.delete(conn, id):
             raise InstanceNotFound(f"Keychain credential {id}")
+        await services.feed.publish(conn, TOPIC, str(id))
         return [c.id for c in users]
 
     def done(gone: list[int]) -> None:

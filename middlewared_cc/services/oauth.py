@@ -250,8 +250,11 @@ async def _reconnect(call: Call, flow: Flow, result: dict[str, Any]) -> None:
                               base=cred.attributes)
 
     async def write(conn: AsyncConnection) -> store.StoredCredential | None:
-        return await store.replace(conn, services.sealer, ident, cred.name, cred.provider, attrs,
-                                   provider.secret_names)
+        updated = await store.replace(conn, services.sealer, ident, cred.name, cred.provider, attrs,
+                                      provider.secret_names)
+        if updated is not None:
+            await services.feed.publish(conn, "credential", str(ident))  # other nodes re-read it
+        return updated
 
     def done(updated: store.StoredCredential | None) -> None:
         if updated is not None:

@@ -54,13 +54,17 @@ class CredentialIndex:
         return self._names.get(name)
 
     def put(self, cred: store.StoredCredential) -> None:
-        """Record a committed insert or update. New ids are the largest, so id order is kept."""
+        """Record a committed insert or update. New ids are usually the largest; a smaller one (another
+        node's insert, seen after a later one) is put back in id order."""
         old = self._rows.get(cred.id)
-        if old is not None and old.name != cred.name:
+        # Another node's changes arrive as rows re-read later: the name may already belong to a newer row.
+        if old is not None and old.name != cred.name and self._names.get(old.name) == cred.id:
             del self._names[old.name]
         if old is not None:
             self._unlist(old)
         self._rows[cred.id] = cred
+        if old is None and cred.id < self._last_id:
+            self._rows = dict(sorted(self._rows.items()))
         self._names[cred.name] = cred.id
         self._list(cred)
         self._last_id = max(self._last_id, cred.id)
@@ -76,7 +80,8 @@ class CredentialIndex:
         """Record a committed delete."""
         old = self._rows.pop(ident, None)
         if old is not None:
-            del self._names[old.name]
+            if self._names.get(old.name) == ident:
+                del self._names[old.name]
             self._unlist(old)
         self._memo.pop(ident, None)
 

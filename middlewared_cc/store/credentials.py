@@ -31,28 +31,53 @@ def _split(attrs: dict[str, Any], secret_names: frozenset[str]) -> tuple[dict[st
     return plain, secret
 
 
+_COLUMNS = (_T.c.id, _T.c.name, _T.c.provider, _T.c.attributes, _T.c.secrets)
+
+
+def _opened(sealer: Sealer, ident: int, name: str, provider: str, attributes: dict[str, Any],
+            secrets: bytes | None) -> StoredCredential:
+    # Attribute names repeat across thousands of rows: intern them, store each name once.
+    attrs, problem = {sys.intern(k): v for k, v in attributes.items()}, None
+    if secrets is not None:
+        try:
+            attrs.update((sys.intern(k), v) for k, v in sealer.open(secrets, row_binding(TABLE, ident)).items())
+        except Undecryptable as exc:
+            problem = str(exc)
+    return StoredCredential(ident, name, provider, attrs, problem)
+
+
 async def load_all(conn: AsyncConnection, sealer: Sealer) -> list[StoredCredential]:
     """Every credential, opened, in id order. Rows whose secrets do not open are kept and marked."""
-    out = []
     # Streamed in small batches: loading 10,000 rows at once would leave the heap fragmented for good.
-    rows = await conn.stream(sa.select(_T.c.id, _T.c.name, _T.c.provider, _T.c.attributes, _T.c.secrets)
-                             .order_by(_T.c.id).execution_options(yield_per=256))
-    async for ident, name, provider, attributes, secrets in rows:
-        # Attribute names repeat across thousands of rows: intern them, store each name once.
-        attrs, problem = {sys.intern(k): v for k, v in attributes.items()}, None
-        if secrets is not None:
-            try:
-                attrs.update((sys.intern(k), v) for k, v in sealer.open(secrets, row_binding(TABLE, ident)).items())
-            except Undecryptable as exc:
-                problem = str(exc)
-        out.append(StoredCredential(ident, name, provider, attrs, problem))
-    return out
+    rows = await conn.stream(sa.select(*_COLUMNS).order_by(_T.c.id).execution_options(yield_per=256))
+    return [_opened(sealer, *row) async for row in rows]
+
+
+async def load_one(conn: AsyncConnection, sealer: Sealer, ident: int) -> StoredCredential | None:
+    """Credential ``ident`` as stored now, opened; None when there is no such row."""
+    row = (await conn.execute(sa.select(*_COLUMNS).where(_T.c.id == ident))).first()
+    return _opened(sealer, *row) if row is not None else None
+
+
+async def next_id(conn: AsyncConnection) -> int | None:
+    """A fresh id from the table's sequence on PostgreSQL, where several nodes insert; None on SQLite,
+    whose only writer picks ids itself (CredentialIndex.reserve_id)."""
+    return await sequence_next(conn, TABLE)
+
+
+async def sequence_next(conn: AsyncConnection, table: str) -> int | None:
+    """nextval of ``table``'s id sequence on PostgreSQL (never handed out twice, by any node); None on
+    SQLite."""
+    if conn.dialect.name != "postgresql":
+        return None
+    query = sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'id'))")
+    return int((await conn.execute(query, {"table": table})).scalar_one())
 
 
 async def insert(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, provider: str,
                  attrs: dict[str, Any], secret_names: frozenset[str]) -> StoredCredential:
     """Insert row ``ident`` in the caller's transaction (one statement: the seal is bound to the id,
-    so the caller picks the id; see CredentialIndex.next_id)."""
+    so the caller picks the id: ``next_id``, else CredentialIndex.reserve_id)."""
     plain, secret = _split(attrs, secret_names)
     await conn.execute(sa.insert(_T).values(id=ident, name=name, provider=provider, attributes=plain,
                                             secrets=sealer.seal(secret, row_binding(TABLE, ident))))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from middlewared_cc.store.credentials import sequence_next
 from middlewared_cc.store.models import KeychainCredential
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
 
@@ -48,11 +49,13 @@ async def save(conn: AsyncConnection, sealer: Sealer, ident: int | None, name: s
                public_key: str) -> StoredKeyPair | None:
     """Insert (ident None) or replace a key pair in the caller's transaction; None if ``ident`` is gone.
 
-    Runs in the single writer, so the next id can be read first: the seal is bound to it.
+    Runs in the node's single writer, so the next id can be picked first: the seal is bound to it.
     """
     values = {"name": name, "attributes": {"public_key": public_key}}
     if ident is None:
-        ident = (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(_T.c.id), 0) + 1))).scalar_one()
+        # PostgreSQL: the sequence (several nodes insert at once); SQLite: its one writer reads the largest.
+        ident = await sequence_next(conn, TABLE) or \
+            (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(_T.c.id), 0) + 1))).scalar_one()
         sealed = sealer.seal({"private_key": private_key}, row_binding(TABLE, ident))
         await conn.execute(sa.insert(_T).values(id=ident, type="SSH_KEY_PAIR", note="", secrets=sealed, **values))
     else:

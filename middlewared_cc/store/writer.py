@@ -19,17 +19,63 @@ on its own, with its real outcome.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from middlewared_cc.errors import CallError
 
 log = logging.getLogger("middlewared_cc.store")
 T = TypeVar("T")
 Op = Callable[[AsyncConnection], Awaitable[T]]
+
+
+class DatabaseUnavailable(CallError):
+    """The database cannot be reached (stopped, restarting, unreachable) or did not answer in time."""
+
+    def __init__(self) -> None:
+        super().__init__("Database unavailable: the daemon cannot reach its database; try again shortly",
+                         errno.ECONNREFUSED)
+
+
+def _connection_failures() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [OSError, TimeoutError, sqlalchemy.exc.TimeoutError]
+    try:
+        import asyncpg
+    except ImportError:  # an SQLite-only install
+        return tuple(kinds)
+    # Connection lost or refused; the server shutting down, starting up or cancelling a statement that ran
+    # past its timeout; asyncpg's own "connection is closed".
+    kinds += [asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+              asyncpg.InterfaceError]
+    return tuple(kinds)
+
+
+_CONNECTION_FAILURES = _connection_failures()
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or did not answer in time (rather than
+    refusing the statement itself): the caller should try again later, and nothing about it is a bug."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # SQLAlchemy wraps the driver's error (orig, __cause__); the chain is short
+        if seen is None:
+            return False
+        if isinstance(seen, _CONNECTION_FAILURES):
+            return True
+        if isinstance(seen, sqlalchemy.exc.DBAPIError):
+            if seen.connection_invalidated:
+                return True
+            seen = seen.orig if seen.orig is not None else seen.__cause__
+        else:
+            seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class JournalTransaction(Protocol):
@@ -76,6 +122,8 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         # Told (batch size, seconds) after each batch is settled: app metrics (metrics/recorder.py).
         self.committed: Callable[[int, float], None] = lambda size, seconds: None
+        # Awaited first in every transaction (PostgreSQL: the shared key's check, services/config.py).
+        self.guard: Callable[[AsyncConnection], Awaitable[None]] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -144,6 +192,11 @@ class BatchWriter:
         try:
             results = await self._transaction(batch)
         except Exception as exc:  # noqa: BLE001 - any failure: retry one by one so only its write fails
+            if unreachable(exc):  # every write would fail the same way: fail them all at once, fast
+                log.warning("writes failed: the database is unavailable (%s)", type(exc).__name__)
+                for write in batch:
+                    _settle(write, exc=DatabaseUnavailable())
+                return
             if len(batch) == 1:
                 _settle(batch[0], exc=exc)
                 return
@@ -151,7 +204,7 @@ class BatchWriter:
                 try:
                     (result,) = await self._transaction([write])
                 except Exception as one:  # noqa: BLE001 - handed to that write's caller
-                    _settle(write, exc=one)
+                    _settle(write, exc=DatabaseUnavailable() if unreachable(one) else one)
                 else:
                     _settle(write, result=result)
             return
@@ -161,6 +214,8 @@ class BatchWriter:
     async def _transaction(self, batch: list[_Write[Any]]) -> list[Any]:
         journal = self.journal.transaction() if self.journal is not None else None
         async with self._engine.begin() as conn:
+            if self.guard is not None:
+                await self.guard(conn)
             results = []
             for write in batch:
                 result = await write.op(conn)

@@ -10,7 +10,8 @@ do nothing else. Root on the unix socket needs no key (as on the websockets), an
 ``/healthz`` answers 200 as soon as the process serves HTTP and never touches the database. ``/readyz``
 answers 200 when the database answers a read within ``READY_TIMEOUT`` seconds and the secret key fits the
 stored secrets; otherwise 503 with a short machine-readable reason (``starting``, ``database_timeout``,
-``database_unreachable``, ``key_missing``, ``key_mismatch``), never a path or a key id. The credential
+``database_unreachable``, ``key_missing``, ``key_mismatch``, ``resynchronising``: on a shared PostgreSQL
+database, catching up with other nodes' changes after a lost connection), never a path or a key id. The credential
 index is loaded before the app's services exist, so an app that is not yet ``starting`` has it.
 """
 
@@ -133,6 +134,8 @@ class Readiness:
             return "key_missing"
         if services.sealer.refusal is not None:
             return "key_mismatch"
+        if not services.feed.synced.is_set():  # other nodes' changes may be missing from the index
+            return "resynchronising"
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
