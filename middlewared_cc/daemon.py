@@ -26,7 +26,13 @@ from middlewared_cc.logs import install_loop_reports, setup_logging
 from middlewared_cc.rpc.connection import SERVICES
 from middlewared_cc.rpc.guard import GUARD
 from middlewared_cc.settings import Settings, SettingsError
-from middlewared_cc.store.preflight import StoreUnusable, check_files, check_integrity, unusable
+from middlewared_cc.store.preflight import (
+    StoreUnusable,
+    check_files,
+    check_integrity,
+    check_reachable,
+    unusable,
+)
 from middlewared_cc.store.sealing import KeyFileError, read_key
 
 log = logging.getLogger("middlewared_cc")
@@ -151,14 +157,23 @@ def app_runner(app: web.Application, settings: Settings) -> web.AppRunner:
                          access_log=None, lingering_time=0)
 
 
+def _database_errors(settings: Settings) -> tuple[type[BaseException], ...]:
+    """What opening the database raises when the database itself is the problem. On PostgreSQL that also
+    includes a lost connection or a timeout (the server went away between the check and the use)."""
+    if settings.database_url.startswith("postgresql"):
+        return DBAPIError, OSError, TimeoutError
+    return DBAPIError, sqlite3.Error
+
+
 async def serve(settings: Settings) -> int:
     read_key(settings.key_file)  # an unsafe key file stops start-up before anything is created
     check_files(settings)
+    await check_reachable(settings)  # PostgreSQL: a server that is down or refuses us is one line
     app = create_app(settings)
     runner = app_runner(app, settings)
     try:
         await runner.setup()  # opens the database, runs migrations, loads the key and the credentials
-    except (DBAPIError, sqlite3.Error) as exc:
+    except _database_errors(settings) as exc:
         raise unusable(settings, exc) from None
     _release_startup_memory()
     servers = await open_listeners(runner, settings, raise_descriptor_limit())
@@ -201,13 +216,14 @@ async def rotate_key(settings: Settings) -> int:
               "or stop it first", file=sys.stderr)
         return 1
     check_files(settings)
+    await check_reachable(settings)
     engine = _db.create_engine(settings)
     try:
         try:
             await check_integrity(engine, settings)
             await _db.migrate(engine)
             sealer, problem = await load_sealer(settings, engine)
-        except (DBAPIError, sqlite3.Error) as exc:
+        except _database_errors(settings) as exc:
             raise unusable(settings, exc) from None
         if problem:
             print(f"middlewared-cc: cannot rotate: {problem}", file=sys.stderr)

@@ -157,10 +157,13 @@ class Cluster:
         url: str = _run_sync(self.create_database(migrated=migrated))
         return url
 
-    def drop_database(self, url: str) -> None:
+    async def drop(self, url: str) -> None:
         """Drop the database behind ``url``, ending any connection a test left open."""
-        name = url.rsplit("/", 1)[1]
-        _run_sync(self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        await self.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+    def drop_database(self, url: str) -> None:
+        """``drop`` from sync code."""
+        _run_sync(self.drop(url))
 
 
 @contextlib.contextmanager

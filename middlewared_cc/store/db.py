@@ -8,6 +8,7 @@ is put into the URL object only here; SQLAlchemy renders such a URL with ``***``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from middlewared_cc.store.preflight import StoreUnusable
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -116,12 +119,37 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+# The advisory lock that serialises migrations across nodes: a fixed 64-bit key ("mcc-migr" in ASCII),
+# unlikely to meet another application's lock on a shared server.
+MIGRATION_LOCK = 0x6D63632D6D696772
+# How long a node waits for another node's migration before giving up.
+MIGRATION_WAIT = 300.0
+
+
+class SchemaTooNew(StoreUnusable):
+    """The database was migrated by a newer middlewared-cc: this code must not read or write it."""
+
+    def __init__(self, found: str) -> None:
+        super().__init__(f"the database schema is at revision {found}, which this version does not know "
+                         f"(it knows up to {HEAD_REVISION}): a newer middlewared-cc migrated it; upgrade this "
+                         f"node")
+        self.found = found
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision this code has a migration for (file names open with the revision id, 0001_...)."""
+    return frozenset(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
 def _upgrade(connection: Connection) -> None:
-    if _current_revision(connection) == HEAD_REVISION:
+    current = _current_revision(connection)
+    if current == HEAD_REVISION:
         return
+    if current is not None and current not in known_revisions():
+        raise SchemaTooNew(current)
     from alembic import command
 
-    log.info("migrating the database schema to %s", HEAD_REVISION)
+    log.info("migrating the database schema from %s to %s", current or "nothing", HEAD_REVISION)
     command.upgrade(alembic_config(connection), "head")
 
 
@@ -131,7 +159,25 @@ def _current_revision(connection: Connection) -> str | None:
     return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
+async def _take_migration_lock(conn: AsyncConnection) -> None:
+    """Hold MIGRATION_LOCK until the transaction ends. Polled rather than waited for in one statement: a
+    long migration on another node must not run into this connection's statement timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MIGRATION_WAIT
+    delay = 0.02
+    while not (await conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                  {"key": MIGRATION_LOCK})).scalar():
+        if loop.time() > deadline:
+            raise StoreUnusable(f"another node has held the migration lock for over {MIGRATION_WAIT:g} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (a no-op when it is current)."""
+    """Bring the schema to the newest migration (a no-op when it is current). On PostgreSQL, under an
+    advisory lock held for the migration's transaction: of several nodes starting together one migrates,
+    the others then find the schema current. A schema newer than this code raises SchemaTooNew."""
     async with engine.begin() as conn:
+        if is_postgres(conn):
+            await _take_migration_lock(conn)
         await conn.run_sync(_upgrade)

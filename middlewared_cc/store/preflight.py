@@ -4,11 +4,15 @@ A corrupt database stops start-up with one line that names the file and the prob
 zero-byte database beside an existing key file is what a truncated file or a half-done restore looks like:
 SQLite would take it for a new, empty database and the daemon would start as a fresh install, so every
 stored secret would silently be gone. It is refused instead.
+
+Those checks are SQLite's (a file, its modes, its integrity). On PostgreSQL the server looks after its files;
+start-up checks only that it can be reached and logged into within ``database_timeout``, and says which
+server and database it could not use (host, port, database and user, never the password).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -57,16 +61,53 @@ async def check_integrity(engine: AsyncEngine, settings: Settings) -> None:
     async with engine.connect() as conn:
         found = [str(r) for r in (await conn.exec_driver_sql("PRAGMA quick_check(1)")).scalars()]
     if found != ["ok"]:
-        where = sqlite_path(settings.database_url) or "(database_url)"
+        where = describe(settings.database_url)
         # One line: SQLite's report spans several and opens with a banner ("*** in database main ***").
         words = [w for line in found for w in line.split("\n") if not w.startswith("***")]
         raise StoreUnusable(f"database {where}: integrity check failed: {' '.join(' '.join(words).split())}")
 
 
-def unusable(settings: Settings, exc: DBAPIError | sqlite3.Error) -> StoreUnusable:
-    """``exc``, raised while the database was being opened, as one line: the file and the driver's reason
-    (never the statement or its parameters)."""
-    driver = exc.orig if isinstance(exc, DBAPIError) else exc
-    reason = str(driver).strip() or type(driver).__name__
-    where = sqlite_path(settings.database_url) or "(database_url)"
-    return StoreUnusable(f"database {where}: {reason}")
+def describe(database_url: str) -> str:
+    """The database as a log line may name it: SQLite's file, or PostgreSQL's user@host:port/database (the
+    settings refuse a password in the URL; any that slipped in is not shown)."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        return str(path)
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return "(database_url)"
+    if url.get_backend_name() != "postgresql":
+        return "(database_url)"
+    user = f"{url.username}@" if url.username else ""
+    return f"postgresql {user}{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+async def check_reachable(settings: Settings) -> None:
+    """PostgreSQL only: connect and log in once, within database_timeout. Raises StoreUnusable naming the
+    server and database and the reason (refused, timed out, authentication failed, no such database)."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "postgresql":
+        return
+    import asyncpg
+
+    timeout = settings.database_timeout
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(
+            host=url.host, port=url.port, user=url.username, database=url.database,
+            password=settings.database_password or None, timeout=timeout), timeout + 1)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise unusable(settings, exc) from None
+    await conn.close(timeout=timeout)
+
+
+def unusable(settings: Settings, exc: BaseException) -> StoreUnusable:
+    """``exc``, raised while the database was being opened, as one line: the database and the driver's
+    reason (never the statement, its parameters or a password)."""
+    driver = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    reason = " ".join(str(driver).split()) or type(driver).__name__
+    if isinstance(driver, TimeoutError) or type(driver).__name__ == "TimeoutError":
+        reason = f"no answer within {settings.database_timeout:g} s (database_timeout)"
+    if settings.database_password:
+        reason = reason.replace(settings.database_password, "********")
+    return StoreUnusable(f"database {describe(settings.database_url)}: {reason}")
