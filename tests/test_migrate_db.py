@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -177,6 +178,23 @@ async def _counts(cluster: Cluster, url: str) -> dict[str, int]:
         await conn.close()
 
 
+_SEALED = "SELECT 'c', id, secrets FROM cloud_credentials UNION ALL SELECT 'k', id, secrets FROM keychain_credentials"
+
+
+async def _sealed(cluster: Cluster, url: str) -> set[tuple[str, int, bytes]]:
+    conn = await asyncpg.connect(host=cluster.host, port=cluster.port, user="postgres",
+                                 database=url.rsplit("/", 1)[1])
+    try:
+        return {(r[0], r[1], bytes(r[2])) for r in await conn.fetch(_SEALED)}
+    finally:
+        await conn.close()
+
+
+def _sqlite_sealed(state: Path) -> set[tuple[str, int, bytes]]:
+    with contextlib.closing(sqlite3.connect(state / "config.db")) as conn:
+        return {(r[0], r[1], bytes(r[2])) for r in conn.execute(_SEALED)}
+
+
 def _no_secret(run: Run) -> None:
     for text in (run.stdout, run.stderr, run.cmdline.decode(errors="replace"), " ".join(run.argv)):
         assert PASSWORD not in text
@@ -194,6 +212,10 @@ async def test_copy_serves_everything_the_source_did(settings_factory: Factory, 
     assert copied["cloud_credentials"] == len(source.credentials)
     assert copied["keychain_credentials"] == len(source.keychain)
     assert copied["audit_log"] >= len(source.audit) > 20
+    # Sealed values byte for byte: nothing was opened and sealed again.
+    assert await _sealed(pg_cluster, target) == _sqlite_sealed(source.state)
+    # The comparisons below are of the secrets themselves: an admin sees them in full.
+    assert CANARY in json.dumps(source.credentials) and "PRIVATE KEY" in json.dumps(source.keychain)
 
     settings = settings_factory(database_url=target, database_password=PASSWORD)
     async with serving(*await start_daemon(settings)) as d:
@@ -396,3 +418,25 @@ async def test_kill_9_mid_copy_leaves_the_target_empty(settings_factory: Factory
     again = await _migrate(source, target)
     assert again.returncode == 0, again.stderr
     assert (await _counts(pg_cluster, target))["cloud_credentials"] == len(source.credentials)
+
+
+async def test_a_node_started_during_the_copy_waits_for_it(settings_factory: Factory, tmp_path: Path,
+                                                           pg_cluster: Cluster, target: str) -> None:
+    # The copy locks the target's tables, readers too: a node started meanwhile does not load the empty
+    # store and serve it, it waits for the commit and then serves the copy.
+    source = await _build_source(settings_factory, tmp_path, full=False)
+    await _prepare(pg_cluster, target, *_STALL)
+    node: list[Any] = []
+
+    async def start_node(_proc: asyncio.subprocess.Process) -> None:
+        await _stalled_backend(pg_cluster, target)
+        settings = settings_factory(database_url=target, database_password=PASSWORD)
+        node.append(asyncio.create_task(start_daemon(settings)))
+        await asyncio.sleep(0.3)
+        assert not node[0].done()  # held at the lock
+
+    run = await _migrate(source, target, started=start_node)
+    assert run.returncode == 0, run.stderr
+    async with serving(*await node[0]) as d:
+        admin = await d.admin()
+        assert await admin.call("cloudsync.credentials.query", [], {"order_by": ["id"]}) == source.credentials

@@ -87,14 +87,16 @@ async def _handed_out(source: AsyncConnection) -> dict[str, int]:
 
 
 async def _lock_and_check_empty(target: AsyncConnection) -> None:
-    """Lock every table against other writers for the rest of the transaction, then refuse unless all are
-    empty: migrate-db never merges into a store that holds anything."""
+    """Lock every table (alembic's too) for the rest of the transaction, then refuse unless all are empty:
+    migrate-db never merges into a store that holds anything. The lock shuts out readers as well: a node
+    started on the target meanwhile waits (and gives up after its database_timeout) rather than loading an
+    empty store and serving it."""
     preparer = target.dialect.identifier_preparer
-    names = ", ".join(preparer.format_table(table) for table in TABLES)
-    await target.exec_driver_sql(f"LOCK TABLE {names} IN EXCLUSIVE MODE")
+    names = ", ".join([*(preparer.format_table(table) for table in TABLES), "alembic_version"])
+    await target.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
     held = {name: count for name, count in (await _counts(target)).items() if count}
     if held:
-        listed = ", ".join(f"{name} ({count} rows)" for name, count in held.items())
+        listed = ", ".join(f"{name} ({count} row{'s' if count > 1 else ''})" for name, count in held.items())
         raise CopyRefused(f"the target database already holds data: {listed}; migrate-db only writes into "
                           f"an empty database")
 
