@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field
 from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
-from middlewared_cc.auth import sessions
+from middlewared_cc.auth import nodes, sessions
 from middlewared_cc.auth.hashing import api_key_digest, new_api_key_secret
 from middlewared_cc.context import Call
 from middlewared_cc.errors import FieldError, InstanceNotFound, ValidationErrors
@@ -103,7 +103,7 @@ async def update(call: Call, id: int, data: KeyUpdate) -> dict[str, Any]:
     except IntegrityError:
         raise ValidationErrors([FieldError("api_key_update.name", "Object with this name already exists")]) \
             from None
-    if row.revoked or secret is not None or _entry(row, username)["expired"]:
+    if _logins_end(row, secret):
         sessions.end_key_logins(call.services, id)
     out = _entry(row, username)
     if secret is not None:
@@ -124,8 +124,16 @@ async def _update(call: Call, id: int, data: KeyUpdate, secret: str | None) -> t
             row.revoked = data.revoked
         if secret is not None:
             row.key_hash = api_key_digest(secret)
+        if _logins_end(row, secret):  # in the same transaction: the other nodes end them too
+            await nodes.key_ended(call.services, db, id)
         user = await db.get(User, row.user_id) if row.user_id is not None else None
     return row, user.username if user is not None else None
+
+
+def _logins_end(row: ApiKey, secret: str | None) -> bool:
+    """Whether an update ends the key's logins: revoked, reset (a new secret) or expired."""
+    expired = row.expires_at is not None and row.expires_at <= datetime.now(UTC).replace(tzinfo=None)
+    return row.revoked or secret is not None or expired
 
 
 @methods.method("api_key.delete", role=_roles.FULL_ADMIN)
@@ -136,5 +144,6 @@ async def delete(call: Call, id: int) -> bool:
         if row is None:
             raise InstanceNotFound(f"API key {id}")
         await db.delete(row)
+        await nodes.key_ended(call.services, db, id)
     sessions.end_key_logins(call.services, id)
     return True

@@ -14,10 +14,14 @@ from middlewared_cc.store import credentials as store
 log = logging.getLogger("middlewared_cc.credentials")
 
 
-async def persist(services: Services, provider_type: str, old_token: Any, new_token: str) -> int:
-    """Replace ``old_token`` by ``new_token`` in every stored ``provider_type`` credential holding it.
+async def persist(services: Services, provider_type: str, old_token: Any, new_token: str,
+                  ident: int | None = None) -> int:
+    """Replace ``old_token`` by ``new_token`` in every stored ``provider_type`` credential holding it (and in
+    credential ``ident``, the one that was used, if it still holds it).
 
-    One transaction; a ``changed`` event per credential. Returns how many were updated.
+    One transaction; a ``changed`` event per credential. Returns how many were updated. Each row is read
+    again in the transaction and changed only if the *database* still holds ``old_token``: this node's index
+    may lag another node's write by a few milliseconds, and a newer token must never be overwritten.
     """
     from middlewared_cc.services.credentials import committed
 
@@ -26,14 +30,21 @@ async def persist(services: Services, provider_type: str, old_token: Any, new_to
     provider = services.providers.get(provider_type)
 
     async def write(conn: AsyncConnection) -> list[store.StoredCredential]:
-        holders = [c for c in services.credentials
-                   if c.provider == provider_type and not c.undecryptable and c.attributes.get("token") == old_token]
+        candidates = {c.id for c in services.credentials
+                      if c.provider == provider_type and not c.undecryptable and c.attributes.get("token") == old_token}
+        if ident is not None:
+            candidates.add(ident)
         out = []
-        for cred in holders:
+        for cid in sorted(candidates):
+            cred = await store.load_one(conn, services.sealer, cid)
+            if cred is None or cred.provider != provider_type or cred.undecryptable is not None \
+                    or cred.attributes.get("token") != old_token:
+                continue
             attrs = {**cred.attributes, "token": new_token}
             updated = await store.replace(conn, services.sealer, cred.id, cred.name, cred.provider, attrs,
                                           provider.secret_names)
             if updated is not None:
+                await services.feed.publish(conn, "credential", str(cred.id))
                 out.append(updated)
         return out
 

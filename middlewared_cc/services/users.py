@@ -9,7 +9,7 @@ from pydantic import Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 
 from middlewared_cc import roles as _roles
-from middlewared_cc.auth import sessions
+from middlewared_cc.auth import nodes, sessions
 from middlewared_cc.auth.hashing import hash_password
 from middlewared_cc.context import Call
 from middlewared_cc.errors import FieldError, InstanceNotFound, ValidationErrors
@@ -113,6 +113,7 @@ async def update(call: Call, id: int, data: UserUpdate) -> dict[str, Any]:
                     setattr(user, key, value)
             if new_hash is not None:
                 user.password_hash = new_hash
+            await nodes.user_changed(call.services, db, id)  # the other nodes' sessions follow
     except IntegrityError:  # a concurrent create or rename won the name
         raise ValidationErrors([_exists("user_update")]) from None
     if user.locked:
@@ -130,5 +131,6 @@ async def delete(call: Call, id: int) -> bool:
         if user is None:
             raise InstanceNotFound(f"User {id}")
         await db.delete(user)
+        await nodes.user_changed(call.services, db, id)
     sessions.end_user_logins(call.services, id)
     return True

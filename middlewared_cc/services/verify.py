@@ -8,8 +8,10 @@ refresh tokens (Box) would otherwise kill the credential.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, Field
@@ -22,9 +24,11 @@ from middlewared_cc.providers.declaration import Provider
 from middlewared_cc.query import parse_query
 from middlewared_cc.rpc.registry import MethodSet, Model
 from middlewared_cc.services import credential_query, tokens
+from middlewared_cc.services.config import current_sealer
 from middlewared_cc.services.credentials import shape_of
 from middlewared_cc.services.keychain import private_key_pem
 from middlewared_cc.store import credentials as store
+from middlewared_cc.store.locks import LockBusy, credential_lock
 
 if TYPE_CHECKING:
     from middlewared_cc.rclone.rcd import RcloneDaemon
@@ -60,6 +64,54 @@ async def _key_pem(services: Services, provider: Provider, attrs: dict[str, Any]
     return None
 
 
+async def _reread(services: Services, ident: int) -> store.StoredCredential | None:
+    """Credential ``ident`` as the database holds it now (this node's index may lag another node's write)."""
+    async with services.engine.connect() as conn:
+        fresh = await store.load_one(conn, services.sealer, ident)
+    if fresh is not None and fresh.undecryptable is not None:  # another node may have rotated the key
+        async with services.engine.connect() as conn:
+            fresh = await store.load_one(conn, await current_sealer(services), ident)
+    return fresh
+
+
+@contextlib.asynccontextmanager
+async def _refreshing(services: Services, provider: Provider,
+                      cred: store.StoredCredential) -> AsyncIterator[store.StoredCredential]:
+    """The credential to use for one verify or listing that may refresh its OAuth token: held under its
+    credential lock (every node, every caller) and read again from the database after taking it, so a
+    refresh token another node has just spent and replaced is never used. The caller writes a refreshed
+    token back before leaving the block."""
+    if not provider.oauth:
+        yield cred
+        return
+    async with credential_lock(services, cred.id):
+        fresh = await _reread(services, cred.id)
+        if fresh is None:
+            raise InstanceNotFound(f"Cloud credential {cred.id}")
+        yield fresh if fresh.undecryptable is None else cred
+
+
+@contextlib.asynccontextmanager
+async def _holders_locked(services: Services, provider: Provider,
+                          attrs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """verify with submitted attributes whose token is a stored credential's: that credential's lock is
+    held, and when another node has refreshed it meanwhile, the stored (newer) token is used instead of the
+    spent one."""
+    token = attrs.get("token")
+    holders = sorted(c.id for c in services.credentials if provider.oauth and isinstance(token, str)
+                     and c.provider == provider.type and c.attributes.get("token") == token)
+    async with contextlib.AsyncExitStack() as stack:
+        for ident in holders:  # in id order: two callers never wait for each other's locks
+            await stack.enter_async_context(credential_lock(services, ident))
+        for ident in holders:
+            fresh = await _reread(services, ident)
+            newer = fresh.attributes.get("token") if fresh is not None and fresh.undecryptable is None else None
+            if isinstance(newer, str) and newer != token:
+                attrs = {**attrs, "token": newer}
+                break
+        yield attrs
+
+
 @methods.method("cloudsync.credentials.verify", role=_roles.CLOUD_SYNC_WRITE, raw=True, schema=SCHEMA)
 async def verify(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     """Connect to the provider with these credentials and list its root.
@@ -82,16 +134,16 @@ async def verify(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     key_pem = await _key_pem(services, provider, attrs)
     from middlewared_cc.rclone.verify import verify as rclone_verify
 
-    async with services.verify_slots:
+    async with services.verify_slots, _holders_locked(services, provider, attrs) as attrs:
         try:
             outcome = await rclone_verify(await engine(services), provider, attrs, key_pem=key_pem,
                                           timeout=services.settings.verify_timeout)
         except ValueError as exc:  # a value rclone's config could not carry safely
             raise ValidationErrors([FieldError(sub.attr_path, str(exc))]) from None
+        if outcome.token is not None:
+            await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
     services.metrics.verified(provider.type, outcome.valid, outcome.reason)
-    if outcome.token is not None:
-        await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
-    elif provider.oauth and not outcome.valid:
+    if outcome.token is None and provider.oauth and not outcome.valid:
         tokens.note_failure(services, provider.type, attrs.get("token"), outcome.excerpt or outcome.error)
     return outcome.result()
 
@@ -118,10 +170,11 @@ async def _list_stored(call: Call, ident: Any, path: str, *, buckets: bool, buck
     provider, cred = await _stored(call, ident, path)
     if buckets and not provider.buckets:
         raise CallError(f"{provider.title} has no buckets", errno.EINVAL)
-    services, attrs = call.services, cred.attributes
-    key_pem = await _key_pem(services, provider, attrs)
+    services = call.services
+    key_pem = await _key_pem(services, provider, cred.attributes)
     timeout = services.settings.verify_timeout
-    async with services.verify_slots:
+    async with services.verify_slots, _refreshing(services, provider, cred) as cred:
+        attrs = cred.attributes
         rcd = await engine(services)
         try:
             if buckets:
@@ -133,8 +186,8 @@ async def _list_stored(call: Call, ident: Any, path: str, *, buckets: bool, buck
             if provider.oauth:
                 tokens.note_failure(services, provider.type, attrs.get("token"), exc.message)
             raise
-    if found.token is not None:
-        await tokens.persist(services, provider.type, attrs.get("token"), found.token)
+        if found.token is not None:
+            await tokens.persist(services, provider.type, attrs.get("token"), found.token, cred.id)
     return found.items
 
 
@@ -219,17 +272,26 @@ async def _verify_stored(services: Services, cred: store.StoredCredential) -> di
     provider, attrs = services.providers.get(cred.provider), cred.attributes
     try:
         key_pem = await _key_pem(services, provider, attrs)
-        async with services.verify_slots:
-            outcome = await rclone_verify(await engine(services), provider, attrs, key_pem=key_pem,
-                                          timeout=services.settings.verify_timeout)
-    except CallError as exc:  # rcd down or restarting (RcloneUnavailable), a keychain key gone
-        return {**out, "reason": "unavailable" if exc.errno == errno.EAGAIN else "not_found"}
-    except ValueError:  # a stored value rclone's config could not carry safely
-        return {**out, "reason": "unsupported"}
+    except CallError:  # its keychain key is gone
+        return {**out, "reason": "not_found"}
+    try:
+        async with services.verify_slots, _refreshing(services, provider, cred) as fresh:
+            attrs = fresh.attributes
+            try:
+                outcome = await rclone_verify(await engine(services), provider, attrs, key_pem=key_pem,
+                                              timeout=services.settings.verify_timeout)
+            except CallError as exc:  # rcd down or restarting (RcloneUnavailable)
+                return {**out, "reason": "unavailable" if exc.errno == errno.EAGAIN else "not_found"}
+            except ValueError:  # a stored value rclone's config could not carry safely
+                return {**out, "reason": "unsupported"}
+            if outcome.token is not None:  # written back before another verify of it may start
+                await tokens.persist(services, provider.type, attrs.get("token"), outcome.token, cred.id)
+    except InstanceNotFound:  # deleted meanwhile, on another node perhaps
+        return {**out, "reason": "not_found"}
+    except LockBusy:  # verified elsewhere for longer than two verifies take
+        return {**out, "reason": "unavailable"}
     services.metrics.verified(provider.type, outcome.valid, outcome.reason)
-    if outcome.token is not None:
-        await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
-    elif provider.oauth and not outcome.valid:
+    if outcome.token is None and provider.oauth and not outcome.valid:
         tokens.note_failure(services, provider.type, attrs.get("token"), outcome.excerpt or outcome.error)
     return {**out, "valid": outcome.valid, "reason": outcome.reason}
 

@@ -16,19 +16,26 @@ reported, naming both ids.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from middlewared_cc.errors import CallError, KeyUnavailable, RotationInProgress
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.credentials import reseal_all
+from middlewared_cc.store.db import is_postgres
+from middlewared_cc.store.locks import ROTATION, advisory
 from middlewared_cc.store.models import CloudCredential, KeychainCredential, StoreMeta
+from middlewared_cc.store.preflight import StoreUnusable
 from middlewared_cc.store.sealing import (
+    KeyFileError,
     Sealer,
     Undecryptable,
     create_key,
@@ -42,6 +49,7 @@ from middlewared_cc.store.sealing import (
 
 log = logging.getLogger("middlewared_cc.store")
 KEY_ID = "key_id"
+START_WAIT = 120.0  # seconds a starting node waits for another node's rotation to end
 _META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
 
 
@@ -51,9 +59,19 @@ async def recorded_key_id(conn: AsyncConnection) -> str | None:
 
 
 async def record_key_id(conn: AsyncConnection, ident: str) -> None:
-    """Record ``ident`` in the caller's transaction (delete + insert: no dialect-specific upsert)."""
-    await conn.execute(sa.delete(_META).where(_META.c.name == KEY_ID))
-    await conn.execute(sa.insert(_META).values(name=KEY_ID, value=ident))
+    """Record ``ident`` in the caller's transaction (update, else insert: no dialect-specific upsert). An
+    update, not delete + insert: a writer waiting on the row (``lock_key_id``) then reads the new id."""
+    updated = await conn.execute(sa.update(_META).where(_META.c.name == KEY_ID).values(value=ident))
+    if not updated.rowcount:
+        await conn.execute(sa.insert(_META).values(name=KEY_ID, value=ident))
+
+
+async def lock_key_id(conn: AsyncConnection, *, exclusive: bool) -> str | None:
+    """The recorded key id, its row locked until the caller's transaction ends: shared by every sealed write
+    (the key cannot change under it), exclusive by a rotation (no write seals under the old key once the
+    rotation has read the rows). SQLite has one writer at a time and ignores the lock."""
+    stmt = sa.select(_META.c.value).where(_META.c.name == KEY_ID).with_for_update(read=not exclusive)
+    return (await conn.execute(stmt)).scalar()
 
 
 async def _record(engine: AsyncEngine, ident: str) -> None:
@@ -123,6 +141,9 @@ async def load_sealer(settings: Settings, engine: AsyncEngine) -> tuple[Sealer, 
     The key file is created 0600 at first start only while nothing is sealed yet: with sealed rows and
     no key, a new key would only hide the problem.
     """
+    if is_postgres(engine):
+        async with advisory(engine, ROTATION, 0, wait=START_WAIT, what="The secret key"):
+            return await _load_shared(settings, engine), None
     path = settings.key_file
     _remove_temporaries(path)
     key = read_key(path)  # raises KeyFileError for an unsafe file: start-up stops
@@ -159,6 +180,72 @@ async def load_sealer(settings: Settings, engine: AsyncEngine) -> tuple[Sealer, 
     return Sealer(key, problem), problem
 
 
+async def _load_shared(settings: Settings, engine: AsyncEngine) -> Sealer:
+    """PostgreSQL: every node must hold the key the database records; anything else stops start-up with one
+    line naming both key ids (a node sealing under its own key would strand every other node's reads).
+    Runs under the rotation lock, so no other node rotates or creates the key meanwhile."""
+    path = settings.key_file
+    _remove_temporaries(path)
+    key = read_key(path)
+    async with engine.connect() as conn:
+        recorded = await recorded_key_id(conn)
+    pending = read_key(pending_path(path))
+    if pending is not None:
+        key = _finish_interrupted(path, key, pending, recorded, await _sample(engine))
+    where = _database_name(settings)
+    if key is None:
+        if recorded is not None:
+            raise StoreUnusable(f"key file {path} is missing, and the database {where} is sealed with key id "
+                                f"{recorded}: give every node the same key file")
+        key = new_key()
+        write_key(path, key)
+        log.info("created a new secret key in %s (key id %s)", path, key_id(key))
+    ident = key_id(key)
+    if recorded is None:
+        if not _opens(key, await _sample(engine)):  # sealed before key ids were recorded: the data decides
+            raise StoreUnusable(f"key file {path} holds key id {ident}, which does not open the secrets "
+                                    f"stored in the database {where}")
+        await _record(engine, ident)
+    elif recorded != ident:
+        raise StoreUnusable(f"key file {path} holds key id {ident}, but the database {where} is sealed with "
+                            f"key id {recorded}: every node must use the same key file")
+    return Sealer(key)
+
+
+def _database_name(settings: Settings) -> str:
+    """Host, port and database of the URL (never its password)."""
+    url = make_url(settings.database_url)
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+
+async def key_with_id(path: Path, ident: str, wait: float) -> bytes | None:
+    """The key whose id is ``ident``, from the key file or a rotation's pending file, waiting up to ``wait``
+    seconds for it to appear: another node's rotation commits (step 2) before its key is in place (step 3)."""
+    deadline = time.monotonic() + wait
+    while True:
+        for candidate in (path, pending_path(path)):
+            try:
+                key = read_key(candidate)
+            except KeyFileError:  # half-replaced or unsafe: not this one
+                key = None
+            if key is not None and key_id(key) == ident:
+                return key
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.02)
+
+
+async def settle_pending(engine: AsyncEngine, path: Path) -> None:
+    """A rotation's fresh key left by a node that died mid-rotation: finished or discarded as the recorded
+    key id says (the caller holds the rotation lock, so no rotation is running anywhere)."""
+    pending = read_key(pending_path(path))
+    if pending is None:
+        return
+    async with engine.connect() as conn:
+        recorded = await recorded_key_id(conn)
+    _finish_interrupted(path, read_key(path), pending, recorded, await _sample(engine))
+
+
 def begin_rotation(path: Path) -> Sealer:
     """Step 1: write a fresh key durably beside the current one and return its sealer. Raises
     RotationInProgress when another rotation's key is already there."""
@@ -172,6 +259,7 @@ async def reseal(conn: AsyncConnection, old: Sealer, new: Sealer) -> int:
     """Step 2, in the caller's transaction: every sealed row under ``new``, and ``new``'s id recorded."""
     if new.key_id is None:  # a sealer without a key could seal nothing either
         raise KeyUnavailable()
+    await lock_key_id(conn, exclusive=True)  # first: writes on other nodes wait, then see the new id
     try:
         count = await reseal_all(conn, old, new)
     except Undecryptable as exc:  # all or nothing: the transaction rolls back, the old key stays
