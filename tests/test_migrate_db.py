@@ -12,9 +12,12 @@ the command killed with -9 mid-copy; each leaves the target as it was.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -29,7 +32,7 @@ import pytest
 
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.copy import TABLES
-from tests.conftest import serving, start_daemon
+from tests.conftest import make_settings, serving, start_daemon
 from tests.pg import Cluster
 from tests.provider_samples import CANARY, samples
 
@@ -98,6 +101,31 @@ async def _build_source(settings_factory: Factory, tmp_path: Path, *, full: bool
             audit=await _audit(admin), user_key=user_key, admin_key=d.admin_key)
         assert alice["id"] in [u["id"] for u in source.users]
     return source
+
+
+def _not_files(folder: str, names: list[str]) -> set[str]:
+    """copytree's ignore: sockets and pipes (the daemon's unix socket) cannot be copied."""
+    return {name for name in names if not (Path(folder) / name).is_file() and not (Path(folder) / name).is_dir()}
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Source:
+    """A small store (two credentials, a key pair, users, keys, audit), built once for the module's tests."""
+    base = tmp_path_factory.mktemp("small-store")
+
+    def factory(**overrides: str) -> Settings:
+        return make_settings(base / "state", **overrides)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # its own event loop, outside the test's
+        return pool.submit(asyncio.run, _build_source(factory, base, full=False)).result()
+
+
+@pytest.fixture
+def small(small_store: Source, tmp_path: Path) -> Source:
+    """This test's own copy of the small store, in tmp_path/state (where settings_factory points)."""
+    state = tmp_path / "state"
+    shutil.copytree(small_store.state, state, ignore=_not_files)
+    return dataclasses.replace(small_store, state=state, config=_config(tmp_path, state))
 
 
 def _sqlite_counts(state: Path) -> dict[str, int]:
@@ -260,10 +288,10 @@ async def test_copy_serves_everything_the_source_did(settings_factory: Factory, 
 
 
 async def test_a_database_that_exists_but_is_empty_is_migrated_and_filled(
-        settings_factory: Factory, tmp_path: Path, pg_cluster: Cluster, target: str) -> None:
+        settings_factory: Factory, small: Source, pg_cluster: Cluster, target: str) -> None:
     # `target` has no schema at all; migrate-db creates it (the other tests start from that too). A target
     # whose schema is already there (created by a node that started on it and wrote nothing) works as well.
-    source = await _build_source(settings_factory, tmp_path, full=False)
+    source = small
     migrated = await pg_cluster.create_database(migrated=True)
     try:
         run = await _migrate(source, migrated, env=_env())  # the cluster's superuser: no password
@@ -273,9 +301,9 @@ async def test_a_database_that_exists_but_is_empty_is_migrated_and_filled(
         pg_cluster.drop_database(migrated)
 
 
-async def test_wrong_password_is_refused_in_one_line(settings_factory: Factory, tmp_path: Path,
+async def test_wrong_password_is_refused_in_one_line(settings_factory: Factory, small: Source,
                                                      pg_cluster: Cluster, target: str) -> None:
-    source = await _build_source(settings_factory, tmp_path, full=False)
+    source = small
     run = await _migrate(source, target, env=_env(MIDDLEWARED_CC_DATABASE_PASSWORD="not-" + PASSWORD))
     assert run.returncode == 1
     assert len(run.stderr.strip().splitlines()) == 1 and "password authentication failed" in run.stderr
@@ -284,14 +312,14 @@ async def test_wrong_password_is_refused_in_one_line(settings_factory: Factory, 
     assert set((await _counts(pg_cluster, target)).values()) == {0}
 
 
-async def test_refusals_before_anything_is_written(settings_factory: Factory, tmp_path: Path,
+async def test_refusals_before_anything_is_written(settings_factory: Factory, small: Source,
                                                    pg_cluster: Cluster, target: str) -> None:
-    source = await _build_source(settings_factory, tmp_path, full=False)
+    source = small
     name = target.rsplit("/", 1)[1]
     host = f"{pg_cluster.host}:{pg_cluster.port}"
     cases = [
         (f"postgresql+asyncpg://{ROLE}:{PASSWORD}@{host}/{name}", "must not hold a password"),
-        (f"sqlite+aiosqlite:///{tmp_path / 'other.db'}", "must be a URL such as postgresql+asyncpg://"),
+        (f"sqlite+aiosqlite:///{source.state / 'other.db'}", "must be a URL such as postgresql+asyncpg://"),
         ("not a url", "must be a URL such as"),
         (f"postgresql+asyncpg://{ROLE}@{host}/h6_no_such_database", "does not exist"),
     ]
@@ -330,9 +358,9 @@ async def _prepare(cluster: Cluster, url: str, *statements: str) -> None:
                           database=url.rsplit("/", 1)[1])
 
 
-async def test_a_count_mismatch_rolls_the_whole_copy_back(settings_factory: Factory, tmp_path: Path,
+async def test_a_count_mismatch_rolls_the_whole_copy_back(settings_factory: Factory, small: Source,
                                                           pg_cluster: Cluster, target: str) -> None:
-    source = await _build_source(settings_factory, tmp_path, full=False)
+    source = small
     # A rule silently swallows one key pair's insert: the copy's own check must notice and roll back.
     await _prepare(pg_cluster, target,
                    "CREATE RULE swallow AS ON INSERT TO keychain_credentials DO INSTEAD NOTHING")
@@ -382,9 +410,9 @@ async def _backends_gone(cluster: Cluster, url: str) -> None:
     raise AssertionError("the copy's connection stayed open")
 
 
-async def test_a_connection_ended_mid_copy_leaves_the_target_empty(settings_factory: Factory, tmp_path: Path,
+async def test_a_connection_ended_mid_copy_leaves_the_target_empty(settings_factory: Factory, small: Source,
                                                                    pg_cluster: Cluster, target: str) -> None:
-    source = await _build_source(settings_factory, tmp_path, full=False)
+    source = small
     await _prepare(pg_cluster, target, *_STALL)
 
     async def cut(_proc: asyncio.subprocess.Process) -> None:
@@ -400,9 +428,9 @@ async def test_a_connection_ended_mid_copy_leaves_the_target_empty(settings_fact
     assert set((await _counts(pg_cluster, target)).values()) == {0}
 
 
-async def test_kill_9_mid_copy_leaves_the_target_empty(settings_factory: Factory, tmp_path: Path,
+async def test_kill_9_mid_copy_leaves_the_target_empty(settings_factory: Factory, small: Source,
                                                        pg_cluster: Cluster, target: str) -> None:
-    source = await _build_source(settings_factory, tmp_path, full=False)
+    source = small
     await _prepare(pg_cluster, target, *_STALL)
 
     async def kill(proc: asyncio.subprocess.Process) -> None:
@@ -420,11 +448,11 @@ async def test_kill_9_mid_copy_leaves_the_target_empty(settings_factory: Factory
     assert (await _counts(pg_cluster, target))["cloud_credentials"] == len(source.credentials)
 
 
-async def test_a_node_started_during_the_copy_waits_for_it(settings_factory: Factory, tmp_path: Path,
+async def test_a_node_started_during_the_copy_waits_for_it(settings_factory: Factory, small: Source,
                                                            pg_cluster: Cluster, target: str) -> None:
     # The copy locks the target's tables, readers too: a node started meanwhile does not load the empty
     # store and serve it, it waits for the commit and then serves the copy.
-    source = await _build_source(settings_factory, tmp_path, full=False)
+    source = small
     await _prepare(pg_cluster, target, *_STALL)
     node: list[Any] = []
 
