@@ -86,8 +86,8 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
                                settings.max_tokens), methods=Registry(method_sets()),
                 verify_slots=VerifyLimiter(settings.max_concurrent_verifies), key_problem=problem, feed=feed,
             )
-            credentials.follow(services)  # other nodes' credential writes (on PostgreSQL)
             config.attach(services)  # one key for every node: the writer's key check, other nodes' rotations
+            credentials.follow(services)  # other nodes' credential writes (on PostgreSQL)
             auth_nodes.attach(services)  # other nodes' user and API key changes reach this node's sessions
             for name, reason in services.providers.unavailable().items():
                 log.error("provider plugin %s is unavailable: %s", name, reason)

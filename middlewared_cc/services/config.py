@@ -167,17 +167,14 @@ async def key_rotated(services: Services, _payload: str) -> None:
 
 
 async def reopen(services: Services) -> None:
-    """Credentials this node could not open, read again with the current key."""
-    from middlewared_cc.services.credentials import committed
+    """Credentials this node could not open, read again with the current key (through the writer, so the
+    read is ordered with this node's writes; changes go out as events like any other node's write)."""
+    from middlewared_cc.services.credentials import apply_all
 
     if not any(c.undecryptable for c in services.credentials):
         return
-    async with services.engine.connect() as conn:
-        rows = await store.load_all(conn, services.sealer)
-    for row in rows:
-        held = services.credentials.get(row.id)
-        if held is not None and held.undecryptable and row.undecryptable is None:
-            committed(services, "changed", row)
+    await services.writer.run(lambda conn: store.load_all(conn, services.sealer),
+                              lambda rows: apply_all(services, rows), record=None)
 
 
 def attach(services: Services) -> None:
@@ -191,5 +188,9 @@ def attach(services: Services) -> None:
     async def rotated(payload: str) -> None:
         await key_rotated(services, payload)
 
+    async def resync() -> None:  # a rotation may have been missed while the feed was down
+        await key_rotated(services, "")
+
     services.writer.guard = guard
     services.feed.on(KEY_TOPIC, rotated)
+    services.feed.on_resync(resync)  # attached before the credentials' resync: it re-reads with this key
