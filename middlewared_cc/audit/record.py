@@ -62,9 +62,9 @@ class Entry:
         """A login that answered false / AUTH_ERR: a failure without an exception."""
         self.failed(_errno.EACCES)
 
-    def values(self, ident: int, result: Any = None) -> tuple[Any, ...]:
-        """The column values of this record as record ``ident``, in COLUMNS order (``result``: the write's,
-        for target ids)."""
+    def values(self, ident: int, audit_id: str, result: Any = None) -> tuple[Any, ...]:
+        """The column values of this record as record ``ident`` named ``audit_id``, in COLUMNS order
+        (``result``: the write's, for target ids)."""
         targets = list(self.targets)
         extra = target_of(result)
         if extra is not None and extra not in targets:
@@ -74,7 +74,7 @@ class Entry:
             details["errname"] = errname(self.errno)
         seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
         stamp = f"{_second(seconds)}.{nanoseconds // 1000:06d}Z"  # datetime's isoformat, at a third of its cost
-        return (ident, _uuid4(), seconds, stamp, self.username[:64], self.session[:64],
+        return (ident, audit_id, seconds, stamp, self.username[:64], self.session[:64],
                 self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, self.params,
                 canonical(details))
 
@@ -85,10 +85,22 @@ def _second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
-def _uuid4() -> str:
-    """A random (version 4) UUID's text: what str(uuid.uuid4()) gives, at a third of its cost."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+class AuditIds:
+    """Random (version 4) UUID texts, what str(uuid.uuid4()) gives, cut from one os.urandom call per
+    256 of them: a system call per record cost more than the rest of its id (bench/audit_cost.py)."""
+
+    __slots__ = ("_at", "_pool")
+
+    def __init__(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(16 * 256), 0
+        self._at = at + 16
+        h = self._pool[at : at + 16].hex()
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 _VARIANT = "89ab"

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from middlewared_cc.audit import policy
-from middlewared_cc.audit.chain import GENESIS, Link, Verdict, chained, check, encode_anchor, read_anchor
+from middlewared_cc.audit.chain import GENESIS, Link, Signer, Verdict, check, encode_anchor, read_anchor
 from middlewared_cc.audit.key import key_id, load_key
 from middlewared_cc.audit.record import (
     AUTHENTICATION,
@@ -31,6 +31,7 @@ from middlewared_cc.audit.record import (
     CURRENT,
     JOB,
     METHOD_CALL,
+    AuditIds,
     Entry,
     canonical,
     target_of,
@@ -58,6 +59,48 @@ TRIM_EVERY = 3600.0  # seconds between retention trims
 DAY = 86400
 
 
+_MAX_CALLERS = 1024  # callers kept per method; the cache starts again when full
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Caller:
+    """The fields of a record that depend only on who calls a method over which protocol: the same for
+    every call of a session, so built once. The principal is held, so the id it is kept under stays its own."""
+
+    principal: Principal | None
+    username: str
+    details: dict[str, Any]  # copied into each record (a login's replaces its credentials, never edits them)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """How every call of one method is recorded."""
+
+    declared: Any  # its declaration (rpc.registry.Method)
+    names: tuple[str, ...]  # its parameter names
+    recorded: bool  # policy.recorded
+    ahead: bool  # a record of the request is stored before it runs (policy.ahead)
+    job: bool
+    login: bool
+    callers: dict[tuple[int, str], _Caller] = dataclasses.field(default_factory=dict)  # (id(principal), protocol)
+
+    def caller(self, principal: Principal | None, protocol: str) -> _Caller:
+        declared = self.declared
+        authorized = declared.public or (principal is not None and
+                                         (declared.role is None or declared.role in principal.roles))
+        details: dict[str, Any] = {
+            "protocol": protocol, "authenticated": principal is not None or declared.public,
+            "authorized": authorized, "credentials": _credentials(principal),
+        }
+        if self.job:
+            details["job"] = True
+        if len(self.callers) >= _MAX_CALLERS:
+            self.callers.clear()
+        caller = self.callers[(id(principal), protocol)] = _Caller(principal, principal.username if principal else "",
+                                                                   details)
+        return caller
+
+
 class AuditUnavailable(CallError):
     """The call's audit record could not be stored: the call fails (the audit is not optional)."""
 
@@ -75,7 +118,7 @@ class Appender:
     """The records of one writer transaction, appended from the chain's end the transaction started at."""
 
     def __init__(self, auditor: Auditor) -> None:
-        self._key = auditor.key
+        self._signer, self._ids = auditor.signer, auditor.ids
         self._auditor = auditor
         self._id, self._hash = auditor.head.id, auditor.head.hash  # the end so far: the last record added
         self.rows: list[tuple[Any, ...]] = []  # COLUMNS, then the hash
@@ -85,8 +128,8 @@ class Appender:
         if not isinstance(entry, Entry):
             raise TypeError(f"not an audit record: {type(entry).__name__}")
         self._id += 1
-        values = entry.values(self._id, result)
-        self._hash = chained(self._key, self._hash, values)
+        values = entry.values(self._id, self._ids.next(), result)
+        self._hash = self._signer.chained(self._hash, values)
         self.rows.append((*values, self._hash))
         self.entries.append(entry)
 
@@ -121,13 +164,15 @@ class Auditor:
         self.enabled = settings.audit_enabled
         self.engine = engine
         self.key = key
+        self.signer = Signer(key)
+        self.ids = AuditIds()
         self.head = head  # the last record committed
         self.stored = 0  # records stored by this run (metrics)
         self.redactor = Redactor(providers)
         self.methods: Registry | None = None  # set by the app once the registry exists
         self.writer: BatchWriter | None = None  # set by the app: records go through it
         self._trimmer: asyncio.Task[None] | None = None
-        self._names: dict[str, tuple[Any, tuple[str, ...]]] = {}  # method -> (its declaration, its parameter names)
+        self._plans: dict[str, _Plan] = {}  # by method name
 
     @classmethod
     async def open(cls, settings: Settings, engine: AsyncEngine, providers: ProviderRegistry) -> Auditor:
@@ -171,35 +216,39 @@ class Auditor:
 
     def begin(self, session: Session, method: str, params: list[Any]) -> Entry | None:
         """The record of this call, or None when the call is not recorded."""
-        if not self.enabled or not policy.recorded(method) or self.methods is None:
+        if not self.enabled:
             return None
-        declared = self.methods.get(method)
-        if declared is None:  # an unknown method runs nothing
+        plan = self._plan(method)
+        if plan is None:
             return None
-        names = self._param_names(declared)
+        names = plan.names
         principal = session.principal
-        authorized = declared.public or (principal is not None and
-                                         (declared.role is None or declared.role in principal.roles))
-        details: dict[str, Any] = {
-            "protocol": session.protocol, "authenticated": principal is not None or declared.public,
-            "authorized": authorized, "credentials": _credentials(principal),
-        }
-        if getattr(declared, "job", False):
-            details["job"] = True
-        entry = Entry(METHOD_CALL, method, principal.username if principal else "", session.id, session.source,
-                      self._params(names, params), details, policy.targets(names, params),
-                      ahead=policy.ahead(method))
-        if method in policy.LOGINS:
+        caller = plan.callers.get((id(principal), session.protocol))
+        if caller is None or caller.principal is not principal:
+            caller = plan.caller(principal, session.protocol)
+        entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, self._params(names, params),
+                      dict(caller.details), policy.targets(names, params), ahead=plan.ahead)
+        if plan.login:
             entry.event = AUTHENTICATION
-            entry.username, details["credentials"] = policy.login_details(method, params)
+            entry.username, entry.details["credentials"] = policy.login_details(method, params)
         return entry
 
+    def _plan(self, method: str) -> _Plan | None:
+        """How calls of ``method`` are recorded (None: they are not), worked out at its first call."""
+        declared = self.methods.get(method) if self.methods is not None else None
+        if declared is None:  # an unknown method runs nothing (and is not kept: callers choose the names)
+            return None
+        plan = self._plans.get(method)
+        if plan is None or plan.declared is not declared:
+            plan = self._plans[method] = _Plan(declared, tuple(p.name for p in declared.params),
+                                               policy.recorded(method), policy.ahead(method),
+                                               bool(getattr(declared, "job", False)), method in policy.LOGINS)
+        return plan if plan.recorded else None
+
     def _param_names(self, declared: Any) -> tuple[str, ...]:
-        """A declared method's parameter names, worked out once per declaration (every call asks)."""
-        known = self._names.get(declared.name)
-        if known is None or known[0] is not declared:
-            known = self._names[declared.name] = (declared, tuple(p.name for p in declared.params))
-        return known[1]
+        """A declared method's parameter names (a job's record names its arguments as its call's did)."""
+        plan = self._plan(declared.name)
+        return plan.names if plan is not None else tuple(p.name for p in declared.params)
 
     def _params(self, names: Sequence[str], params: list[Any]) -> str:
         text = canonical(self.redactor.params(names, params))
