@@ -240,3 +240,31 @@ async def test_audit_off_records_nothing(settings_factory: Callable[..., Setting
             await ws.close()
     finally:
         await runner.cleanup()
+
+
+async def test_each_record_names_its_own_caller(daemon: Daemon) -> None:
+    """What a record takes from its caller is worked out once per caller and method: callers of one method,
+    and a connection that logs in again as someone else, each get their own."""
+    admin = await daemon.admin()
+    reader = await daemon.user("ro2", ["READONLY_ADMIN"])
+    writer = await daemon.user("cw2", ["CLOUD_SYNC_WRITE"])
+    create = "cloudsync.credentials.create"
+    await admin.call(create, {"name": "by-admin", "provider": S3})
+    await writer.call(create, {"name": "by-writer", "provider": S3})
+    with pytest.raises(CallFailed) as refused:
+        await reader.call(create, {"name": "by-reader", "provider": S3})
+    assert refused.value.data["error"] == 13
+    await admin.call(create, {"name": "by-admin-2", "provider": S3})
+    assert await writer.call("auth.login", "ro2", "pa55word-test") is True
+    with pytest.raises(CallFailed):
+        await writer.call(create, {"name": "by-writer-as-reader", "provider": S3})
+    found = await records(admin, ["event_data.method", "=", create], order_by=["id"])
+    seen = [(r["event_data"]["params"][0]["name"], r["username"], r["event_data"]["authorized"], r["success"],
+             (r["service_data"]["credentials"] or {}).get("credentials")) for r in found]
+    assert seen == [("by-admin", "root", True, True, "API_KEY_PLAIN"), ("by-writer", "cw2", True, True, "PASSWORD_PLAIN"),
+                    ("by-reader", "ro2", False, False, "PASSWORD_PLAIN"),
+                    ("by-admin-2", "root", True, True, "API_KEY_PLAIN"),
+                    ("by-writer-as-reader", "ro2", False, False, "PASSWORD_PLAIN")]
+    sessions = {r["event_data"]["params"][0]["name"]: r["session"] for r in found}
+    assert sessions["by-admin"] == sessions["by-admin-2"] != sessions["by-writer"] == sessions["by-writer-as-reader"]
+    assert len({r["audit_id"] for r in found}) == len(found)
