@@ -10,7 +10,11 @@ one; ``pg_database_url`` is that as a fixture, dropped after the test.
 No PostgreSQL installed: with ``CI=true`` that fails the test (CI must run every test); otherwise it skips
 with the reason. ``start_cluster(dir)`` starts another private cluster for tests that stop or restart one.
 ``MIDDLEWARED_CC_TEST_DB=postgresql`` makes tests/conftest.py's ``settings_factory`` use
-``pg_cluster`` for every daemon it configures.
+``pg_cluster`` for every daemon it configures; a test marked ``@pytest.mark.sqlite_only("why")`` is then
+skipped with that reason (a file mode, WAL, integrity_check: SQLite's by nature).
+
+``store_sql(settings)`` is direct SQL on a daemon's store, whichever database it is, for the tests that
+play someone with write access to the database (edit, delete, block inserts).
 """
 
 from __future__ import annotations
@@ -21,15 +25,20 @@ import contextlib
 import glob
 import itertools
 import os
+import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from middlewared_cc.settings import Settings
 
 TEST_DB_ENV = "MIDDLEWARED_CC_TEST_DB"
 TEMPLATE = "mcc_template"  # migrated to head once per cluster
@@ -202,3 +211,103 @@ def pg_database_url(pg_cluster: Cluster) -> Iterator[str]:
     url = pg_cluster.fresh_database_url()
     yield url
     pg_cluster.drop_database(url)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): skipped when MIDDLEWARED_CC_TEST_DB=postgresql")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not postgres_wanted():
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "SQLite only"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+
+
+class Rows(list[Any]):
+    """A statement's rows (each readable by position and by column name), with sqlite3's cursor calls."""
+
+    def fetchall(self) -> Rows:
+        return self
+
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+
+class StoreSQL:
+    """Statements on a daemon's store from a test, with SQLite's ``?`` placeholders on either database;
+    each statement commits on its own. ``dialect`` is "sqlite" or "postgresql". Rows read by position or
+    by column name on both (sqlite3.Row, asyncpg.Record); ``row_factory`` is accepted and ignored."""
+
+    row_factory: Any = None
+
+    def __init__(self, database_url: str, password: str = "") -> None:
+        from sqlalchemy.engine import make_url
+
+        self.url = make_url(database_url)
+        self.dialect = self.url.get_backend_name()
+        self.password = password
+        self._sqlite = sqlite3.connect(self.url.database or "", timeout=10, isolation_level=None) \
+            if self.dialect == "sqlite" else None
+        if self._sqlite is not None:
+            self._sqlite.row_factory = sqlite3.Row
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Rows:
+        if self._sqlite is not None:
+            return Rows(self._sqlite.execute(statement, tuple(params)).fetchall())
+        numbered = iter(range(1, 1000))
+        text = re.sub(r"\?", lambda _m: f"${next(numbered)}", statement)
+        return Rows(_run_sync(self._pg(text, params)))
+
+    async def _pg(self, statement: str, params: Sequence[Any]) -> list[Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(host=self.url.host, port=self.url.port, user=self.url.username,
+                                     database=self.url.database, password=self.password or None, timeout=10)
+        try:
+            return list(await conn.fetch(statement, *params))
+        finally:
+            await conn.close()
+
+    def block_inserts(self, table: str) -> None:
+        """Make every INSERT into ``table`` fail (a full disk, a broken table), until ``allow_inserts``."""
+        if self._sqlite is not None:
+            self.execute(f"CREATE TRIGGER no_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'no'); END")
+            return
+        self.execute(f"CREATE FUNCTION no_{table}() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'no'; END $$")
+        self.execute(f"CREATE TRIGGER no_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION no_{table}()")
+
+    def allow_inserts(self, table: str) -> None:
+        if self._sqlite is not None:
+            self.execute(f"DROP TRIGGER no_{table}")
+            return
+        self.execute(f"DROP TRIGGER no_{table} ON {table}")
+        self.execute(f"DROP FUNCTION no_{table}()")
+
+    def dump(self) -> bytes:
+        """Every row of every table as text: what someone reading the database would see."""
+        if self._sqlite is not None:
+            tables = [r[0] for r in self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        else:
+            tables = [r[0] for r in self.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        rows = (row for t in tables
+                for row in self.execute(f'SELECT * FROM "{t}"'))  # noqa: S608 - names from the catalogue
+        return "\n".join(repr(tuple(row)) for row in rows).encode()
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+
+
+@contextlib.contextmanager
+def store_sql(settings: Settings) -> Iterator[StoreSQL]:
+    """Direct SQL on the database ``settings`` names (see StoreSQL)."""
+    sql = StoreSQL(settings.database_url, settings.database_password)
+    try:
+        yield sql
+    finally:
+        sql.close()

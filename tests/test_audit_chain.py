@@ -1,12 +1,12 @@
 """The audit chain against someone who can write to the database: records edited, deleted or reordered
-directly in the SQLite file are named by audit.verify; retention trims and still verifies; a record that
-cannot be stored fails the write and leaves nothing behind; the chain survives restarts and key rotation."""
+directly in the database (SQLite or PostgreSQL) are named by audit.verify; retention trims and still
+verifies; a record that cannot be stored fails the write and leaves nothing behind; the chain survives
+restarts and key rotation."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,18 +19,15 @@ import pytest
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.sealing import KeyFileError
 from tests.conftest import CallFailed, Daemon, Peer, start_daemon
+from tests.pg import StoreSQL, store_sql
 
 S3 = {"type": "S3", "access_key_id": "AKIAEXAMPLE", "secret_access_key": "secret-example"}
 
 
 @contextmanager
-def database(daemon: Daemon) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(daemon.state_dir / "config.db", timeout=10)
-    try:
-        with conn:
-            yield conn
-    finally:
-        conn.close()
+def database(daemon: Daemon) -> Iterator[StoreSQL]:
+    with store_sql(daemon.services.settings) as db:
+        yield db
 
 
 async def some_records(peer: Peer, count: int, tag: str = "r") -> list[int]:
@@ -59,7 +56,7 @@ async def test_edit_is_named(daemon: Daemon) -> None:
 async def test_any_column_edit_is_named(daemon: Daemon, column: str) -> None:
     root = await daemon.root()
     ids = await some_records(root, 4)
-    value: Any = {"params": "[]", "success": 0, "timestamp": "2020-01-01T00:00:00.000000Z",
+    value: Any = {"params": "[]", "success": False, "timestamp": "2020-01-01T00:00:00.000000Z",
                   "method": "core.ping", "hash": "0" * 64}[column]
     with database(daemon) as db:
         # `column` comes from the test's own parameter list, never from outside
@@ -130,9 +127,11 @@ async def test_retention_trims_and_still_verifies(daemon: Daemon) -> None:
     # A forged anchor (to hide records deleted at the old end) is detected.
     with database(daemon) as db:
         db.execute("DELETE FROM audit_log WHERE id = ?", (old[-1] + 1,))
-        row = db.execute("SELECT hash FROM audit_log WHERE id = ?", (old[-1] + 2,)).fetchone()
-        db.execute("UPDATE store_meta SET value = json_set(value, '$.id', ?, '$.hash', ?) WHERE name = "
-                   "'audit_anchor'", (old[-1] + 1, row[0]))
+        row = db.execute("SELECT hash FROM audit_log WHERE id = ?", (old[-1] + 2,))[0]
+        forged = "json_set(value, '$.id', ?, '$.hash', ?)" if db.dialect == "sqlite" else \
+            "jsonb_set(jsonb_set(value::jsonb, '{id}', to_jsonb(?::bigint)), '{hash}', to_jsonb(?::text))::text"
+        db.execute(f"UPDATE store_meta SET value = {forged} WHERE name = 'audit_anchor'",  # noqa: S608 - ours
+                   (old[-1] + 1, row[0]))
     result = await verify(root)
     assert result["valid"] is False and "anchor" in result["broken"]["reason"]
 
@@ -141,7 +140,7 @@ async def test_record_that_cannot_be_stored_fails_the_write(daemon: Daemon) -> N
     root = await daemon.root()
     kept = await root.call("cloudsync.credentials.create", {"name": "kept", "provider": S3})
     with database(daemon) as db:
-        db.execute("CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'no'); END")
+        db.block_inserts("audit_log")
     for call in (("cloudsync.credentials.create", {"name": "lost", "provider": S3}),
                  ("cloudsync.credentials.update", kept["id"], {"name": "renamed"}),
                  ("cloudsync.credentials.delete", kept["id"]),
@@ -164,7 +163,7 @@ async def test_record_that_cannot_be_stored_fails_the_write(daemon: Daemon) -> N
         await peer.call("auth.me")
     assert info.value.data["error"] == 207
     with database(daemon) as db:
-        db.execute("DROP TRIGGER no_audit")
+        db.allow_inserts("audit_log")
     await root.call("cloudsync.credentials.update", kept["id"], {"name": "renamed"})
     assert (await verify(root))["valid"]
 
@@ -173,7 +172,7 @@ async def test_failing_batch_fails_only_its_unrecorded_writes(daemon: Daemon) ->
     """Concurrent creates share transactions; with the audit failing, every one fails and none is stored."""
     root = await daemon.root()
     with database(daemon) as db:
-        db.execute("CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'no'); END")
+        db.block_inserts("audit_log")
     results = await asyncio.gather(*(root.call("cloudsync.credentials.create", {"name": f"b{i}", "provider": S3})
                                      for i in range(15)), return_exceptions=True)
     assert all(isinstance(r, CallFailed) for r in results)
