@@ -113,6 +113,7 @@ def create_app(settings: Settings, *, providers: ProviderRegistry | None = None)
             await feed.close()  # its handlers write through the writer: stop them first
             await auditor.stop()
             await services.writer.stop()
+            await services.locks.close()  # the node's advisory locks end with its lock connection
         finally:
             if feed is not None:
                 await feed.close()

@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from middlewared_cc.store import db as _db
+from middlewared_cc.store.locks import CREDENTIAL, credential_lock
 from middlewared_cc.store.models import CloudCredential
 from middlewared_cc.store.sealing import (
     Sealer,
@@ -358,3 +359,75 @@ async def test_revocation_lock_delete_and_role_change_reach_every_node(
         await eventually(lambda: _logged_out(bob_c))
         assert (await carol_c.call("auth.me"))["pw_name"] == "carol"
         assert carol["id"] != bob["id"]
+
+
+# The credential lock itself.
+
+
+async def test_credential_lock_across_nodes_cancellation_and_a_lost_session(
+    tmp_path: Path, pg_database_url: str
+) -> None:
+    async with cluster(tmp_path, pg_database_url, nodes=2) as c:
+        a, b = c.nodes[0].services, c.nodes[1].services
+        order: list[str] = []
+        async with credential_lock(a, 7):
+            waiter = asyncio.create_task(_hold(b, 7, order, "b"))
+            async with credential_lock(b, 8):  # another credential: not blocked
+                order.append("b8")
+            await asyncio.sleep(0.3)
+            assert not waiter.done()
+            order.append("a-out")
+        await asyncio.wait_for(waiter, 5)
+        assert order == ["b8", "a-out", "b"]
+
+        # A waiter cancelled (its caller went away) takes nothing with it; nor does a holder cancelled.
+        async with credential_lock(a, 7):
+            gone = asyncio.create_task(_hold(b, 7, order, "never"))
+            await asyncio.sleep(0.2)
+            gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
+        holder = asyncio.create_task(_hold(b, 7, order, "b-cancelled", seconds=30))
+        await asyncio.sleep(0.3)
+        holder.cancel()
+        await asyncio.gather(holder, return_exceptions=True)
+        await asyncio.wait_for(_hold(a, 7, order, "a-again"), 2)
+        assert "never" not in order and order[-1] == "a-again"
+        assert await _advisory_locks(pg_database_url) == 0
+
+        # A node whose session dies (kill -9, a lost network) holds nothing any more: the other node goes on,
+        # and the first takes locks again on a new connection.
+        async with credential_lock(a, 9):
+            assert await _advisory_locks(pg_database_url) == 1
+            await _terminate_lock_sessions(pg_database_url)
+            await asyncio.wait_for(_hold(b, 9, order, "b-after-loss"), 5)
+        await asyncio.wait_for(_hold(a, 9, order, "a-new-connection"), 5)
+        assert order[-2:] == ["b-after-loss", "a-new-connection"]
+
+
+async def _hold(services: Any, ident: int, order: list[str], mark: str, seconds: float = 0.0) -> None:
+    async with credential_lock(services, ident):
+        order.append(mark)
+        await asyncio.sleep(seconds)
+
+
+async def _advisory_locks(url: str) -> int:
+    engine = _db.create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :space"),
+                {"space": CREDENTIAL})).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def _terminate_lock_sessions(url: str) -> None:
+    """End the server sessions holding credential locks (in this test: node A's lock connection)."""
+    engine = _db.create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = :space"),
+                {"space": CREDENTIAL})
+    finally:
+        await engine.dispose()

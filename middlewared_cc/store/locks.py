@@ -1,15 +1,20 @@
 """Locks that hold across every node sharing one database.
 
-On PostgreSQL a lock is a session-level advisory lock (``pg_try_advisory_lock(namespace, id)``) taken on a
-pooled connection that stays checked out while the lock is held: a node that dies (kill -9, a lost network)
-loses its session and so its locks, and nobody waits for a dead node. The lock is polled with the *try* form
-rather than waited for in one statement: a waiting statement would run into the statement timeout
-(``database_timeout``) and could not be cancelled cleanly when its caller goes away. The connection is
-closed instead of returned to the pool when the unlock cannot be confirmed, so a lock is never left behind
-on a pooled connection.
+On PostgreSQL a lock is a session-level advisory lock (``pg_try_advisory_lock(namespace, id)``). A node
+holds all its credential locks on one connection of its own (``LocalLocks``), taken from the pool once and
+kept, so locks held during long verifies never use up the pool. A node that dies (kill -9, a lost network)
+loses its session and so its locks: nobody waits for a dead node. Should the connection itself fail, it is
+replaced, and the locks it held are gone with it (the token write-back still never overwrites a newer token:
+services/tokens.py). A lock is polled with the *try* form rather than waited for in one statement: a waiting
+statement would run into the statement timeout (``database_timeout``) and hold the connection every other
+lock of the node needs. Statements run shielded from their caller's cancellation, and a lock acquired for a
+caller that has gone meanwhile is released at once.
 
-Callers on one node queue on an in-process lock first, so only one of them polls the database. On SQLite
-there is one node: the in-process lock is all there is.
+Callers on one node queue on an in-process lock first, so only one of them polls the database (advisory
+locks are re-entrant per session: two callers of one node must never both "take" one). On SQLite there is
+one node: the in-process lock is all there is.
+
+The key rotation and start-up use ``advisory``: a lock on a connection of its own, for one block.
 """
 
 from __future__ import annotations
@@ -46,10 +51,14 @@ class LockBusy(CallError):
 
 
 class LocalLocks:
-    """One asyncio.Lock per key, kept only while someone holds or waits for it."""
+    """This node's side of the locks: one asyncio.Lock per key, kept only while someone holds or waits for
+    it, and (PostgreSQL) the connection that holds the node's advisory locks."""
 
     def __init__(self) -> None:
         self._locks: dict[object, tuple[asyncio.Lock, int]] = {}
+        self._conn: AsyncConnection | None = None
+        self._generation = 0  # bumped with every new connection: a lock of an older one is gone
+        self._mutex = asyncio.Lock()  # one statement at a time on the connection
 
     @contextlib.asynccontextmanager
     async def hold(self, key: object) -> AsyncIterator[None]:
@@ -64,6 +73,71 @@ class LocalLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+    async def _statement(self, engine: AsyncEngine, stmt: sa.TextClause, params: dict[str, int],
+                         generation: int | None = None) -> tuple[bool, int]:
+        """Run ``stmt`` (one boolean answer) on the node's lock connection. With ``generation``: only on
+        that connection (an unlock), else nothing to do (False)."""
+        async with self._mutex:
+            if generation is not None and (self._conn is None or generation != self._generation):
+                return False, self._generation
+            if self._conn is None:
+                self._conn = await engine.connect()
+                self._generation += 1
+            conn = self._conn
+            try:
+                value = bool((await conn.execute(stmt, params)).scalar())
+                await conn.commit()  # the lock belongs to the session: no transaction is left open
+            except BaseException:
+                self._conn = None  # its locks end with its session: closing it is what frees them
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                raise
+            return value, self._generation
+
+    async def try_lock(self, engine: AsyncEngine, space: int, ident: int) -> int | None:
+        """The connection's generation when (``space``, ``ident``) was taken, else None."""
+        params = {"space": space, "ident": ident}
+        task = asyncio.ensure_future(self._statement(engine, _TRY, params))
+        try:
+            held, generation = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The caller left; the statement goes on. Whatever it took is given back.
+            task.add_done_callback(lambda done: self._give_back(engine, params, done))
+            raise
+        return generation if held else None
+
+    def _give_back(self, engine: AsyncEngine, params: dict[str, int],
+                   done: asyncio.Future[tuple[bool, int]]) -> None:
+        if done.cancelled() or done.exception() is not None or not done.result()[0]:
+            return
+        release = asyncio.ensure_future(self._statement(engine, _UNLOCK, params, done.result()[1]))
+        release.add_done_callback(_quiet)
+
+    async def unlock(self, engine: AsyncEngine, space: int, ident: int, generation: int) -> None:
+        """Give (``space``, ``ident``) back, if the connection that took it still serves."""
+        params = {"space": space, "ident": ident}
+        try:
+            await asyncio.shield(self._statement(engine, _UNLOCK, params, generation))
+        except Exception as exc:  # noqa: BLE001 - the connection was dropped, and the lock with it
+            log.warning("advisory lock (%d, %d): unlock failed (%s); its connection was closed", space, ident,
+                        type(exc).__name__)
+
+    async def close(self) -> None:
+        """Shutdown: the connection is closed, not pooled, so no lock outlives this node's run."""
+        async with self._mutex:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+
+def _quiet(task: asyncio.Future[tuple[bool, int]]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("advisory lock: giving back a lock failed (%s); its connection was closed",
+                    type(task.exception()).__name__)
 
 
 @contextlib.asynccontextmanager
@@ -108,12 +182,21 @@ async def _release(conn: AsyncConnection, space: int, ident: int, held: bool) ->
 @contextlib.asynccontextmanager
 async def credential_lock(services: Services, ident: int) -> AsyncIterator[None]:
     """Serialize refresh-and-write-back of stored credential ``ident`` across every node (and every caller
-    on this one). Held for one verify or listing, so waiting is bounded by about two of them."""
-    async with services.locks.hold(("credential", ident)):
+    on this one). Held for one verify or listing, so waiting is bounded by about two of them; past that,
+    LockBusy (EBUSY)."""
+    locks = services.locks
+    async with locks.hold(("credential", ident)):
         if services.engine.dialect.name != "postgresql":
             yield
             return
-        settings = services.settings
-        wait = 2 * settings.verify_timeout + settings.database_timeout
-        async with advisory(services.engine, CREDENTIAL, ident, wait=wait, what=f"Cloud credential {ident}"):
+        settings, engine = services.settings, services.engine
+        deadline, attempt = time.monotonic() + 2 * settings.verify_timeout + settings.database_timeout, 0
+        while (generation := await locks.try_lock(engine, CREDENTIAL, ident)) is None:
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"Cloud credential {ident}")
+            await asyncio.sleep(_POLL[min(attempt, len(_POLL) - 1)])
+            attempt += 1
+        try:
             yield
+        finally:
+            await locks.unlock(engine, CREDENTIAL, ident, generation)
