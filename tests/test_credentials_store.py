@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from middlewared_cc.store import db as _db
 from middlewared_cc.store.models import Base
 from middlewared_cc.store.sealing import KeyFileError, read_key
 from tests.conftest import CallFailed, Daemon, start_daemon
+from tests.pg import store_sql
 from tests.provider_samples import CANARY, samples
 
 S3 = {"type": "S3", **samples()["S3"]}
@@ -48,7 +48,7 @@ async def test_secrets_are_sealed_and_bound_to_their_row(settings_factory: Any) 
                          {"name": "b", "provider": {**S3, "access_key_id": "other-ak", "region": "x"}})
     await session.close()
     await runner.cleanup()
-    with sqlite3.connect(settings.state_dir / "config.db") as conn:
+    with store_sql(settings) as conn:  # the SQLite file or the PostgreSQL database, read directly
         rows = conn.execute("SELECT id, attributes, secrets FROM cloud_credentials ORDER BY id").fetchall()
         for _, attributes, secrets in rows:
             assert CANARY.encode() not in secrets and "secret_access_key" not in attributes
@@ -92,6 +92,8 @@ async def _restart_with(settings: Any) -> tuple[Any, Any]:
     return runner, session
 
 
+@pytest.mark.sqlite_only("on PostgreSQL (a store shared by nodes) a key file that does not match the key id the "
+                         "database records stops start-up instead: tests/test_multinode*.py")
 async def test_wrong_or_missing_key_keeps_rows(settings_factory: Any, tmp_path: Path) -> None:
     import aiohttp
 
@@ -150,6 +152,7 @@ def test_migrations_match_models(tmp_path: Path) -> None:
     assert {"cloud_credentials", "users", "api_keys", "keychain_credentials", "alembic_version"} <= tables
 
 
+@pytest.mark.sqlite_only("PRAGMAs (WAL, foreign keys, busy timeout) are SQLite's")
 async def test_sqlite_pragmas(daemon: Daemon) -> None:
     async with daemon.services.engine.connect() as conn:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
