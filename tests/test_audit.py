@@ -8,7 +8,6 @@ import base64
 import csv
 import io
 import json
-import sqlite3
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from middlewared_cc.settings import Settings
 from tests.conftest import CallFailed, Daemon, Peer, start_daemon
+from tests.pg import store_sql
 from tests.provider_samples import CANARY, samples
 
 
@@ -159,9 +159,13 @@ async def test_no_secret_in_any_record(daemon: Daemon) -> None:
     assert len(exported.splitlines()) > 20
     seen = orjson.dumps(await records(admin)) + exported.encode()
     private = pem["private_key"].splitlines()[1]
+    # SQLite: the files' bytes, freed pages and the WAL included; PostgreSQL: every row of every table.
     stored = b"".join(p.read_bytes() for p in daemon.state_dir.glob("config.db*"))
-    with sqlite3.connect(db_path(daemon)) as conn:
-        rows = "\n".join(repr(r) for r in conn.execute("SELECT * FROM audit_log")).encode()
+    with store_sql(daemon.services.settings) as conn:
+        rows = "\n".join(repr(tuple(r)) for r in conn.execute("SELECT * FROM audit_log")).encode()
+        if conn.dialect != "sqlite":
+            stored = conn.dump()
+    assert rows and stored
     for secret in (CANARY, private):
         for form in _encodings(secret):
             assert form not in rows, form
