@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +36,7 @@ from middlewared_cc.store.sealing import (
     write_key,
 )
 from tests.conftest import CallFailed, Peer
-from tests.multinode import Cluster, Node, cluster
+from tests.multinode import DAEMON, Cluster, Node, cluster
 from tests.provider_samples import SAMPLES
 from tests.servers.cloud.base import CloudFake
 from tests.servers.intercept_proxy import InterceptProxy
@@ -431,3 +433,25 @@ async def _terminate_lock_sessions(url: str) -> None:
                 {"space": CREDENTIAL})
     finally:
         await engine.dispose()
+
+
+async def test_offline_rotate_key_command_is_adopted_by_running_nodes(tmp_path: Path, pg_database_url: str) -> None:
+    async with cluster(tmp_path, pg_database_url, nodes=2) as c:
+        a, b = c.nodes
+        for i, node in enumerate((a, b)):
+            await (await node.root()).call("cloudsync.credentials.create", s3(f"off{i}", f"off{i}"))
+        state = tmp_path / "offline"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MIDDLEWARED_CC_")}
+        env.update(HOME=str(state), MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN="",
+                   MIDDLEWARED_CC_DATABASE_URL=pg_database_url, MIDDLEWARED_CC_KEY_FILE=str(tmp_path / "secret.key"),
+                   MIDDLEWARED_CC_AUDIT_KEY_FILE=str(tmp_path / "audit.key"), MIDDLEWARED_CC_AUDIT_ENABLED="false")
+        proc = await asyncio.create_subprocess_exec(DAEMON, "rotate-key", env=env, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+        key = read_key(tmp_path / "secret.key")
+        assert key is not None
+        await eventually(lambda: _same_key(c, key))
+        await (await b.root()).call("cloudsync.credentials.create", s3("after-offline", "after"))
+        rows = await sealed_rows(pg_database_url)
+        assert len(rows) == 3 and all(opens(key, ident, blob) for ident, blob in rows)

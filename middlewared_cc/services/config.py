@@ -25,6 +25,7 @@ from middlewared_cc.rpc.registry import MethodSet
 from middlewared_cc.store import credentials as store
 from middlewared_cc.store.db import is_postgres
 from middlewared_cc.store.keys import (
+    KEY_TOPIC,
     begin_rotation,
     finish_rotation,
     key_with_id,
@@ -39,7 +40,6 @@ from middlewared_cc.store.sealing import Sealer
 
 log = logging.getLogger("middlewared_cc.store")
 methods = MethodSet()
-KEY_TOPIC = "key"
 
 
 @methods.method("config.rotate_secret_key", role=_roles.FULL_ADMIN)

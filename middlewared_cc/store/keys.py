@@ -31,7 +31,8 @@ from middlewared_cc.errors import CallError, KeyUnavailable, RotationInProgress
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.credentials import reseal_all
 from middlewared_cc.store.db import is_postgres
-from middlewared_cc.store.locks import ROTATION, advisory
+from middlewared_cc.store.feed import ChangeFeed
+from middlewared_cc.store.locks import ROTATION, LockBusy, advisory
 from middlewared_cc.store.models import CloudCredential, KeychainCredential, StoreMeta
 from middlewared_cc.store.preflight import StoreUnusable
 from middlewared_cc.store.sealing import (
@@ -49,6 +50,7 @@ from middlewared_cc.store.sealing import (
 
 log = logging.getLogger("middlewared_cc.store")
 KEY_ID = "key_id"
+KEY_TOPIC = "key"  # the change feed's topic of a rotation; payload: the new key id
 START_WAIT = 120.0  # seconds a starting node waits for another node's rotation to end
 _META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
 
@@ -294,11 +296,26 @@ async def settle_failed_rotation(engine: AsyncEngine, path: Path, new: Sealer) -
 
 
 async def rotate(engine: AsyncEngine, path: Path, old: Sealer) -> int:
-    """Offline rotation (the daemon stopped): the same three steps, without the daemon's writer."""
+    """Offline rotation (the daemon stopped): the same three steps, without the daemon's writer. On
+    PostgreSQL other nodes may be running: it holds the rotation lock (RotationInProgress when another node
+    rotates) and tells them the new key id as an online rotation does (topic ``key``)."""
+    if not is_postgres(engine):
+        return await _rotate_offline(engine, path, old)
+    try:
+        async with advisory(engine, ROTATION, 0, wait=None, what="The secret key"):
+            await settle_pending(engine, path)
+            return await _rotate_offline(engine, path, old, ChangeFeed(engine))
+    except LockBusy:
+        raise RotationInProgress() from None
+
+
+async def _rotate_offline(engine: AsyncEngine, path: Path, old: Sealer, feed: ChangeFeed | None = None) -> int:
     new = begin_rotation(path)
     try:
         async with engine.begin() as conn:
             count = await reseal(conn, old, new)
+            if feed is not None and new.key_id is not None:
+                await feed.publish(conn, KEY_TOPIC, new.key_id)
     except Exception:
         await settle_failed_rotation(engine, path, new)
         raise
