@@ -4,7 +4,7 @@ process against real databases (a private cluster from tests/pg.py).
 The source is built through a real daemon (credentials of every provider, keychain key pairs, users, API
 keys, the audit trail), stopped, copied; then a daemon on the PostgreSQL copy, with the same key files,
 must serve the same credentials (secrets included), verify the same audit chain, accept the same API keys
-and hand out ids past the copied ones. Hostile cases: a second copy into the same target, a password in
+and hand out ids past the copied ones; three nodes on the copy serve it as one. Hostile cases: a second copy into the same target, a password in
 ``--to``, a daemon still running, a count that does not match, the copy's connection ended mid-copy and
 the command killed with -9 mid-copy; each leaves the target as it was.
 """
@@ -32,6 +32,7 @@ import pytest
 
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.copy import TABLES
+from tests import multinode
 from tests.conftest import make_settings, serving, start_daemon
 from tests.pg import Cluster
 from tests.provider_samples import CANARY, samples
@@ -468,3 +469,31 @@ async def test_a_node_started_during_the_copy_waits_for_it(settings_factory: Fac
     async with serving(*await node[0]) as d:
         admin = await d.admin()
         assert await admin.call("cloudsync.credentials.query", [], {"order_by": ["id"]}) == source.credentials
+
+
+async def test_three_nodes_serve_the_copy_as_one(small: Source, tmp_path: Path, target: str) -> None:
+    # The point of moving: several nodes on the copy, each with the source's key files, serve the same store.
+    run = await _migrate(small, target)
+    assert run.returncode == 0, run.stderr
+    root = tmp_path / "nodes"
+    root.mkdir()
+    for name in ("secret.key", "audit.key"):
+        shutil.copy2(small.state / name, root / name)
+    async with multinode.cluster(root, target, nodes=3, database_password=PASSWORD) as c:
+        served = await multinode.call_all(c.nodes, "cloudsync.credentials.query", [], {"order_by": ["id"]})
+        assert served == [small.credentials] * 3
+        for node in c.nodes:  # the copied keys log in on every node
+            peer = await node.connect()
+            assert await peer.call("auth.login_with_api_key", small.user_key) is True
+            await peer.ws.close()
+        writer = await c.nodes[1].admin()
+        made = await writer.call("cloudsync.credentials.create",
+                                 {"name": "after", "provider": {"type": "S3", **samples()["S3"]}})
+        assert made["id"] > max(cred["id"] for cred in small.credentials)
+        reader = await c.nodes[2].admin()
+        for _ in range(100):
+            if await reader.call("cloudsync.credentials.query", [["id", "=", made["id"]]]):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("a create on one node never showed on another")
