@@ -43,6 +43,35 @@ def test_quick_run_measures_daemon_and_limit_server(tmp_path: Path) -> None:
     assert "core.ping, 64 connections" in text and "## Machine" in text and "bench.loadgen" in text
 
 
+def test_postgres_bench_smoke(tmp_path: Path) -> None:
+    """`bench.postgres` with tiny durations: its own PostgreSQL cluster, every figure measured on both databases
+    and on three nodes, every cross-node write seen, and its RESULTS.md section replaced in place."""
+    from tests.pg import pg_bin, unavailable
+
+    if pg_bin() is None:
+        unavailable("no /usr/lib/postgresql/*/bin/initdb")
+    report, raw = tmp_path / "RESULTS.md", tmp_path / "postgres.json"
+    report.write_text("# Benchmark results\n\nkept\n\n<!-- postgres:begin -->\nstale\n<!-- postgres:end -->\n")
+    command = [sys.executable, "-m", "bench.postgres", "--duration", "0.3", "--warmup", "0.1", "--stored", "20",
+               "--writes", "20", "--connections", "6", "--out", str(report), "--json", str(raw)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = orjson.loads(raw.read_bytes())
+    assert set(result["one_node"]) >= {"get_instance", "query unfiltered (limit 20)", "create"}
+    for label, by in result["one_node"].items():
+        for db in ("sqlite", "postgresql"):
+            assert by[db]["calls_per_s"] > 0 and by[db]["p99_ms"] >= by[db]["p50_ms"] > 0, (label, db, by[db])
+    assert len(result["three_nodes"]["per_node"]) == 3 and all(
+        node["calls_per_s"] > 0 for node in result["three_nodes"]["per_node"])
+    for node in ("pg-a", "pg-b", "pg-c"):
+        assert result["events"][node]["received"] + result["events"][node]["missing"] == 20
+    assert result["events"]["pg-b"]["received"] > 0 and result["visibility"]["seen"] == 20
+    text = report.read_text()
+    assert text.startswith("# Benchmark results\n\nkept\n") and "stale" not in text
+    assert text.count("## PostgreSQL against SQLite") == 1 and "creates/s" in text
+
+
 def test_soak_smoke(tmp_path: Path) -> None:
     """`bench.soak` for 10 s at 4 connections: a rotation and an rclone kill under load, no errors, every
     acknowledged write read back, and its RESULTS.md section replaced in place, the rest of the file kept."""
