@@ -279,6 +279,32 @@ async def test_nodes_refreshing_one_box_token_at_once_keep_the_newest(
         token = json.loads(await _stored_token(d, cred["id"]))
         assert fake.book.access_state(token["access_token"]) == "valid"
 
+        # verify_all jobs on three nodes at once.
+        expired3 = fake.mint_token(expired=True)
+        await root_a.call("cloudsync.credentials.update", cred["id"],
+                          {"provider": {"type": "BOX", **fake.attributes_with(expired3)}})
+        for node in (b, d):
+            await eventually(functools.partial(_holds, node, cred["id"], expired3))
+        refreshes, failed = fake.book.refresh_count, fake.book.failed_refresh_count
+        jobs = await asyncio.gather(*(p.call("cloudsync.credentials.verify_all") for p in peers))
+        results = await asyncio.gather(*(_job_result(p, job) for p, job in zip(peers, jobs, strict=True)))
+        assert all(r == [{"id": cred["id"], "name": "box", "valid": True, "reason": None}] for r in results), results
+        assert fake.book.refresh_count == refreshes + 1
+        assert fake.book.failed_refresh_count == failed
+        for node in (a, b, d):
+            await eventually(functools.partial(_refresh_token_is, node, cred["id"], fake.book.latest_refresh_token))
+
+
+async def _job_result(peer: Peer, job: int) -> Any:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        (found,) = await peer.call("core.get_jobs", [["id", "=", job]])
+        if found["state"] in ("SUCCESS", "FAILED", "ABORTED"):
+            assert found["state"] == "SUCCESS", found
+            return found["result"]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job} did not end")
+
 
 async def _holds(node: Node, ident: int, token: str) -> None:
     assert await _stored_token(node, ident) == token
