@@ -284,8 +284,8 @@ async def migrate_db(settings: Settings, to: str) -> int:
         try:
             await _db.migrate(target)
             counts = await copy_store(source, target)
-        except CopyRefused as exc:
-            return _refused(str(exc))
+        except (CopyRefused, StoreUnusable) as exc:  # StoreUnusable: e.g. a schema newer than this code
+            return _refused(str(exc) if isinstance(exc, CopyRefused) else f"{where}: {exc}")
         except DBAPIError as exc:
             return _refused(f"{where}: {driver_reason(exc)}; no data was written")
         except (OSError, TimeoutError) as exc:

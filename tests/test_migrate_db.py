@@ -33,7 +33,7 @@ import pytest
 from middlewared_cc.settings import Settings
 from middlewared_cc.store.copy import TABLES
 from tests import multinode
-from tests.conftest import make_settings, serving, start_daemon
+from tests.conftest import free_port, make_settings, serving, start_daemon
 from tests.pg import Cluster
 from tests.provider_samples import CANARY, samples
 
@@ -318,11 +318,15 @@ async def test_refusals_before_anything_is_written(settings_factory: Factory, sm
     source = small
     name = target.rsplit("/", 1)[1]
     host = f"{pg_cluster.host}:{pg_cluster.port}"
+    newer = await pg_cluster.create_database(migrated=True)  # as if a newer middlewared-cc had migrated it
+    await pg_cluster.execute("UPDATE alembic_version SET version_num = '9999'", database=newer.rsplit("/", 1)[1])
     cases = [
         (f"postgresql+asyncpg://{ROLE}:{PASSWORD}@{host}/{name}", "must not hold a password"),
         (f"sqlite+aiosqlite:///{source.state / 'other.db'}", "must be a URL such as postgresql+asyncpg://"),
         ("not a url", "must be a URL such as"),
         (f"postgresql+asyncpg://{ROLE}@{host}/h6_no_such_database", "does not exist"),
+        (f"postgresql+asyncpg://{ROLE}@127.0.0.1:{free_port()}/{name}", "cannot connect"),
+        (newer, "revision 9999, which this version does not know"),
     ]
     runs = await asyncio.gather(*(_migrate(source, url) for url, _message in cases))
     for (url, message), run in zip(cases, runs, strict=True):
@@ -343,6 +347,7 @@ async def test_refusals_before_anything_is_written(settings_factory: Factory, sm
         run = await _migrate(source, target)
     assert run.returncode == 1 and "the daemon is running" in run.stderr
     assert set((await _counts(pg_cluster, target)).values()) == {0}
+    pg_cluster.drop_database(newer)
 
 
 async def _prepare(cluster: Cluster, url: str, *statements: str) -> None:
