@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import dataclasses
 import errno
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -51,8 +52,15 @@ log = logging.getLogger("middlewared_cc.audit")
 TABLE = sa.Table(AuditRecord.__tablename__, AuditRecord.metadata)
 _META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
 _NAMES = (*COLUMNS, "hash")
-# Constant names, every value bound: what Appender.flush sends to the driver.
-_INSERT = f"INSERT INTO {TABLE.name} ({', '.join(_NAMES)}) VALUES ({', '.join('?' * len(_NAMES))})"  # noqa: S608
+# Rows per INSERT statement: 64 rows of 15 values stay under SQLite's oldest limit of 999 bound values.
+_ROWS_PER_INSERT = 64
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert(rows: int) -> str:
+    """The INSERT of ``rows`` records into the audit table (constant names, every value bound)."""
+    row = f"({', '.join('?' * len(_NAMES))})"
+    return f"INSERT INTO {TABLE.name} ({', '.join(_NAMES)}) VALUES {', '.join([row] * rows)}"  # noqa: S608 - constant names, values bound
 ANCHOR = "audit_anchor"
 KEY_ID = "audit_key_id"
 TRIM_EVERY = 3600.0  # seconds between retention trims
@@ -134,18 +142,23 @@ class Appender:
         self.entries.append(entry)
 
     async def flush(self, conn: AsyncConnection) -> None:
-        if not self.rows:
+        rows = self.rows
+        if not rows:
             return
         if conn.dialect.driver == "aiosqlite":
-            # Straight to the driver: one hop to aiosqlite's thread for the batch. Through SQLAlchemy it takes
-            # three (cursor, executemany, close) and its statement machinery, which under load cost more
-            # than building the records (bench/audit_cost.py). Same connection, same transaction.
+            # Straight to the driver, one hop to aiosqlite's thread and one statement for the batch: through
+            # SQLAlchemy it takes three hops (cursor, executemany, close) and its statement machinery, and an
+            # executemany gives the GIL up and takes it back for every row, each time waiting for the busy
+            # event loop, which under load cost more than building the records (bench/audit_cost.py).
+            # Same connection, same transaction.
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise RuntimeError("the database connection is closed")
-            await driver.executemany(_INSERT, self.rows)
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                await driver.execute(_insert(len(chunk)), [value for row in chunk for value in row])
         else:
-            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, row, strict=True)) for row in self.rows])
+            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, row, strict=True)) for row in rows])
 
     def committed(self) -> None:
         if self.rows:
