@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -232,25 +231,38 @@ async def test_reserved_names_are_refused_by_update_as_by_create(daemon: Daemon)
 SECRETS = {name: name[0] * 64 for name in ("rootkey", "bobkey", "ghostkey")}
 
 
-def _database_at_0002(path: Path) -> None:
+def _at_0002(conn: sa.Connection) -> None:
     """A database made by the previous release: keys named their user by ``username``."""
-    engine = sa.create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:
-        command.upgrade(_db.alembic_config(conn), "0002")
-        conn.execute(sa.text("INSERT INTO users (id, username, full_name, password_hash, roles, locked) "
-                             "VALUES (1, 'amy', '', 'x', '[\"FULL_ADMIN\"]', 0), "
-                             "(2, 'bob', '', 'x', '[\"CLOUD_SYNC_READ\"]', 0)"))
-        for ident, (name, owner) in enumerate((("rootkey", None), ("bobkey", "bob"), ("ghostkey", "ghost")), 1):
-            conn.execute(sa.text("INSERT INTO api_keys (id, name, username, key_hash, created_at, revoked) "
-                                 "VALUES (:id, :name, :owner, :hash, '2025-01-01 00:00:00', 0)"),
-                         {"id": ident, "name": name, "owner": owner, "hash": api_key_digest(SECRETS[name])})
-    engine.dispose()
+    command.upgrade(_db.alembic_config(conn), "0002")
+    conn.execute(sa.text("INSERT INTO users (id, username, full_name, password_hash, roles, locked) "
+                         "VALUES (1, 'amy', '', 'x', '[\"FULL_ADMIN\"]', FALSE), "
+                         "(2, 'bob', '', 'x', '[\"CLOUD_SYNC_READ\"]', FALSE)"))
+    for ident, (name, owner) in enumerate((("rootkey", None), ("bobkey", "bob"), ("ghostkey", "ghost")), 1):
+        conn.execute(sa.text("INSERT INTO api_keys (id, name, username, key_hash, created_at, revoked) "
+                             "VALUES (:id, :name, :owner, :hash, '2025-01-01 00:00:00', FALSE)"),
+                     {"id": ident, "name": name, "owner": owner, "hash": api_key_digest(SECRETS[name])})
+    if conn.dialect.name == "postgresql":  # ids inserted as given: the sequences follow, as the daemon's would
+        conn.execute(sa.text("SELECT setval('users_id_seq', (SELECT max(id) FROM users))"))
+        conn.execute(sa.text("SELECT setval('api_keys_id_seq', (SELECT max(id) FROM api_keys))"))
 
 
-async def test_migration_0003_moves_keys_to_user_ids(settings_factory: Callable[..., Settings]) -> None:
+async def _database_at_0002(settings: Settings) -> None:
+    engine = _db.create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_at_0002)
+    finally:
+        await engine.dispose()
+
+
+async def test_migration_0003_moves_keys_to_user_ids(settings_factory: Callable[..., Settings],
+                                                     request: pytest.FixtureRequest) -> None:
     settings = settings_factory()
+    if settings.database_url.startswith("postgresql"):  # an empty database, not the migrated one
+        settings = settings_factory(database_url=request.getfixturevalue("pg_cluster").fresh_database_url(
+            migrated=False))
     settings.state_dir.mkdir(parents=True, mode=0o700)
-    _database_at_0002(settings.state_dir / "config.db")
+    await _database_at_0002(settings)
     runner, url = await start_daemon(settings)
     try:
         async with aiohttp.ClientSession() as session, \
