@@ -135,9 +135,9 @@ def _sqlite_counts(state: Path) -> dict[str, int]:
                 for table in TABLES}
 
 
-def _config(tmp_path: Path, state: Path) -> Path:
+def _config(tmp_path: Path, state: Path, more: str = "") -> Path:
     config = tmp_path / "middlewared-cc.toml"
-    config.write_text(f'state_dir = "{state}"\nlisten = ""\ndatabase_url = "{_sqlite(state)}"\n')
+    config.write_text(f'state_dir = "{state}"\nlisten = ""\ndatabase_url = "{_sqlite(state)}"\n{more}')
     return config
 
 
@@ -302,8 +302,8 @@ async def test_a_database_that_exists_but_is_empty_is_migrated_and_filled(
         pg_cluster.drop_database(migrated)
 
 
-async def test_wrong_password_is_refused_in_one_line(settings_factory: Factory, small: Source,
-                                                     pg_cluster: Cluster, target: str) -> None:
+async def test_wrong_password_is_refused_in_one_line(small: Source, tmp_path: Path, pg_cluster: Cluster,
+                                                     target: str) -> None:
     source = small
     run = await _migrate(source, target, env=_env(MIDDLEWARED_CC_DATABASE_PASSWORD="not-" + PASSWORD))
     assert run.returncode == 1
@@ -311,6 +311,17 @@ async def test_wrong_password_is_refused_in_one_line(settings_factory: Factory, 
     _no_secret(run)
     assert "not-" + PASSWORD not in run.stderr
     assert set((await _counts(pg_cluster, target)).values()) == {0}
+
+    # The right password from database_password_file (the settings' other way) goes through.
+    secret = tmp_path / "db-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    with_file = dataclasses.replace(source, config=_config(tmp_path, source.state,
+                                                           f'database_password_file = "{secret}"\n'))
+    run = await _migrate(with_file, target, env=_env())
+    assert run.returncode == 0, run.stderr
+    _no_secret(run)
+    assert (await _counts(pg_cluster, target))["cloud_credentials"] == len(source.credentials)
 
 
 async def test_refusals_before_anything_is_written(settings_factory: Factory, small: Source,
