@@ -122,11 +122,13 @@ async def _collect(services: Services, creds: list[StoredCredential], shape: Sha
     """The caller's views of ``creds`` that satisfy ``predicate``, the first ``wanted`` of them at most."""
     from middlewared_cc.services.credentials import view
 
+    if predicate is None:  # nothing left to evaluate: the first `wanted` are the answer
+        return [view(services, cred, shape, writer) for cred in (creds if wanted is None else creds[:wanted])]
     kept: list[dict[str, Any]] = []
     deadline = time.monotonic() + SLICE_SECONDS
     for cred in creds:
         row = view(services, cred, shape, writer)
-        if predicate is None or predicate(row):
+        if predicate(row):
             kept.append(row)
             if wanted is not None and len(kept) >= wanted:
                 break
