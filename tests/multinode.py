@@ -80,6 +80,19 @@ class Node:
             raise RuntimeError(f"node {self.name}: the admin key was refused")
         return peer
 
+    async def user(self, username: str, roles: list[str], password: str = "pa55word-test") -> Peer:
+        """A TCP peer logged in as local user ``username`` with ``roles`` (created when missing)."""
+        root = await self.root()
+        try:
+            if not await root.call("user.query", [["username", "=", username]]):
+                await root.call("user.create", {"username": username, "password": password, "roles": roles})
+        finally:
+            await root.ws.close()
+        peer = await self.connect()
+        if await peer.call("auth.login", username, password) is not True:
+            raise RuntimeError(f"node {self.name}: user {username} could not log in")
+        return peer
+
     async def kill(self) -> None:
         """kill -9 (a process node only): nothing of it runs any more, no cleanup of any kind."""
         if self.process is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from typing import Any
@@ -268,10 +269,16 @@ def follow(services: Services) -> None:
     (a later change already seen, or two notifications coalesced) emits nothing. After the feed was
     interrupted every row is re-read and the differences applied the same way.
     """
+    def failed(reread: asyncio.Future[store.StoredCredential | None]) -> None:
+        if not reread.cancelled() and reread.exception() is not None:
+            services.feed.lost()  # that change is not in the index: re-read everything
+
     async def changed(payload: str) -> None:
         ident = int(payload)
-        await services.writer.run(lambda conn: store.load_one(conn, services.sealer, ident),
-                                  lambda cred: apply(services, ident, cred), record=None)
+        # Not waited for: re-reads queued back to back share the writer's next transaction (a node keeps up
+        # with the writes of many others); the writer's order still applies them in notification order.
+        services.writer.submit(lambda conn: store.load_one(conn, services.sealer, ident),
+                               lambda cred: apply(services, ident, cred)).add_done_callback(failed)
 
     async def resync() -> None:
         await services.writer.run(lambda conn: store.load_all(conn, services.sealer),

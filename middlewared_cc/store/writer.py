@@ -148,16 +148,24 @@ class BatchWriter:
         """Run ``op`` in a transaction and return its result once committed. An ``exclusive`` op gets a
         transaction of its own (key rotation: later writes must see its ``on_commit`` first). ``record``
         is the journal record the write carries; by default the calling task's (``Journal.claim``)."""
-        if self._task is None or self._task.done():
-            raise RuntimeError("the writer is not running")
         if record is _CLAIM:
             record = self.journal.claim() if self.journal is not None else None
+        future = self.submit(op, on_commit, exclusive=exclusive, record=record)
+        # Shielded: a caller that goes away must not cancel a write other writes share a transaction with.
+        return await asyncio.shield(future)
+
+    def submit(self, op: Op[T], on_commit: Callable[[T], None] | None = None, *, exclusive: bool = False,
+               record: object | None = None) -> asyncio.Future[T]:
+        """Queue ``op`` without waiting for it: its future settles once it committed or failed. Queued ops
+        run in submission order, so a caller that must not wait for each (the change feed's re-reads of
+        other nodes' rows) still has them applied in order, and many share one transaction."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the writer is not running")
         write: _Write[T] = _Write(op, on_commit, asyncio.get_running_loop().create_future(), exclusive, record)
         self._queue.append(write)
         self._drained.clear()
         self._wake.set()
-        # Shielded: a caller that goes away must not cancel a write other writes share a transaction with.
-        return await asyncio.shield(write.future)
+        return write.future
 
     async def _loop(self) -> None:
         while True:
