@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,9 +16,9 @@ log = logging.getLogger("middlewared_cc.credentials")
 
 
 async def persist(services: Services, provider_type: str, old_token: Any, new_token: str,
-                  ident: int | None = None) -> int:
+                  idents: Iterable[int] = ()) -> int:
     """Replace ``old_token`` by ``new_token`` in every stored ``provider_type`` credential holding it (and in
-    credential ``ident``, the one that was used, if it still holds it).
+    credentials ``idents``, those that were used, if they still hold it).
 
     One transaction; a ``changed`` event per credential. Returns how many were updated. Each row is read
     again in the transaction and changed only if the *database* still holds ``old_token``: this node's index
@@ -32,8 +33,7 @@ async def persist(services: Services, provider_type: str, old_token: Any, new_to
     async def write(conn: AsyncConnection) -> list[store.StoredCredential]:
         candidates = {c.id for c in services.credentials
                       if c.provider == provider_type and not c.undecryptable and c.attributes.get("token") == old_token}
-        if ident is not None:
-            candidates.add(ident)
+        candidates.update(idents)
         out = []
         for cid in sorted(candidates):
             cred = await store.load_one(conn, services.sealer, cid)

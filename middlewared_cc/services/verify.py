@@ -93,10 +93,11 @@ async def _refreshing(services: Services, provider: Provider,
 
 @contextlib.asynccontextmanager
 async def _holders_locked(services: Services, provider: Provider,
-                          attrs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+                          attrs: dict[str, Any]) -> AsyncIterator[tuple[dict[str, Any], list[int]]]:
     """verify with submitted attributes whose token is a stored credential's: that credential's lock is
     held, and when another node has refreshed it meanwhile, the stored (newer) token is used instead of the
-    spent one."""
+    spent one. Yields the attributes to use and the ids of the credentials held (a refreshed token is written
+    back to them even when this node's index has not seen the newer token yet)."""
     token = attrs.get("token")
     holders = sorted(c.id for c in services.credentials if provider.oauth and isinstance(token, str)
                      and c.provider == provider.type and c.attributes.get("token") == token)
@@ -109,7 +110,7 @@ async def _holders_locked(services: Services, provider: Provider,
             if isinstance(newer, str) and newer != token:
                 attrs = {**attrs, "token": newer}
                 break
-        yield attrs
+        yield attrs, holders
 
 
 @methods.method("cloudsync.credentials.verify", role=_roles.CLOUD_SYNC_WRITE, raw=True, schema=SCHEMA)
@@ -134,14 +135,14 @@ async def verify(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     key_pem = await _key_pem(services, provider, attrs)
     from middlewared_cc.rclone.verify import verify as rclone_verify
 
-    async with services.verify_slots, _holders_locked(services, provider, attrs) as attrs:
+    async with services.verify_slots, _holders_locked(services, provider, attrs) as (attrs, holders):
         try:
             outcome = await rclone_verify(await engine(services), provider, attrs, key_pem=key_pem,
                                           timeout=services.settings.verify_timeout)
         except ValueError as exc:  # a value rclone's config could not carry safely
             raise ValidationErrors([FieldError(sub.attr_path, str(exc))]) from None
         if outcome.token is not None:
-            await tokens.persist(services, provider.type, attrs.get("token"), outcome.token)
+            await tokens.persist(services, provider.type, attrs.get("token"), outcome.token, holders)
     services.metrics.verified(provider.type, outcome.valid, outcome.reason)
     if outcome.token is None and provider.oauth and not outcome.valid:
         tokens.note_failure(services, provider.type, attrs.get("token"), outcome.excerpt or outcome.error)
@@ -187,7 +188,7 @@ async def _list_stored(call: Call, ident: Any, path: str, *, buckets: bool, buck
                 tokens.note_failure(services, provider.type, attrs.get("token"), exc.message)
             raise
         if found.token is not None:
-            await tokens.persist(services, provider.type, attrs.get("token"), found.token, cred.id)
+            await tokens.persist(services, provider.type, attrs.get("token"), found.token, [cred.id])
     return found.items
 
 
@@ -285,7 +286,7 @@ async def _verify_stored(services: Services, cred: store.StoredCredential) -> di
             except ValueError:  # a stored value rclone's config could not carry safely
                 return {**out, "reason": "unsupported"}
             if outcome.token is not None:  # written back before another verify of it may start
-                await tokens.persist(services, provider.type, attrs.get("token"), outcome.token, cred.id)
+                await tokens.persist(services, provider.type, attrs.get("token"), outcome.token, [cred.id])
     except InstanceNotFound:  # deleted meanwhile, on another node perhaps
         return {**out, "reason": "not_found"}
     except LockBusy:  # verified elsewhere for longer than two verifies take
