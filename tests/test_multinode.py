@@ -9,6 +9,7 @@ the database); kill -9 of one node (a real process) leaves the others serving ea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import random
@@ -240,6 +241,72 @@ async def test_postgresql_restart_under_load(tmp_path: Path) -> None:
                 assert n.services.feed.synced.is_set()
                 async with n.session.get(f"{n.url}/readyz") as resp:
                     assert resp.status == 200
+
+
+async def test_a_node_that_lost_its_feed_catches_up_with_events(pg_database_url: str, tmp_path: Path) -> None:
+    """Node B's listening connection is killed again and again while A writes: B is stale (reads wait up
+    to database_timeout, then EAGAIN; /readyz 503), then catches up by itself with one event per change."""
+    import asyncpg
+
+    timeout = 1.0
+    async with cluster(tmp_path, pg_database_url, 2, database_timeout=str(timeout)) as c:
+        a, b = c.nodes
+        pa, pb, sub = await a.admin(), await b.admin(), await b.admin()
+        made = [await pa.call("cloudsync.credentials.create", {"name": f"r{i}", "provider": ftp(f"r{i}")})
+                for i in range(3)]
+        for m in made:
+            await wait_visible(pb, m["id"], m["provider"]["host"])
+        await sub.call("core.subscribe", COLLECTION)
+        killing = asyncio.Event()
+        admin = await asyncpg.connect(c.database_url.replace("postgresql+asyncpg", "postgresql"))
+
+        async def kill_listener() -> None:
+            while not killing.is_set():
+                pid = b.services.feed.listener_pid
+                if pid is not None:
+                    await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                await asyncio.sleep(0.005)
+
+        killer = asyncio.create_task(kill_listener())
+        try:
+            for _ in range(500):  # until B noticed (a poll: the feed has no event for "stale")
+                if not b.services.feed.synced.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            # Missed by B: its listener is gone.
+            await pa.call("cloudsync.credentials.update", made[0]["id"], {"provider": ftp("r0-new")})
+            await pa.call("cloudsync.credentials.delete", made[1]["id"])
+            added = await pa.call("cloudsync.credentials.create", {"name": "r3", "provider": ftp("r3")})
+            refusals, unready = [], []
+            for _ in range(3):
+                started = time.perf_counter()
+                reply = await pb.request("cloudsync.credentials.get_instance", made[0]["id"])
+                took = time.perf_counter() - started
+                if "error" in reply:
+                    assert took < timeout + 0.5, took
+                    refusals.append(reply["error"]["data"])
+                async with b.session.get(f"{b.url}/readyz") as resp:
+                    if resp.status == 503:
+                        unready.append((await resp.json())["reason"])
+            assert refusals and all(r["errname"] == "EAGAIN" and "Database unavailable" in r["reason"]
+                                    for r in refusals), refusals
+            assert unready and set(unready) == {"resynchronising"}, unready
+        finally:
+            killing.set()
+            await killer
+            await admin.close()
+        # B catches up by itself: one event per change it missed, none for the unchanged row.
+        notes = [(await sub.notification(timeout=10))["params"] for _ in range(3)]
+        assert sorted((n["msg"], n["id"]) for n in notes) == sorted(
+            [("changed", made[0]["id"]), ("removed", made[1]["id"]), ("added", added["id"])])
+        assert next(n for n in notes if n["msg"] == "changed")["fields"]["provider"]["host"] == "r0-new"
+        await wait_visible(pb, added["id"], "r3", 0.1)
+        with contextlib.suppress(TimeoutError):
+            extra = await sub.notification(timeout=0.3)
+            raise AssertionError(f"an event too many: {extra}")
+        await assert_indexes_match(c)
+        async with b.session.get(f"{b.url}/readyz") as resp:
+            assert resp.status == 200
 
 
 async def test_kill_9_of_one_node_leaves_the_others_serving(pg_database_url: str, tmp_path: Path) -> None:

@@ -91,6 +91,12 @@ class ChangeFeed:
     def enabled(self) -> bool:
         return self._engine is not None
 
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process id of the listening connection (diagnostics, fault tests); None when none."""
+        conn = self._listener
+        return None if conn is None or conn.is_closed() else int(conn.get_server_pid())
+
     def start(self) -> None:
         """Begin handing notifications to handlers: call once every handler is registered."""
         if self._engine is not None and len(self._tasks) < 2:
