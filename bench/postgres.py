@@ -6,7 +6,8 @@ on, as SQLite runs with synchronous=FULL) and daemons started as real processes 
 1. one node on PostgreSQL against one on SQLite, each holding the same seeded credentials: calls/s and
    p50/p99 of `get_instance`, `query` returning 20 (limit 20) and `create`;
 2. three nodes on one PostgreSQL database, the connections spread over them (one load generator per
-   node, run at once): creates/s in total, against the one SQLite node of item 1 (target: at least it);
+   node, run at once): creates/s in total, against the one SQLite node with all the connections, measured
+   in turn with it (target: at least it);
 3. cross-node events: node B and C (and A itself, as the baseline) subscribed to `cloudsync.credentials.query`, creates on node A one
    after another; commit acknowledged at A's client -> event at B's and C's client, p50/p99 (≤ 50 ms);
 4. cross-node visibility: create on A, then `get_instance` on B again and again until it answers, p99
@@ -92,34 +93,80 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in ("calls_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_call")}
 
 
-async def one_node(measurer: Measurer, nodes: dict[str, tuple[Daemon, str, list[int]]],
-                   connections: int) -> dict[str, dict[str, Any]]:
-    """Items 1 and 5: each call on each database, the databases alternating."""
+async def one_node(measurer: Measurer, nodes: dict[str, tuple[Daemon, str, list[int]]], connections: int,
+                   rounds: int) -> dict[str, dict[str, Any]]:
+    """Items 1 and 5: each call on each database, `rounds` times (which database goes first alternates).
+
+    Per call and database: the median over rounds of each figure. For a filtered query also the median of
+    its per-round ratio to the unfiltered query measured just before it on the same daemon, in calls/s
+    and in daemon CPU per call (steadier when other work shares the machine).
+    """
     calls: dict[str, tuple[str, list[Any]]] = {
-        "get_instance": ("get_instance", [{"$choice": []}]),
+        "get_instance": ("get_instance", []),
         **{f"query {label}": ("query", params) for label, params in QUERIES.items()},
         "create": ("create", create_params()),
     }
-    out: dict[str, dict[str, Any]] = {label: {} for label in calls}
-    for label, (method, params) in calls.items():
-        for db, (daemon, key, ids) in nodes.items():
-            if method == "get_instance":
-                params = [{"$choice": ids}]
-            result = await measurer.load(f"{label}: {db}", daemon.tcp_target, f"{CREDENTIALS}.{method}", params,
-                                         connections=connections, server_pid=daemon.server.pid, api_key=key)
-            out[label][db] = _figures(result)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {label: {db: [] for db in nodes} for label in calls}
+    for r in range(rounds):
+        for db in (list(nodes) if r % 2 == 0 else list(reversed(nodes))):
+            daemon, key, ids = nodes[db]
+            for label, (method, params) in calls.items():
+                result = await measurer.load(f"{label}: {db}", daemon.tcp_target, f"{CREDENTIALS}.{method}",
+                                             params or [{"$choice": ids}], connections=connections,
+                                             server_pid=daemon.server.pid, api_key=key)
+                runs[label][db].append(_figures(result))
+    base = runs[f"query {next(iter(QUERIES))}"]
+    out: dict[str, dict[str, Any]] = {}
+    for label, by_db in runs.items():
+        out[label] = {}
+        for db, figures in by_db.items():
+            summary = {key: _median_of([f[key] for f in figures]) for key in figures[0]}
+            summary["rounds_cps"] = [f["calls_per_s"] for f in figures]
+            if label.startswith("query "):
+                summary["ratio_cps"] = _median_of([f["calls_per_s"] / b["calls_per_s"]
+                                                   for f, b in zip(figures, base[db], strict=True)])
+                summary["ratio_cpu"] = _median_of([b["server_cpu_us_per_call"] / f["server_cpu_us_per_call"]
+                                                   for f, b in zip(figures, base[db], strict=True)
+                                                   if f["server_cpu_us_per_call"] and b["server_cpu_us_per_call"]])
+            out[label][db] = summary
     return out
 
 
-async def three_nodes(measurer: Measurer, daemons: list[Daemon], key: str, connections: int) -> dict[str, Any]:
-    """Item 2: one load generator per node at once, the connections spread over them."""
+def _median_of(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+async def three_nodes(measurer: Measurer, daemons: list[Daemon], key: str, sqlite: Daemon, sqlite_key: str,
+                      connections: int, rounds: int) -> dict[str, Any]:
+    """Item 2: one load generator per node at once, the connections spread over them; the one SQLite node
+    measured in turn with it, each round (which goes first alternates), so both see the same machine."""
     shares = [connections // len(daemons) + (1 if i < connections % len(daemons) else 0) for i in range(len(daemons))]
-    results = await asyncio.gather(*(
-        measurer.load(f"create: 3 nodes ({daemon.server.name})", daemon.tcp_target, f"{CREDENTIALS}.create",
-                      create_params(), connections=share, server_pid=daemon.server.pid, api_key=key)
-        for daemon, share in zip(daemons, shares, strict=True)))
-    per_node = [_figures(result) for result in results]
-    return {"total_cps": sum(f["calls_per_s"] for f in per_node), "per_node": per_node, "shares": shares}
+    totals: list[float] = []
+    singles: list[float] = []
+    per_node: list[list[float]] = []
+
+    async def spread() -> None:
+        results = await asyncio.gather(*(
+            measurer.load(f"create: 3 nodes ({daemon.server.name})", daemon.tcp_target, f"{CREDENTIALS}.create",
+                          create_params(), connections=share, server_pid=daemon.server.pid, api_key=key)
+            for daemon, share in zip(daemons, shares, strict=True)))
+        figures = [_figures(result)["calls_per_s"] for result in results]
+        per_node.append(figures)
+        totals.append(sum(figures))
+
+    async def single() -> None:
+        result = await measurer.load("create: sqlite", sqlite.tcp_target, f"{CREDENTIALS}.create", create_params(),
+                                     connections=connections, server_pid=sqlite.server.pid, api_key=sqlite_key)
+        singles.append(_figures(result)["calls_per_s"])
+
+    for r in range(rounds):
+        for step in ((spread, single) if r % 2 == 0 else (single, spread)):
+            await step()
+    return {"total_cps": statistics.median(totals), "sqlite_cps": statistics.median(singles),
+            "ratio": statistics.median(t / s for t, s in zip(totals, singles, strict=True)),
+            "rounds": [[round(t), round(s)] for t, s in zip(totals, singles, strict=True)],
+            "per_node": [round(statistics.median(col)) for col in zip(*per_node, strict=True)], "shares": shares}
 
 
 async def event_delivery(writer: Daemon, readers: list[Daemon], writes: int, gap_s: float) -> dict[str, Any]:
@@ -202,7 +249,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-postgres-"))
     loads = [os.getloadavg()[0]]
     measurer = Measurer(args.warmup, args.duration, 1)
-    out: dict[str, Any] = {"duration_s": args.duration, "connections": args.connections, "stored": args.stored,
+    out: dict[str, Any] = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections, "stored": args.stored,
                            "audit": args.audit, "commands": measurer.commands}
     try:
         with start_cluster() as cluster:
@@ -217,13 +264,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 seeded = await asyncio.gather(seed_node(sqlite, args.stored), seed_node(node_a, args.stored))
                 nodes = {"sqlite": (sqlite, *seeded[0]), "postgresql": (node_a, *seeded[1])}
                 loads.append(os.getloadavg()[0])
-                out["one_node"] = await one_node(measurer, nodes, args.connections)
+                out["one_node"] = await one_node(measurer, nodes, args.connections, args.rounds)
                 loads.append(os.getloadavg()[0])
                 others = await asyncio.gather(start_node(work, "pg-b", args, **shared),
                                               start_node(work, "pg-c", args, **shared))
                 daemons.extend(others)
                 pg_key = seeded[1][0]
-                out["three_nodes"] = await three_nodes(measurer, [node_a, *others], pg_key, args.connections)
+                out["three_nodes"] = await three_nodes(measurer, [node_a, *others], pg_key, sqlite, seeded[0][0],
+                                                       args.connections, args.rounds)
                 loads.append(os.getloadavg()[0])
                 # pg-a itself too: the same-node delivery is the baseline the cross-node figure adds to.
                 out["events"] = await event_delivery(node_a, [node_a, *others], args.writes, args.gap)
@@ -241,6 +289,14 @@ def _met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "MISSED")
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -253,31 +309,36 @@ def section(result: dict[str, Any]) -> str:
               f"{OTHER_TYPE} ones; PostgreSQL 15 in a throwaway local cluster (fsync and synchronous_commit on), "
               f"SQLite in WAL with synchronous=FULL; {result['connections']} connections over TCP with an API "
               f"key, one call in flight each, {result['duration_s']:g} s per figure after a warm-up; audit trail "
-              f"{'on' if result['audit'] else 'off'}. One run, the databases measured one after the other."), "",
+              f"{'on' if result['audit'] else 'off'}. {result['rounds']} rounds, the two daemons in turn (which goes "
+              "first alternates); medians over rounds."), "",
              "### One node", "",
-             "| call | SQLite calls/s | p50 / p99 ms | PostgreSQL calls/s | p50 / p99 ms | PG / SQLite |",
-             "|---|---|---|---|---|---|"]
+             ("| call | SQLite calls/s | p50 / p99 ms | CPU µs/call | PostgreSQL calls/s | p50 / p99 ms | CPU µs/call "
+              "| PG / SQLite |"), "|---|---|---|---|---|---|---|---|"]
     for label, by in one.items():
         s, p = by["sqlite"], by["postgresql"]
         lines.append(f"| {label} | {s['calls_per_s']:.0f} | {s['p50_ms']:.2f} / {s['p99_ms']:.2f} | "
-                     f"{p['calls_per_s']:.0f} | {p['p50_ms']:.2f} / {p['p99_ms']:.2f} | "
+                     f"{_num(s['server_cpu_us_per_call'])} | {p['calls_per_s']:.0f} | "
+                     f"{p['p50_ms']:.2f} / {p['p99_ms']:.2f} | {_num(p['server_cpu_us_per_call'])} | "
                      f"{p['calls_per_s'] / s['calls_per_s']:.2f} |")
-    lines += ["", "Filtered queries against the unfiltered query of the same size (target ≥ 50 %):", "",
+    lines += ["", ("Filtered queries against the unfiltered query of the same size (limit 20), target ≥ 50 % of its "
+                   "calls/s: the median of the per-round ratios, in calls/s and (in brackets) in daemon CPU per call "
+                   "(unfiltered CPU / filtered CPU), which other work on the machine disturbs less:"), "",
               "| filter | SQLite | PostgreSQL | target |", "|---|---|---|---|"]
-    base = one["query unfiltered (limit 20)"]
     for label in list(QUERIES)[1:]:
         by = one[f"query {label}"]
-        ratios = {db: by[db]["calls_per_s"] / base[db]["calls_per_s"] for db in ("sqlite", "postgresql")}
-        lines.append(f"| {label} | {ratios['sqlite']:.0%} | {ratios['postgresql']:.0%} | "
+        ratios = {db: by[db]["ratio_cps"] for db in ("sqlite", "postgresql")}
+        lines.append(f"| {label} | {ratios['sqlite']:.0%} ({_pct(by['sqlite']['ratio_cpu'])}) | "
+                     f"{ratios['postgresql']:.0%} ({_pct(by['postgresql']['ratio_cpu'])}) | "
                      f"{_met(min(ratios.values()) >= 0.5)} |")
     three = result["three_nodes"]
-    sqlite_creates = one["create"]["sqlite"]["calls_per_s"]
     lines += ["", "### Three nodes on one PostgreSQL", "",
               (f"create, {result['connections']} connections spread {'/'.join(map(str, three['shares']))} over the "
-               f"three nodes: **{three['total_cps']:.0f} creates/s** in total (per node: "
-               + ", ".join(f"{f['calls_per_s']:.0f}" for f in three["per_node"])
-               + f"), against {sqlite_creates:.0f}/s on one SQLite node: "
-               f"{three['total_cps'] / sqlite_creates:.2f} x, target ≥ 1: {_met(three['total_cps'] >= sqlite_creates)}.")]
+               f"three nodes: **{three['total_cps']:.0f} creates/s** in total (median per node: "
+               + ", ".join(f"{cps}" for cps in three["per_node"])
+               + f"), against {three['sqlite_cps']:.0f}/s on one SQLite node with all {result['connections']} "
+               f"measured in turn: {three['ratio']:.2f} x (per round, 3 nodes / SQLite: "
+               + ", ".join(f"{t}/{s}" for t, s in three["rounds"])
+               + f"); target ≥ 1: {_met(three['ratio'] >= 1)}."), ""]
     events = result["events"]
     for name in (k for k in events if isinstance(events[k], dict)):
         e = events[name]
@@ -305,8 +366,9 @@ def section(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the one-node figures")
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--stored", type=int, default=200)
     parser.add_argument("--writes", type=int, default=200, help="creates for the event and visibility figures")
