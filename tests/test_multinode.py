@@ -189,6 +189,30 @@ async def test_one_name_created_on_two_nodes_at_once(pg_database_url: str, tmp_p
         await assert_indexes_match(c)
 
 
+async def test_key_pairs_from_every_node_and_a_cascade_delete(pg_database_url: str, tmp_path: Path) -> None:
+    """SSH key pairs created on three nodes at once get distinct ids (the table's sequence, not the largest
+    id plus one); a cascade delete on one node removes the referencing credential on every node."""
+    async with cluster(tmp_path, pg_database_url, 3) as c:
+        peers = [await n.admin() for n in c.nodes]
+        private = (await peers[0].call("keychaincredential.generate_ssh_key_pair"))["private_key"]
+        pairs = await asyncio.gather(*(p.call("keychaincredential.create", {
+            "name": f"k{i}-{j}", "type": "SSH_KEY_PAIR", "attributes": {"private_key": private}})
+            for i, p in enumerate(peers) for j in range(4)))
+        assert len({pair["id"] for pair in pairs}) == 12
+        for p in peers:
+            assert len(await p.call("keychaincredential.query")) == 12
+        await peers[0].call("core.subscribe", COLLECTION)
+        cred = await peers[1].call("cloudsync.credentials.create", {"name": "sftp", "provider": {
+            "type": "SFTP", "host": "h", "port": 22, "user": "u", "private_key": pairs[0]["id"]}})
+        assert (await peers[0].notification())["params"]["msg"] == "added"
+        await wait_visible(peers[2], cred["id"], "h")
+        assert await peers[2].call("keychaincredential.delete", pairs[0]["id"], {"cascade": True}) is True
+        note = (await peers[0].notification())["params"]
+        assert (note["msg"], note["id"]) == ("removed", cred["id"])
+        await wait_visible(peers[1], cred["id"], None, 0.1)
+        await assert_indexes_match(c)
+
+
 async def test_postgresql_restart_under_load(tmp_path: Path) -> None:
     """Writes and reads on three nodes while PostgreSQL restarts: failures are fast and clear, the nodes
     come back by themselves, every acknowledged write is stored and every index equals the database."""
