@@ -182,7 +182,7 @@ def settings_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
     yield make
     if cluster is not None:
         for url in databases:
-            cluster.drop_database(url)
+            cluster.drop_database(url, wait=False)
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ play someone with write access to the database (edit, delete, block inserts).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import glob
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 TEST_DB_ENV = "MIDDLEWARED_CC_TEST_DB"
 TEMPLATE = "mcc_template"  # migrated to head once per cluster
+READY_AHEAD = 2  # fresh databases kept ready
 
 
 def postgres_wanted() -> bool:
@@ -83,6 +85,11 @@ class Cluster:
         self.host = "127.0.0.1"
         self._names = itertools.count(1)
         self._template_ready = False
+        # Databases made ahead and dropped behind, each on a thread of its own, so a test waits for neither:
+        # a CREATE DATABASE writes the template's pages to the WAL, a DROP DATABASE waits for a checkpoint.
+        self._maker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-create")
+        self._dropper = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-drop")
+        self._ready: collections.deque[concurrent.futures.Future[str]] = collections.deque()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{database}"
@@ -128,6 +135,8 @@ class Cluster:
         self.start()
 
     def destroy(self) -> None:
+        self._maker.shutdown(wait=True, cancel_futures=True)
+        self._dropper.shutdown(wait=False, cancel_futures=True)  # the whole cluster goes: no need to drop
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -162,17 +171,33 @@ class Cluster:
         return self.url(name)
 
     def fresh_database_url(self, *, migrated: bool = True) -> str:
-        """``create_database`` from sync code (a settings factory), also inside a running event loop."""
-        url: str = _run_sync(self.create_database(migrated=migrated))
+        """``create_database`` from sync code (a settings factory), also inside a running event loop. Migrated
+        databases come from a small stock made ahead in the background."""
+        if not migrated:
+            empty: str = _run_sync(self.create_database(migrated=False))
+            return empty
+        first: str | None = None if self._template_ready else _run_sync(self.create_database())  # + template
+        while len(self._ready) < READY_AHEAD + (first is None):
+            self._ready.append(self._maker.submit(self._create_in_thread))
+        url: str = first or self._ready.popleft().result()
         return url
 
     async def drop(self, url: str) -> None:
         """Drop the database behind ``url``, ending any connection a test left open."""
         await self.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
-    def drop_database(self, url: str) -> None:
-        """``drop`` from sync code."""
-        _run_sync(self.drop(url))
+    # The coroutines are made on the worker thread: a job cancelled at the end leaves none un-awaited.
+    def _create_in_thread(self) -> str:
+        return asyncio.run(self.create_database())
+
+    def _drop_in_thread(self, url: str) -> None:
+        asyncio.run(self.drop(url))
+
+    def drop_database(self, url: str, *, wait: bool = True) -> None:
+        """``drop`` from sync code; ``wait=False`` drops it in the background (the test is over)."""
+        dropped = self._dropper.submit(self._drop_in_thread, url)
+        if wait:
+            dropped.result()
 
 
 @contextlib.contextmanager
@@ -210,7 +235,7 @@ def pg_database_url(pg_cluster: Cluster) -> Iterator[str]:
     """A fresh database migrated to head, dropped after the test."""
     url = pg_cluster.fresh_database_url()
     yield url
-    pg_cluster.drop_database(url)
+    pg_cluster.drop_database(url, wait=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
