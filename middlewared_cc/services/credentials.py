@@ -278,11 +278,11 @@ def follow(services: Services) -> None:
         # Not waited for: re-reads queued back to back share the writer's next transaction (a node keeps up
         # with the writes of many others); the writer's order still applies them in notification order.
         services.writer.submit(lambda conn: store.load_one(conn, services.sealer, ident),
-                               lambda cred: apply(services, ident, cred)).add_done_callback(failed)
+                               lambda cred: apply(services, ident, cred), read_only=True).add_done_callback(failed)
 
     async def resync() -> None:
-        await services.writer.run(lambda conn: store.load_all(conn, services.sealer),
-                                  lambda rows: apply_all(services, rows), record=None)
+        await services.writer.submit(lambda conn: store.load_all(conn, services.sealer),
+                                     lambda rows: apply_all(services, rows), read_only=True)
 
     services.feed.on(TOPIC, changed)
     services.feed.on_resync(resync)

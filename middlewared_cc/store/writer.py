@@ -106,6 +106,7 @@ class _Write(Generic[T]):
     future: asyncio.Future[T]
     exclusive: bool = False
     record: object | None = None
+    read_only: bool = False
 
 
 class BatchWriter:
@@ -155,13 +156,19 @@ class BatchWriter:
         return await asyncio.shield(future)
 
     def submit(self, op: Op[T], on_commit: Callable[[T], None] | None = None, *, exclusive: bool = False,
-               record: object | None = None) -> asyncio.Future[T]:
+               record: object | None = None, read_only: bool = False) -> asyncio.Future[T]:
         """Queue ``op`` without waiting for it: its future settles once it committed or failed. Queued ops
         run in submission order, so a caller that must not wait for each (the change feed's re-reads of
-        other nodes' rows) still has them applied in order, and many share one transaction."""
+        other nodes' rows) still has them applied in order, and many share one transaction.
+
+        A ``read_only`` op (it reads rows, its ``on_commit`` applies what it read) goes ahead of the writes
+        queued before it, with the other reads, in a transaction of their own: a write still queued commits
+        after it anyway, so applying the read first keeps commit order, and a read never waits for a
+        batch of writes that has not started."""
         if self._task is None or self._task.done():
             raise RuntimeError("the writer is not running")
-        write: _Write[T] = _Write(op, on_commit, asyncio.get_running_loop().create_future(), exclusive, record)
+        write: _Write[T] = _Write(op, on_commit, asyncio.get_running_loop().create_future(), exclusive, record,
+                                  read_only)
         self._queue.append(write)
         self._drained.clear()
         self._wake.set()
@@ -178,6 +185,11 @@ class BatchWriter:
             self._drained.set()
 
     def _next_batch(self) -> list[_Write[Any]]:
+        if any(w.read_only for w in self._queue):
+            reads = [w for w in self._queue if w.read_only][:self._max_batch]
+            taken = {id(w) for w in reads}
+            self._queue = [w for w in self._queue if id(w) not in taken]
+            return reads
         size = 0
         while size < min(len(self._queue), self._max_batch):
             if self._queue[size].exclusive:
