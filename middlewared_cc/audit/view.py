@@ -61,8 +61,8 @@ def _resolve(path: tuple[str, ...]) -> SqlField | None:
 async def query(engine: AsyncEngine, filters: list[Any], options: dict[str, Any]) -> Any:
     """``filters``/``options`` (CONTRACT §4) over the records, oldest first unless ordered otherwise."""
     q = parse_query(filters, options)
-    where = sql_where(q, _resolve)
-    order = sql_order(q, _resolve) if q.order_by else []
+    where = sql_where(q, _resolve, engine.dialect.name)
+    order = sql_order(q, _resolve, engine.dialect.name) if q.order_by else []
     if where is None or order is None:  # the filter needs Python: every record passes through it
         rows = [row async for row in _matching(engine, q)]
         return finish(rows, q, what=WHAT)
