@@ -161,7 +161,7 @@ def _database_errors(settings: Settings) -> tuple[type[BaseException], ...]:
     """What opening the database raises when the database itself is the problem. On PostgreSQL that also
     includes a lost connection or a timeout (the server went away between the check and the use)."""
     if settings.database_url.startswith("postgresql"):
-        return DBAPIError, OSError, TimeoutError
+        return DBAPIError, ConnectionError, TimeoutError
     return DBAPIError, sqlite3.Error
 
 

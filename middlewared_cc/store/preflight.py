@@ -80,7 +80,8 @@ def describe(database_url: str) -> str:
     if url.get_backend_name() != "postgresql":
         return "(database_url)"
     user = f"{url.username}@" if url.username else ""
-    return f"postgresql {user}{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+    host = url.host or url.query.get("host") or "localhost"
+    return f"postgresql {user}{host}:{url.port or 5432}/{url.database or ''}"
 
 
 async def check_reachable(settings: Settings) -> None:
@@ -89,16 +90,17 @@ async def check_reachable(settings: Settings) -> None:
     url = make_url(settings.database_url)
     if url.get_backend_name() != "postgresql":
         return
-    import asyncpg
+    from middlewared_cc.store.db import create_engine  # db imports this module
 
-    timeout = settings.database_timeout
+    engine = create_engine(settings)  # connects as the daemon will: same arguments, same timeout
     try:
-        conn = await asyncio.wait_for(asyncpg.connect(
-            host=url.host, port=url.port, user=url.username, database=url.database,
-            password=settings.database_password or None, timeout=timeout), timeout + 1)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        async with asyncio.timeout(settings.database_timeout + 1):
+            async with engine.connect():
+                pass
+    except (DBAPIError, OSError, TimeoutError) as exc:
         raise unusable(settings, exc) from None
-    await conn.close(timeout=timeout)
+    finally:
+        await engine.dispose()
 
 
 def unusable(settings: Settings, exc: BaseException) -> StoreUnusable:
