@@ -215,7 +215,15 @@ def start_cluster(root: Path | None = None) -> Iterator[Cluster]:
     cluster = Cluster(base / "cluster", bindir, _free_port())
     try:
         cluster.init()
-        cluster.start()
+        for attempt in range(3):  # the free port may be taken between finding it and the server binding it
+            try:
+                cluster.start()
+                break
+            except RuntimeError:
+                if attempt == 2 or "could not bind" not in cluster.log.read_text(errors="replace"):
+                    raise
+                cluster.log.unlink()
+                cluster.port = _free_port()
         yield cluster
     finally:
         cluster.destroy()
