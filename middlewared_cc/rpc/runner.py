@@ -19,7 +19,7 @@ from middlewared_cc.jobs import Job
 from middlewared_cc.rpc.dispatch import execute
 from middlewared_cc.rpc.errors import Incident, MethodNotFound
 from middlewared_cc.session import Session
-from middlewared_cc.store.writer import DatabaseUnavailable, unreachable
+from middlewared_cc.store.writer import DatabaseUnavailable, database_unreachable
 
 # What a call may end in besides its result. The protocol shapes each; none holds an exception's text
 # the client should not see (Incident carries an id, not the text).
@@ -78,7 +78,7 @@ async def _settle(services: Services, session: Session, method: str, params: lis
     except (MethodNotFound, ValidationErrors, CallError, asyncio.CancelledError):
         raise
     except Exception as exc:  # noqa: BLE001 - the wire boundary: a bug becomes an incident id for the client
-        if unreachable(exc):  # an outage, not a bug: a clear error the caller can retry on
+        if database_unreachable(exc):  # an outage, not a bug: a clear error the caller can retry on
             raise DatabaseUnavailable() from None
         raise Incident.record(exc, method, services.incidents) from None
 

@@ -78,6 +78,21 @@ def unreachable(exc: BaseException) -> bool:
     return False
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """``unreachable`` for an exception from anywhere (the call runner): an OSError or timeout counts only
+    when the database driver raised it, not when an outbound HTTP call or rclone did."""
+    if not unreachable(exc):
+        return False
+    if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(("sqlalchemy.", "asyncpg.")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class JournalTransaction(Protocol):
     def add(self, record: object, result: object) -> None: ...
 
