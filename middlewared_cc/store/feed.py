@@ -79,7 +79,7 @@ class ChangeFeed:
     async def open(cls, engine: AsyncEngine, settings: Settings) -> ChangeFeed:
         """A feed for ``engine``: on PostgreSQL listening already (so nothing committed after this returns is
         missed); on SQLite a feed that does nothing. Notifications queue until ``start``."""
-        timeout = float(getattr(settings, "database_timeout", 5.0))
+        timeout = settings.database_timeout
         if engine.dialect.name != "postgresql":
             return cls(None, timeout)
         feed = cls(engine, timeout)

@@ -9,6 +9,12 @@ transaction of its own, so only the failing write fails. ``on_commit`` hooks run
 after the commit, before any later write: the in-memory index stays in step with the database.
 Serializing all writes here is also what keeps key rotation from racing a write sealed under the old key.
 
+On a database shared by several nodes (PostgreSQL) the change feed's re-reads of other nodes' rows go
+through here too, as ``read_only`` ops, so what they apply is ordered with this node's own commits; they go
+ahead of queued writes (see ``submit``). A batch that fails because the database cannot be reached fails
+all its writes at once with DatabaseUnavailable (ECONNREFUSED) instead of retrying each one, and the writer
+carries on: the next batch gets a fresh connection from the pool.
+
 A ``journal`` (the audit trail, audit/recorder.py) adds its records to the same transactions: a write queued
 by a call carries that call's record (``Journal.claim``), which is inserted after the batch's writes and
 before its commit, so the write and its record commit together or not at all. A write whose op returns a
