@@ -129,7 +129,7 @@ class Appender:
         self._signer, self._ids = auditor.signer, auditor.ids
         self._auditor = auditor
         self._id, self._hash = auditor.head.id, auditor.head.hash  # the end so far: the last record added
-        self.rows: list[tuple[Any, ...]] = []  # COLUMNS, then the hash
+        self.values: list[Any] = []  # each record's COLUMNS then its hash, one record after another
         self.entries: list[Entry] = []
 
     def add(self, entry: object, result: object) -> None:
@@ -138,12 +138,13 @@ class Appender:
         self._id += 1
         values = entry.values(self._id, self._ids.next(), result)
         self._hash = self._signer.chained(self._hash, values)
-        self.rows.append((*values, self._hash))
+        self.values += values
+        self.values.append(self._hash)
         self.entries.append(entry)
 
     async def flush(self, conn: AsyncConnection) -> None:
-        rows = self.rows
-        if not rows:
+        values, width = self.values, len(_NAMES)
+        if not values:
             return
         if conn.dialect.driver == "aiosqlite":
             # Straight to the driver, one hop to aiosqlite's thread and one statement for the batch: through
@@ -154,16 +155,18 @@ class Appender:
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise RuntimeError("the database connection is closed")
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start : start + _ROWS_PER_INSERT]
-                await driver.execute(_insert(len(chunk)), [value for row in chunk for value in row])
+            step = _ROWS_PER_INSERT * width
+            for start in range(0, len(values), step):
+                chunk = values[start : start + step]
+                await driver.execute(_insert(len(chunk) // width), chunk)
         else:
-            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, row, strict=True)) for row in rows])
+            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, values[at : at + width], strict=True))
+                                                  for at in range(0, len(values), width)])
 
     def committed(self) -> None:
-        if self.rows:
+        if self.entries:
             self._auditor.head = Link(self._id, self._hash)
-            self._auditor.stored += len(self.rows)
+            self._auditor.stored += len(self.entries)
             for entry in self.entries:
                 entry.stored = True
 
