@@ -1,6 +1,8 @@
 """The TrueNAS query language (`filters`, `options`): validation, Python evaluation and SQL translation.
 
-Python is the reference meaning; `sql_where`/`sql_order` give the same result in SQLite or None.
+Python is the reference meaning. `filter_rows`/`finish` evaluate rows held in memory (`predicate` compiles
+filters once per query for that); `sql_where`/`sql_order` give the same result in SQL, on SQLite or
+PostgreSQL, or None (audit.query uses them; cloud credentials are answered from memory).
 """
 
 from .evaluate import filter_rows, filter_rows_yielding

@@ -112,7 +112,11 @@ def _column_kind(value: ColumnElement[Any]) -> Kind:
 
 
 def json_attribute(document: ColumnElement[Any], keys: Path) -> SqlField | None:
-    """SqlField for `keys` inside a JSON column, or None when a key cannot be written as a JSON path."""
+    """SqlField for `keys` inside a JSON column, or None when a key cannot be written as a JSON path.
+
+    SQLite only (json_extract, json_type). No service resolves to it today (credentials are filtered in
+    memory); tests/test_query_sql.py uses it to check JSON translation and as the differential test's
+    reference for what SQL used to answer."""
     if not keys or any('"' in key or "\\" in key for key in keys):
         return None
     json_path = "$" + "".join(f'."{key}"' for key in keys)
