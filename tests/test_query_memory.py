@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,8 +25,9 @@ from middlewared_cc.errors import InstanceNotFound, ValidationErrors
 from middlewared_cc.query import Query, SqlField, filter_rows, finish, json_attribute, parse_query, sql_where
 from middlewared_cc.query.evaluate import matches
 from middlewared_cc.query.predicate import compile_filters, compile_node
+from middlewared_cc.settings import Settings
 from middlewared_cc.store.models import CloudCredential
-from tests.conftest import CallFailed, Daemon, Peer
+from tests.conftest import CallFailed, Daemon, Peer, serving, start_daemon
 from tests.test_legacy import LegacyFailed, legacy_admin
 from tests.test_query_table import CASES, ROWS
 
@@ -340,3 +342,25 @@ async def test_the_table_cases_through_a_daemon(daemon: Daemon) -> None:
             assert isinstance(got, tuple) and expected[1] in got[1], (case, got)
         else:
             assert got == expected, case
+
+
+async def test_indexed_filters_after_a_restart(settings_factory: Callable[..., Settings]) -> None:
+    """The index built at start-up (names sorted once, ids per provider) answers as the one kept up by writes."""
+    settings = settings_factory()
+    names = ["m-2", "a", "m-10", "m-1", "b-m", "m-", "M-3"]
+    async with serving(*await start_daemon(settings)) as daemon:
+        admin = await daemon.admin()
+        for i, name in enumerate(names):
+            provider = {"type": "HTTP", "url": "https://h/"} if i % 2 else {"type": "FTP", "host": "h", "user": "u",
+                                                                            "pass": "p"}
+            await admin.call("cloudsync.credentials.create", {"name": name, "provider": provider})
+        filters: list[Any] = [[["name", "^", "m-"]], [["name", "=", "m-1"]], [["provider.type", "=", "HTTP"]],
+                              [["name", "in", ["a", "M-3", "zz"]]], [["name", "^", ""]]]
+        before = [await admin.call("cloudsync.credentials.query", f) for f in filters]
+        root = await daemon.root()  # the next serving() makes its admin key again, under the same name
+        for key in await root.call("api_key.query", [["name", "=", "test-admin"]]):
+            await root.call("api_key.delete", key["id"])
+    assert [row["name"] for row in before[0]] == ["m-2", "m-10", "m-1", "m-"]  # id order, not name order
+    async with serving(*await start_daemon(settings)) as daemon:
+        admin = await daemon.admin()
+        assert [await admin.call("cloudsync.credentials.query", f) for f in filters] == before

@@ -34,8 +34,11 @@ class CredentialIndex:
         # still find both, as a scan would.
         self._sorted_names: list[tuple[str, int]] = []
         self._by_provider: dict[str, set[int]] = {}
+        self._loading = True  # names sorted once at the end: an insort per row is quadratic
         for row in sorted(rows or [], key=lambda r: r.id):
             self.put(row)
+        self._loading = False
+        self._sorted_names.sort()
 
     @classmethod
     async def load(cls, conn: AsyncConnection, sealer: Sealer) -> CredentialIndex:
@@ -86,7 +89,10 @@ class CredentialIndex:
         self._memo.pop(ident, None)
 
     def _list(self, cred: store.StoredCredential) -> None:
-        bisect.insort(self._sorted_names, (cred.name, cred.id))
+        if self._loading:
+            self._sorted_names.append((cred.name, cred.id))
+        else:
+            bisect.insort(self._sorted_names, (cred.name, cred.id))
         self._by_provider.setdefault(cred.provider, set()).add(cred.id)
 
     def _unlist(self, cred: store.StoredCredential) -> None:
