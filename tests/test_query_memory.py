@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -364,3 +366,27 @@ async def test_indexed_filters_after_a_restart(settings_factory: Callable[..., S
     async with serving(*await start_daemon(settings)) as daemon:
         admin = await daemon.admin()
         assert [await admin.call("cloudsync.credentials.query", f) for f in filters] == before
+
+
+async def test_filters_on_other_nodes_follow_the_writes(pg_database_url: str, tmp_path: Path) -> None:
+    """Two nodes on one PostgreSQL: creates, renames, type changes and deletes made on node A; node B's
+    indexed and scanned filters answer what A's do once B has seen them (its index learns through the feed)."""
+    from tests.multinode import cluster
+
+    rng = random.Random(SEED + 1)
+    async with cluster(tmp_path, pg_database_url, 2) as c:
+        a, b = await c.nodes[0].admin(), await c.nodes[1].admin()
+        for i in range(30):
+            await a.call("cloudsync.credentials.create", _credential(rng, i))
+        await _mutate(a, rng, await a.call("cloudsync.credentials.query"))
+        filters: list[Any] = [[["name", "^", "alpha"]], [["name", "^", "renamed"]], [["provider.type", "=", "FTP"]],
+                              [["provider.type", "in", ["S3", "HTTP"]], ["name", "!^", "g"]],
+                              [["provider.port", ">", 21]], [["id", "in", list(range(0, 40, 3))]]]
+        expected = [await a.call("cloudsync.credentials.query", f) for f in filters]
+        assert any(expected[1]) and any(expected[2])  # the renames and the FTP rows are there to be found
+        deadline = time.monotonic() + 5
+        while [await b.call("cloudsync.credentials.query", f) for f in filters] != expected:
+            assert time.monotonic() < deadline, "node B's filters never caught up with node A's writes"
+            await asyncio.sleep(0.05)
+        assert await b.call("cloudsync.credentials.query", [], {"count": True}) == len(
+            await a.call("cloudsync.credentials.query"))
