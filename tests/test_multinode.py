@@ -191,6 +191,30 @@ async def test_one_name_created_on_two_nodes_at_once(pg_database_url: str, tmp_p
         await assert_indexes_match(c)
 
 
+async def test_group_commit_on_postgresql(pg_database_url: str, tmp_path: Path) -> None:
+    """Concurrent creates on one node share transactions (the batch writer's group commit) on PostgreSQL
+    too, and every one of them reaches the other node."""
+    async with cluster(tmp_path, pg_database_url, 2) as c:
+        a, b = c.nodes
+        sizes: list[int] = []
+        recorded = a.services.writer.committed
+
+        def committed(size: int, seconds: float) -> None:
+            sizes.append(size)
+            recorded(size, seconds)
+
+        a.services.writer.committed = committed
+        peers = [await a.admin() for _ in range(16)]
+        made = await asyncio.gather(*(p.call("cloudsync.credentials.create", {"name": f"g{i}-{k}",
+                                                                               "provider": ftp("g")})
+                                      for i, p in enumerate(peers) for k in range(4)))
+        assert sum(sizes) >= 64 and max(sizes) > 1 and len(sizes) < 64, sizes
+        pb = await b.admin()
+        await wait_visible(pb, made[-1]["id"], "g")
+        await asyncio.sleep(0.1)
+        assert len(await pb.call("cloudsync.credentials.query", [["name", "^", "g"]])) == 64
+
+
 async def test_key_pairs_from_every_node_and_a_cascade_delete(pg_database_url: str, tmp_path: Path) -> None:
     """SSH key pairs created on three nodes at once get distinct ids (the table's sequence, not the largest
     id plus one); a cascade delete on one node removes the referencing credential on every node."""
