@@ -154,6 +154,7 @@ async def three_nodes(measurer: Measurer, daemons: list[Daemon], key: str, sqlit
         figures = [_figures(result)["calls_per_s"] for result in results]
         per_node.append(figures)
         totals.append(sum(figures))
+        await _settled(daemons)  # each node applies the others' writes after the window: not on SQLite's time
 
     async def single() -> None:
         result = await measurer.load("create: sqlite", sqlite.tcp_target, f"{CREDENTIALS}.create", create_params(),
@@ -167,6 +168,17 @@ async def three_nodes(measurer: Measurer, daemons: list[Daemon], key: str, sqlit
             "ratio": statistics.median(t / s for t, s in zip(totals, singles, strict=True)),
             "rounds": [[round(t), round(s)] for t, s in zip(totals, singles, strict=True)],
             "per_node": [round(statistics.median(col)) for col in zip(*per_node, strict=True)], "shares": shares}
+
+
+async def _settled(daemons: list[Daemon], limit_s: float = 30.0) -> None:
+    """Wait until every node counts the same credentials (each has applied every other node's writes)."""
+    deadline = time.perf_counter() + limit_s
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(Client(d.unix_target)) for d in daemons]
+        while len({await c.call(f"{CREDENTIALS}.query", [], {"count": True}) for c in clients}) > 1:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the nodes' indexes still differ after {limit_s:g} s")
+            await asyncio.sleep(0.05)
 
 
 async def event_delivery(writer: Daemon, readers: list[Daemon], writes: int, gap_s: float) -> dict[str, Any]:
