@@ -28,6 +28,8 @@ from middlewared_cc.query import Query, SqlField, filter_rows, finish, json_attr
 from middlewared_cc.query.evaluate import matches
 from middlewared_cc.query.predicate import compile_filters, compile_node
 from middlewared_cc.settings import Settings
+from middlewared_cc.store.credential_index import CredentialIndex
+from middlewared_cc.store.credentials import StoredCredential
 from middlewared_cc.store.models import CloudCredential
 from tests.conftest import CallFailed, Daemon, Peer, serving, start_daemon
 from tests.test_legacy import LegacyFailed, legacy_admin
@@ -390,3 +392,22 @@ async def test_filters_on_other_nodes_follow_the_writes(pg_database_url: str, tm
             await asyncio.sleep(0.05)
         assert await b.call("cloudsync.credentials.query", [], {"count": True}) == len(
             await a.call("cloudsync.credentials.query"))
+
+
+def test_a_batch_of_creates_keeps_the_index_without_resorting_it() -> None:
+    """A writer's batch reserves every id before the first commit; putting them in order must not re-sort all
+    rows each time (that made a create cost O(n log n) at 8,000 credentials). A late smaller id (another
+    node's insert) is still put back in id order."""
+    index = CredentialIndex([StoredCredential(i, f"n{i}", "S3", {}) for i in range(1, 1001)])
+    ids = [index.reserve_id() for _ in range(64)]
+    rows = index._rows  # a re-sort replaces this dict: that is what must not happen here
+    for ident in ids:
+        index.put(StoredCredential(ident, f"new{ident}", "HTTP", {}))
+    assert index._rows is rows
+    assert [c.id for c in index] == list(range(1, 1065))
+    index.remove(500)
+    index.put(StoredCredential(500, "late", "FTP", {}))
+    assert [c.id for c in index] == list(range(1, 1065))
+    assert index.ids_named("late") == [500] and index.ids_named("new", prefix=True) == sorted(
+        ids, key=lambda i: f"new{i}")
+    assert sorted(index.ids_of_provider("HTTP")) == ids

@@ -60,13 +60,16 @@ class CredentialIndex:
         """Record a committed insert or update. New ids are usually the largest; a smaller one (another
         node's insert, seen after a later one) is put back in id order."""
         old = self._rows.get(cred.id)
+        # Compared with the largest id indexed, not _last_id: a batch of creates reserves all its ids before
+        # the first commits, and re-sorting every row for each of them made a create cost O(n log n).
+        late = old is None and bool(self._rows) and cred.id < next(reversed(self._rows))
         # Another node's changes arrive as rows re-read later: the name may already belong to a newer row.
         if old is not None and old.name != cred.name and self._names.get(old.name) == cred.id:
             del self._names[old.name]
         if old is not None:
             self._unlist(old)
         self._rows[cred.id] = cred
-        if old is None and cred.id < self._last_id:
+        if late:
             self._rows = dict(sorted(self._rows.items()))
         self._names[cred.name] = cred.id
         self._list(cred)
