@@ -34,6 +34,7 @@ class CredentialIndex:
         # still find both, as a scan would.
         self._sorted_names: list[tuple[str, int]] = []
         self._by_provider: dict[str, set[int]] = {}
+        self._unsorted = False  # a smaller id was put after larger ones: _rows is out of id order
         self._loading = True  # names sorted once at the end: an insort per row is quadratic
         for row in sorted(rows or [], key=lambda r: r.id):
             self.put(row)
@@ -48,6 +49,9 @@ class CredentialIndex:
         return len(self._rows)
 
     def __iter__(self) -> Iterator[store.StoredCredential]:
+        if self._unsorted:
+            self._rows = dict(sorted(self._rows.items()))
+            self._unsorted = False
         return iter(self._rows.values())
 
     def get(self, ident: int) -> store.StoredCredential | None:
@@ -69,8 +73,8 @@ class CredentialIndex:
         if old is not None:
             self._unlist(old)
         self._rows[cred.id] = cred
-        if late:
-            self._rows = dict(sorted(self._rows.items()))
+        if late:  # sorted when next iterated: rows from other nodes often arrive late, one sort serves them all
+            self._unsorted = True
         self._names[cred.name] = cred.id
         self._list(cred)
         self._last_id = max(self._last_id, cred.id)
