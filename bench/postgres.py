@@ -145,6 +145,7 @@ async def three_nodes(measurer: Measurer, daemons: list[Daemon], key: str, sqlit
     totals: list[float] = []
     singles: list[float] = []
     per_node: list[list[float]] = []
+    cpu: dict[str, list[float]] = {"nodes": [], "sqlite": []}
 
     async def spread() -> None:
         results = await asyncio.gather(*(
@@ -154,12 +155,18 @@ async def three_nodes(measurer: Measurer, daemons: list[Daemon], key: str, sqlit
         figures = [_figures(result)["calls_per_s"] for result in results]
         per_node.append(figures)
         totals.append(sum(figures))
+        # Every node's CPU over all the creates: its own writes plus applying the other nodes'.
+        spent = [r["server_cpu_us_per_call"] * r["calls_per_s"] for r in results if r["server_cpu_us_per_call"]]
+        if len(spent) == len(results) and sum(figures):
+            cpu["nodes"].append(sum(spent) / sum(figures))
         await _settled(daemons)  # each node applies the others' writes after the window: not on SQLite's time
 
     async def single() -> None:
         result = await measurer.load("create: sqlite", sqlite.tcp_target, f"{CREDENTIALS}.create", create_params(),
                                      connections=connections, server_pid=sqlite.server.pid, api_key=sqlite_key)
         singles.append(_figures(result)["calls_per_s"])
+        if result["server_cpu_us_per_call"]:
+            cpu["sqlite"].append(result["server_cpu_us_per_call"])
 
     for r in range(rounds):
         for step in ((spread, single) if r % 2 == 0 else (single, spread)):
@@ -167,7 +174,8 @@ async def three_nodes(measurer: Measurer, daemons: list[Daemon], key: str, sqlit
     return {"total_cps": statistics.median(totals), "sqlite_cps": statistics.median(singles),
             "ratio": statistics.median(t / s for t, s in zip(totals, singles, strict=True)),
             "rounds": [[round(t), round(s)] for t, s in zip(totals, singles, strict=True)],
-            "per_node": [round(statistics.median(col)) for col in zip(*per_node, strict=True)], "shares": shares}
+            "per_node": [round(statistics.median(col)) for col in zip(*per_node, strict=True)], "shares": shares,
+            "cpu_us_nodes": _median_of(cpu["nodes"]), "cpu_us_sqlite": _median_of(cpu["sqlite"])}
 
 
 async def _settled(daemons: list[Daemon], limit_s: float = 30.0) -> None:
@@ -350,7 +358,10 @@ def section(result: dict[str, Any]) -> str:
                + f"), against {three['sqlite_cps']:.0f}/s on one SQLite node with all {result['connections']} "
                f"measured in turn: {three['ratio']:.2f} x (per round, 3 nodes / SQLite: "
                + ", ".join(f"{t}/{s}" for t, s in three["rounds"])
-               + f"); target ≥ 1: {_met(three['ratio'] >= 1)}."), ""]
+               + f"); target ≥ 1: {_met(three['ratio'] >= 1)}. Daemon CPU per create, all three nodes together "
+               f"(each one's own writes and applying the others'): {_num(three['cpu_us_nodes'])} µs, against "
+               f"{_num(three['cpu_us_sqlite'])} µs on the SQLite node; on {os.cpu_count()} cores shared by every "
+               "process that bounds what three nodes can add."), ""]
     events = result["events"]
     for name in (k for k in events if isinstance(events[k], dict)):
         e = events[name]
