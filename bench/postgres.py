@@ -389,7 +389,7 @@ def section(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the one-node figures")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the one-node and three-node figures")
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--connections", type=int, default=64)
