@@ -155,7 +155,7 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     await _check_references(call, provider, attrs, sub.attr_path)
 
     async def insert(conn: AsyncConnection) -> store.StoredCredential:
-        ident = await store.next_id(conn) or services.credentials.reserve_id()
+        ident = await store.next_id(conn, services.writer.ids) or services.credentials.reserve_id()
         cred = await store.insert(conn, services.sealer, ident, name, provider.type, attrs, provider.secret_names)
         await services.feed.publish(conn, TOPIC, str(ident))
         return cred
@@ -263,28 +263,33 @@ def removed(services: Services, ident: int) -> None:
 def follow(services: Services) -> None:
     """Keep this node's index and subscribers in step with the writes of other nodes (store/feed.py).
 
-    A notification names a credential; its row is re-read through this node's writer, so the read and
-    its effect are ordered with this node's own writes, and compared with the index: added, changed or
+    A notification names the credentials one transaction of another node wrote; their rows are re-read in
+    one statement through this node's writer, so the read and its effect are ordered with this node's own
+    writes, and each is compared with the index, in the order they were written: added, changed or
     removed events go out as for a local write (rendered per subscriber), and a row already as indexed
     (a later change already seen, or two notifications coalesced) emits nothing. After the feed was
     interrupted every row is re-read and the differences applied the same way.
     """
-    def failed(reread: asyncio.Future[store.StoredCredential | None]) -> None:
+    def failed(reread: asyncio.Future[dict[int, store.StoredCredential]]) -> None:
         if not reread.cancelled() and reread.exception() is not None:
-            services.feed.lost()  # that change is not in the index: re-read everything
+            services.feed.lost()  # those changes are not in the index: re-read everything
 
-    async def changed(payload: str) -> None:
-        ident = int(payload)
+    def applied(idents: list[int], rows: dict[int, store.StoredCredential]) -> None:
+        for ident in idents:
+            apply(services, ident, rows.get(ident))
+
+    async def changed(payloads: list[str]) -> None:
+        idents = [int(p) for p in payloads]
         # Not waited for: re-reads queued back to back share the writer's next transaction (a node keeps up
         # with the writes of many others); the writer's order still applies them in notification order.
-        services.writer.submit(lambda conn: store.load_one(conn, services.sealer, ident),
-                               lambda cred: apply(services, ident, cred), read_only=True).add_done_callback(failed)
+        services.writer.submit(lambda conn: store.load_many(conn, services.sealer, idents),
+                               lambda rows: applied(idents, rows), read_only=True).add_done_callback(failed)
 
     async def resync() -> None:
         await services.writer.submit(lambda conn: store.load_all(conn, services.sealer),
                                      lambda rows: apply_all(services, rows), read_only=True)
 
-    services.feed.on(TOPIC, changed)
+    services.feed.on_many(TOPIC, changed)
     services.feed.on_resync(resync)
 
 

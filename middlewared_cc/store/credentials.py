@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from middlewared_cc.store.models import CloudCredential
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
+from middlewared_cc.store.writer import IdBlocks
 
 TABLE = CloudCredential.__tablename__
 _T = sa.Table(TABLE, CloudCredential.metadata)  # the same Table object the model maps
@@ -59,10 +61,21 @@ async def load_one(conn: AsyncConnection, sealer: Sealer, ident: int) -> StoredC
     return _opened(sealer, *row) if row is not None else None
 
 
-async def next_id(conn: AsyncConnection) -> int | None:
-    """A fresh id from the table's sequence on PostgreSQL, where several nodes insert; None on SQLite,
-    whose only writer picks ids itself (CredentialIndex.reserve_id)."""
-    return await sequence_next(conn, TABLE)
+async def load_many(conn: AsyncConnection, sealer: Sealer, idents: list[int]) -> dict[int, StoredCredential]:
+    """The credentials of ``idents`` as stored now, opened, by id (one statement); absent ids are left out."""
+    if conn.dialect.name == "postgresql":  # one statement text for any count: one prepared statement
+        where = _T.c.id == sa.any_(sa.bindparam("idents", idents, type_=postgresql.ARRAY(sa.Integer)))
+    else:
+        where = _T.c.id.in_(idents)
+    rows = await conn.execute(sa.select(*_COLUMNS).where(where))
+    return {row[0]: _opened(sealer, *row) for row in rows}
+
+
+async def next_id(conn: AsyncConnection, blocks: IdBlocks) -> int | None:
+    """A fresh id on PostgreSQL, where several nodes insert: from the block of the table's sequence this
+    node has reserved (``blocks``: the writer's); None on SQLite, whose only writer picks ids itself
+    (CredentialIndex.reserve_id)."""
+    return await blocks.next(conn, TABLE)
 
 
 async def sequence_next(conn: AsyncConnection, table: str) -> int | None:

@@ -8,6 +8,12 @@ skips its own notifications (its write path has already applied them) and hands 
 handler, one at a time, in delivery order (one queue, one task). Payloads are ids only, never secrets: each
 node re-reads the row and redacts for its own subscribers.
 
+Inside the batch writer's transactions (store/writer.py) the notifications are not sent one by one: they
+are sent right before the commit, each run of one topic as one notification whose payload lists the
+payloads joined by ``,`` (split when it would pass NOTIFY's limit), so a batch of 100 creates costs one
+statement, not 100. A handler registered with ``on`` still gets one payload at a time; one registered with
+``on_many`` gets each notification's list at once (one re-read for a whole batch of another node).
+
 A notification sent while a node was not listening is lost, so a lost listening connection makes the node
 *stale*: it reconnects with backoff, and once listening again it runs every ``on_resync`` handler (re-read
 everything) before any notification received after the reconnection. ``synced`` is set while the node is not
@@ -30,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from middlewared_cc.errors import BrokenInvariant, CallError
+from middlewared_cc.store.writer import before_commit
 
 if TYPE_CHECKING:
     from middlewared_cc.settings import Settings
@@ -45,6 +52,7 @@ _BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reconnection attempts; 
 _PING_SECONDS = 2.0  # a listening connection is checked this often (a silent network loss sends nothing)
 
 Handler = Callable[[str], Awaitable[None]]
+ManyHandler = Callable[[list[str]], Awaitable[None]]
 ResyncHandler = Callable[[], Awaitable[None]]
 
 
@@ -67,7 +75,7 @@ class ChangeFeed:
         self.resyncs = 0  # completed resynchronisations (tests, /metrics)
         self._resyncs_wanted = 0  # a resync asked for after this many: earlier markers are covered
         self._engine = engine  # None: SQLite, a feed that does nothing
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, ManyHandler] = {}
         self._resync_handlers: list[ResyncHandler] = []
         self._queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
         self._listener: Any = None  # the asyncpg connection listening now
@@ -107,13 +115,48 @@ class ChangeFeed:
         commits, in commit order; nothing when it rolls back. ``payload`` names rows (ids), never secrets."""
         if self._engine is None:
             return
-        message = f"{self.node_id}|{topic}|{payload}"
-        if len(message.encode()) > MAX_PAYLOAD_BYTES:
+        if "," in payload or "|" in topic:
+            raise BrokenInvariant(f"change feed payload of topic {topic!r} holds a separator")
+        if len(self._message(topic, [payload]).encode()) > MAX_PAYLOAD_BYTES:
             raise BrokenInvariant(f"change feed payload of topic {topic!r} is too long for NOTIFY")
-        await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": message})
+        pending = before_commit(conn)
+        if pending is None:  # not the writer's transaction: nothing gathers them, send it now
+            await self._send(conn, [(topic, payload)])
+        else:
+            pending.add(self._send, (topic, payload))
+
+    def _message(self, topic: str, payloads: list[str]) -> str:
+        return f"{self.node_id}|{topic}|{','.join(payloads)}"
+
+    async def _send(self, conn: AsyncConnection, items: list[tuple[str, str]]) -> None:
+        """One notification per run of one topic in ``items`` (their order kept), split at the size limit."""
+        messages: list[str] = []
+        topic, payloads, size = "", list[str](), 0  # the run being gathered; size: its message's bytes
+        for item_topic, payload in items:
+            cost = 1 + len(payload.encode())  # with the separator before it
+            if payloads and (item_topic != topic or size + cost > MAX_PAYLOAD_BYTES):
+                messages.append(self._message(topic, payloads))
+                payloads = []
+            if not payloads:  # "node|topic|" less the first payload's separator
+                topic, size = item_topic, len(self._message(item_topic, []).encode()) - 1
+            payloads.append(payload)
+            size += cost
+        if payloads:
+            messages.append(self._message(topic, payloads))
+        for message in messages:
+            await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": message})
 
     def on(self, topic: str, handler: Handler) -> None:
         """Run ``handler(payload)`` for every ``topic`` notification from another node, one at a time."""
+        async def each(payloads: list[str]) -> None:
+            for payload in payloads:
+                await handler(payload)
+
+        self.on_many(topic, each)
+
+    def on_many(self, topic: str, handler: ManyHandler) -> None:
+        """Run ``handler(payloads)`` for every ``topic`` notification from another node, one notification at
+        a time: the payloads of one transaction's run of that topic, in the order published."""
         if topic in self._handlers:
             raise BrokenInvariant(f"change feed topic {topic!r} has a handler already")
         self._handlers[topic] = handler
@@ -241,7 +284,7 @@ class ChangeFeed:
             if handler is None:
                 continue
             try:
-                await handler(payload)
+                await handler(payload.split(","))
             except Exception as exc:  # noqa: BLE001 - one failed re-read must not stop the feed
                 log.warning("change feed: handling a %s change failed (%s); resynchronising",
                             topic, type(exc).__name__)

@@ -15,6 +15,13 @@ ahead of queued writes (see ``submit``). A batch that fails because the database
 all its writes at once with DatabaseUnavailable (ECONNREFUSED) instead of retrying each one, and the writer
 carries on: the next batch gets a fresh connection from the pool.
 
+On PostgreSQL every statement is a round trip, and on a machine the database shares with its nodes the
+CPU per statement decides how many writes a second the nodes make together, so a batch is kept to few
+statements: the writer holds one connection between batches (no liveness ping per checkout: a held
+connection found dead at the batch's first statement, before anything was written, is replaced and the
+batch tried once more), ids for inserts come from blocks this node reserves (``ids``), and the change
+feed's notifications are sent once per transaction, right before its commit (``before_commit``).
+
 A ``journal`` (the audit trail, audit/recorder.py) adds its records to the same transactions: a write queued
 by a call carries that call's record (``Journal.claim``), which is inserted after the batch's writes and
 before its commit, so the write and its record commit together or not at all. A write whose op returns a
@@ -28,10 +35,12 @@ import asyncio
 import errno
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -118,6 +127,60 @@ class Journal(Protocol):
 
 
 _CLAIM: Any = object()  # run(): take the calling task's record from the journal
+_BEFORE_COMMIT = "middlewared_cc.before_commit"  # conn.info: the writer's transaction under way
+Flush = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
+
+
+class BeforeCommit:
+    """Items the ops of one of the writer's transactions hand over to be written together, once, right
+    before its commit (the change feed's notifications: one statement for a whole batch of writes).
+    Dropped with the transaction when it fails, so a write retried alone adds its items again."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Flush, list[Any]] = {}
+
+    def add(self, flush: Flush, item: Any) -> None:
+        """Queue ``item``; ``flush(conn, items)`` runs once before the commit with every item it was given,
+        in the order given (flushes in the order of their first item)."""
+        self._pending.setdefault(flush, []).append(item)
+
+    async def run(self, conn: AsyncConnection) -> None:
+        for flush, items in self._pending.items():
+            await flush(conn, items)
+        self._pending.clear()
+
+
+def before_commit(conn: AsyncConnection) -> BeforeCommit | None:
+    """The pending work of the writer's transaction on ``conn``; None when ``conn`` is not the writer's
+    (the statement must then run at once)."""
+    found = conn.info.get(_BEFORE_COMMIT)
+    return found if isinstance(found, BeforeCommit) else None
+
+
+class IdBlocks:
+    """Ids for this node's inserts on PostgreSQL, taken from each table's sequence a block at a time (one
+    statement per ``size`` inserts instead of one per insert). The sequence never hands an id out twice, to
+    any node, so blocks never collide; ids are unique but not in commit order across nodes, and ids of a
+    block left unused when the daemon stops are skipped for good (the index sorts late smaller ids in)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._free: dict[str, deque[int]] = {}
+
+    async def next(self, conn: AsyncConnection, table: str) -> int | None:
+        """A fresh id for ``table`` (reserving a block in ``conn`` when none is left); None on SQLite, whose
+        one writer picks ids itself."""
+        if conn.dialect.name != "postgresql":
+            return None
+        free = self._free.setdefault(table, deque())
+        if not free:
+            # nextval is not transactional: the block stays ours even if this transaction rolls back.
+            rows = await conn.execute(_BLOCK, {"table": table, "n": self.size})
+            free.extend(sorted(int(v) for v in rows.scalars()))
+        return free.popleft()
+
+
+_BLOCK = sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
 
 
 @dataclass(slots=True)
@@ -146,6 +209,10 @@ class BatchWriter:
         self.committed: Callable[[int, float], None] = lambda size, seconds: None
         # Awaited first in every transaction (PostgreSQL: the shared key's check, services/config.py).
         self.guard: Callable[[AsyncConnection], Awaitable[None]] | None = None
+        self.ids = IdBlocks()
+        # PostgreSQL: the connection kept between batches (None: take one from the pool, pinged).
+        self._held: AsyncConnection | None = None
+        self._hold = engine.dialect.name == "postgresql"
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -164,6 +231,7 @@ class BatchWriter:
                 drained.cancel()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await self._release(invalidate=False)
 
     async def run(self, op: Op[T], on_commit: Callable[[T], None] | None = None, *,
                   exclusive: bool = False, record: object | None = _CLAIM) -> T:
@@ -253,21 +321,80 @@ class BatchWriter:
             _settle(write, result=result)
 
     async def _transaction(self, batch: list[_Write[Any]]) -> list[Any]:
+        held = self._held is not None
+        try:
+            return await self._attempt(batch)
+        except _NothingSent as stale:
+            if not held:
+                raise stale.error from None
+            # The held connection was dead before the batch wrote anything (the server restarted, or
+            # dropped it while idle): once more on a fresh, pinged connection from the pool.
+            try:
+                return await self._attempt(batch)
+            except _NothingSent as again:
+                raise again.error from None
+
+    async def _attempt(self, batch: list[_Write[Any]]) -> list[Any]:
         journal = self.journal.transaction() if self.journal is not None else None
-        async with self._engine.begin() as conn:
-            if self.guard is not None:
-                await self.guard(conn)
-            results = []
-            for write in batch:
-                result = await write.op(conn)
-                if journal is not None and write.record is not None and result:
-                    journal.add(write.record, result)
-                results.append(result)
-            if journal is not None:
-                await journal.flush(conn)
+        conn = await self._connection()
+        pending, sent = BeforeCommit(), False
+        conn.info[_BEFORE_COMMIT] = pending
+        try:
+            async with conn.begin():
+                if self.guard is not None:
+                    await self.guard(conn)
+                    sent = True
+                results = []
+                for write in batch:
+                    result = await write.op(conn)
+                    sent = True
+                    if journal is not None and write.record is not None and result:
+                        journal.add(write.record, result)
+                    results.append(result)
+                await pending.run(conn)
+                if journal is not None:
+                    await journal.flush(conn)
+        except BaseException as exc:
+            if not conn.invalidated:  # (an invalidated connection's info is gone; reading it would reconnect)
+                conn.info.pop(_BEFORE_COMMIT, None)
+            lost = not isinstance(exc, Exception) or unreachable(exc)
+            if lost or not self._hold:  # a refused statement leaves the connection usable: kept
+                await self._release(invalidate=lost)
+            if lost and not sent and isinstance(exc, Exception):
+                raise _NothingSent(exc) from exc
+            raise
+        conn.info.pop(_BEFORE_COMMIT, None)
+        if not self._hold:
+            await self._release(invalidate=False)
         if journal is not None:
             journal.committed()
         return results
+
+    async def _connection(self) -> AsyncConnection:
+        if self._held is None:
+            self._held = await self._engine.connect()
+        return self._held
+
+    async def _release(self, *, invalidate: bool) -> None:
+        """Give the connection back to the pool (after a failure: to be replaced when it was lost or the
+        batch was cancelled mid-statement, the state of the session being unknown)."""
+        conn, self._held = self._held, None
+        if conn is None:
+            return
+        try:
+            if invalidate:
+                await conn.invalidate()
+            await conn.close()
+        except Exception as exc:  # noqa: BLE001 - a connection already gone: the pool replaces it
+            log.debug("releasing the writer's connection failed (%s)", type(exc).__name__)
+
+
+class _NothingSent(Exception):
+    """The connection failed before any statement of the batch completed: trying again is safe."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
 
 
 def _settle(write: _Write[Any], *, result: Any = None, exc: BaseException | None = None) -> None:
