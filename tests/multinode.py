@@ -197,9 +197,9 @@ class Cluster:
 async def cluster(root: Path, database_url: str, nodes: int = 3, *, processes: tuple[int, ...] = (),
                   **overrides: str) -> AsyncIterator[Cluster]:
     """``nodes`` nodes on ``database_url`` (an empty database), those numbered in ``processes`` as real
-    processes; ``overrides`` are settings for every node. The audit trail is off unless overridden (its
-    records are chained by one writer)."""
-    c = Cluster(root, database_url, {"audit_enabled": "false", **overrides})
+    processes; ``overrides`` are settings for every node (``audit_enabled="false"`` turns the audit trail
+    off; it is on by default, as in the daemon: the nodes append to one shared chain)."""
+    c = Cluster(root, database_url, dict(overrides))
     async with c._stack:
         if nodes:
             await c.add(process=0 in processes)

@@ -470,7 +470,7 @@ async def test_offline_rotate_key_command_is_adopted_by_running_nodes(tmp_path: 
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIDDLEWARED_CC_")}
         env.update(HOME=str(state), MIDDLEWARED_CC_STATE_DIR=str(state), MIDDLEWARED_CC_LISTEN="",
                    MIDDLEWARED_CC_DATABASE_URL=pg_database_url, MIDDLEWARED_CC_KEY_FILE=str(tmp_path / "secret.key"),
-                   MIDDLEWARED_CC_AUDIT_KEY_FILE=str(tmp_path / "audit.key"), MIDDLEWARED_CC_AUDIT_ENABLED="false")
+                   MIDDLEWARED_CC_AUDIT_KEY_FILE=str(tmp_path / "audit.key"))
         proc = await asyncio.create_subprocess_exec(DAEMON, "rotate-key", env=env, stdout=subprocess.PIPE,
                                                     stderr=subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), 60)

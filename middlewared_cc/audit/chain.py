@@ -9,7 +9,9 @@ only write to the database.
 Retention trims from the oldest end and keeps an anchor in store_meta: the id and hash of the last record
 trimmed, with a MAC of its own, so the chain verifies from there and a forged anchor (hiding a deletion at
 the old end) is detected too. What a keyed chain cannot show by itself is records cut from the newest
-end; the running daemon knows the last record it wrote and reports those missing.
+end; the running daemon knows the last record it wrote and reports those missing. With several nodes on
+one database (PostgreSQL) the chain is shared (recorder.py): a node vouches for the end up to its own last
+record, and records other nodes appended after it are simply newer.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 It is apart from the sealing key on purpose: rotating the sealing key (config.rotate_secret_key) must not
 break the chain, and whoever may rotate or restore one key need not hold the other. It is created at first
 start while the audit log is empty; with records and no key (or another key), start-up stops: a new key
-would make every record read as forged.
+would make every record read as forged. Nodes sharing one database (PostgreSQL) append to one chain, so
+they all need the same audit key file, like the secret key; the first start records its key id in
+store_meta under the chain's lock (recorder.Auditor.open), and a node with another key refuses to start.
 """
 
 from __future__ import annotations
@@ -37,5 +39,6 @@ def load_key(path: Path, recorded: str | None, has_records: bool) -> bytes:
         return key
     if recorded is not None and recorded != key_id(key):
         raise KeyFileError(f"audit_key_file: {path} holds key id {key_id(key)} but the audit log is chained with "
-                           f"key id {recorded}; restore the right file and start again")
+                           f"key id {recorded}; restore the right file and start again (every node must use the same "
+                           "audit key file)")
     return key

@@ -6,6 +6,17 @@ transaction at a time, and a transaction's records are appended from the end it 
 that rolls back leaves the end where it was). One executemany per batch inserts them, after the batch's
 writes and before its commit: if it fails, the writes of that batch fail with it (the writer then retries
 each alone, so only writes whose own record cannot be stored fail).
+
+On PostgreSQL several nodes append to one chain. A transaction's records get their ids and hashes at its
+flush, under ``pg_advisory_xact_lock(CHAIN_LOCK)``, from the chain's end as the database has it then (the
+largest id, or the retention anchor when the table is empty); the commit releases the lock, so ids are
+committed in chain order with no gaps whichever node wrote them. The lock is read in a statement of its
+own before the end is: a statement's snapshot is taken when it starts, before it waited for the lock. It
+is held from the flush to the commit (its fsync included), which serializes commits of audited writes
+across nodes; the writer's group commit keeps many writes per commit. The in-memory ``head`` is then
+only what this node wrote last (``audit.verify`` reports records cut after it). A retention trim and the
+first start's key id take the same lock. SQLite has one writer: the in-memory end is the chain's end and
+no statement is added.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from middlewared_cc.audit.record import (
 from middlewared_cc.audit.redaction import MAX_PARAMS_JSON, Redactor
 from middlewared_cc.errors import CallError
 from middlewared_cc.store.models import AuditRecord, StoreMeta
+from middlewared_cc.store.writer import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from middlewared_cc.providers.registry import ProviderRegistry
@@ -61,6 +73,9 @@ def _insert(rows: int) -> str:
     """The INSERT of ``rows`` records into the audit table (constant names, every value bound)."""
     row = f"({', '.join('?' * len(_NAMES))})"
     return f"INSERT INTO {TABLE.name} ({', '.join(_NAMES)}) VALUES {', '.join([row] * rows)}"  # noqa: S608 - constant names, values bound
+# The advisory lock of the shared chain (PostgreSQL): a fixed 64-bit key, "mcc-audt" in ASCII.
+CHAIN_LOCK = 0x6D63632D61756474
+_LOCK_CHAIN = sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=CHAIN_LOCK)
 ANCHOR = "audit_anchor"
 KEY_ID = "audit_key_id"
 TRIM_EVERY = 3600.0  # seconds between retention trims
@@ -128,6 +143,7 @@ class Appender:
     def __init__(self, auditor: Auditor) -> None:
         self._signer, self._ids = auditor.signer, auditor.ids
         self._auditor = auditor
+        self._shared = auditor.shared  # ids and hashes are given at the flush, from the database's end
         self._id, self._hash = auditor.head.id, auditor.head.hash  # the end so far: the last record added
         self.values: list[Any] = []  # each record's COLUMNS then its hash, one record after another
         self.entries: list[Entry] = []
@@ -135,6 +151,11 @@ class Appender:
     def add(self, entry: object, result: object) -> None:
         if not isinstance(entry, Entry):
             raise TypeError(f"not an audit record: {type(entry).__name__}")
+        if self._shared:  # id and hash filled in by _link, under the chain's lock
+            self.values += entry.values(0, self._ids.next(), result)
+            self.values.append(None)
+            self.entries.append(entry)
+            return
         self._id += 1
         values = entry.values(self._id, self._ids.next(), result)
         self._hash = self._signer.chained(self._hash, values)
@@ -146,6 +167,8 @@ class Appender:
         values, width = self.values, len(_NAMES)
         if not values:
             return
+        if self._shared:
+            await self._link(conn)
         if conn.dialect.driver == "aiosqlite":
             # Straight to the driver, one hop to aiosqlite's thread and one statement for the batch: through
             # SQLAlchemy it takes three hops (cursor, executemany, close) and its statement machinery, and an
@@ -163,6 +186,19 @@ class Appender:
             await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, values[at : at + width], strict=True))
                                                   for at in range(0, len(values), width)])
 
+    async def _link(self, conn: AsyncConnection) -> None:
+        """Take the chain's lock (until the commit), read its end and chain this transaction's records to it."""
+        await conn.execute(_LOCK_CHAIN)
+        end = await self._auditor.chain_end(conn)
+        values, width, signer = self.values, len(_NAMES), self._signer
+        ident, digest = end.id, end.hash
+        for at in range(0, len(values), width):
+            ident += 1
+            values[at] = ident
+            digest = signer.chained(digest, values[at : at + width - 1])
+            values[at + width - 1] = digest
+        self._id, self._hash = ident, digest
+
     def committed(self) -> None:
         if self.entries:
             self._auditor.head = Link(self._id, self._hash)
@@ -179,6 +215,7 @@ class Auditor:
         self.settings = settings
         self.enabled = settings.audit_enabled
         self.engine = engine
+        self.shared = engine.dialect.name == "postgresql"  # nodes share the chain (see the module's docstring)
         self.key = key
         self.signer = Signer(key)
         self.ids = AuditIds()
@@ -195,6 +232,8 @@ class Auditor:
         """Load (or create) the audit key and find the chain's end. Raises KeyFileError for a missing or
         wrong key while records exist (start-up stops)."""
         async with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":  # nodes starting together record one key id
+                await conn.execute(_LOCK_CHAIN)
             last = (await conn.execute(sa.select(TABLE.c.id, TABLE.c.hash).order_by(TABLE.c.id.desc())
                                        .limit(1))).first()
             meta = dict((await conn.execute(sa.select(_META.c.name, _META.c.value)
@@ -208,6 +247,14 @@ class Auditor:
         else:
             head, _ = read_anchor(key, meta.get(ANCHOR))
         return cls(settings, engine, key, head, providers)
+
+    async def chain_end(self, conn: AsyncConnection) -> Link:
+        """The chain's end in the database: the newest record, else the retention anchor, else the start."""
+        last = (await conn.execute(sa.select(TABLE.c.id, TABLE.c.hash).order_by(TABLE.c.id.desc()).limit(1))).first()
+        if last is not None:
+            return Link(int(last[0]), str(last[1]))
+        anchor = (await conn.execute(sa.select(_META.c.value).where(_META.c.name == ANCHOR))).scalar()
+        return read_anchor(self.key, None if anchor is None else str(anchor))[0]
 
     # The batching writer's journal (store/writer.py).
 
@@ -301,7 +348,7 @@ class Auditor:
             entry.targets.append(target)
         try:
             await self._store(entry, refused=False)
-        except AuditUnavailable:
+        except (AuditUnavailable, DatabaseUnavailable):
             if session.principal is not before:  # a login (or logout) that cannot be recorded is undone
                 session.principal = before
             raise
@@ -347,7 +394,8 @@ class Auditor:
         writer = self._writer()
         try:
             await writer.run(_changed, record=entry)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, DatabaseUnavailable):
+            # The database is down (the writer logged it): the call fails with that clear, retryable error.
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to store: the call fails, the log says why
             log.error("audit record of %s could not be stored (%s)", entry.method, type(exc).__name__)
@@ -383,6 +431,8 @@ class Auditor:
         writer = self._writer()
 
         async def op(conn: AsyncConnection) -> int:
+            if self.shared:  # no node appends while the anchor moves
+                await conn.execute(_LOCK_CHAIN)
             last = (await conn.execute(sa.select(TABLE.c.id, TABLE.c.hash)
                                        .where(TABLE.c.message_timestamp < cutoff)
                                        .order_by(TABLE.c.id.desc()).limit(1))).first()
@@ -394,7 +444,9 @@ class Auditor:
                                                        value=encode_anchor(self.key, Link(last[0], last[1]))))
             return int(gone or 0)
 
-        count = await writer.run(op, record=None)
+        # Exclusive on PostgreSQL: no other write of the batch runs after the lock was taken (it could wait
+        # for a row lock held by a node that waits for this one).
+        count = await writer.run(op, record=None, exclusive=self.shared)
         if count:
             log.info("audit retention: %d records older than %d days deleted", count, days)
         return count
