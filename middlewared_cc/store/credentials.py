@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from middlewared_cc.store.models import CloudCredential
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
-from middlewared_cc.store.writer import IdBlocks
+from middlewared_cc.store.writer import IdBlocks, before_commit
 
 TABLE = CloudCredential.__tablename__
 _T = sa.Table(TABLE, CloudCredential.metadata)  # the same Table object the model maps
@@ -89,12 +89,27 @@ async def sequence_next(conn: AsyncConnection, table: str) -> int | None:
 
 async def insert(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, provider: str,
                  attrs: dict[str, Any], secret_names: frozenset[str]) -> StoredCredential:
-    """Insert row ``ident`` in the caller's transaction (one statement: the seal is bound to the id,
-    so the caller picks the id: ``next_id``, else CredentialIndex.reserve_id)."""
+    """Insert row ``ident`` in the caller's transaction (the seal is bound to the id, so the caller picks
+    the id: ``next_id``, else CredentialIndex.reserve_id). In the batch writer's transaction the row is
+    written right before the commit, with the batch's other new rows in one statement: a name already taken
+    then fails the batch, which the writer retries write by write. No op of a batch reads a row an earlier
+    op of it inserted (callers find rows through the index, which learns of them after the commit)."""
     plain, secret = _split(attrs, secret_names)
-    await conn.execute(sa.insert(_T).values(id=ident, name=name, provider=provider, attributes=plain,
-                                            secrets=sealer.seal(secret, row_binding(TABLE, ident))))
+    row = {"id": ident, "name": name, "provider": provider, "attributes": plain,
+           "secrets": sealer.seal(secret, row_binding(TABLE, ident))}
+    pending = before_commit(conn)
+    if pending is None:
+        await conn.execute(sa.insert(_T).values(row))
+    else:
+        pending.add(_insert_rows, row)
     return StoredCredential(ident, name, provider, dict(attrs))
+
+
+async def _insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_INSERT, rows)  # executemany: asyncpg sends every row on one prepared statement
+
+
+_INSERT = sa.insert(_T)
 
 
 async def replace(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, provider: str,
