@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from middlewared_cc.store.writer import BatchWriter
+from middlewared_cc.store.db import create_engine
+from middlewared_cc.store.writer import BatchWriter, IdBlocks, before_commit
 
 
 @pytest.fixture
@@ -64,3 +65,114 @@ async def test_exclusive_write_commits_alone(setup) -> None:  # type: ignore[no-
     await asyncio.gather(*futures)
     assert seen == ["x1", "x2", "solo", "x3"]
     assert len(commits) == 3  # [x1, x2], [solo], [x3]
+
+
+async def test_before_commit_items_are_flushed_once_per_transaction(setup) -> None:  # type: ignore[no-untyped-def]
+    """Items the ops hand over are written together right before the commit, in the order given; a batch
+    that fails drops them, and each write retried alone hands its own over again: every committed write's
+    item lands exactly once, the failed write's never."""
+    engine, writer, commits = setup
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE log (name TEXT)")
+    flushes: list[list[str]] = []
+
+    async def flush(conn: AsyncConnection, items: list[str]) -> None:
+        flushes.append(list(items))
+        await conn.execute(sa.text("INSERT INTO log (name) VALUES (:n)"), [{"n": i} for i in items])
+
+    def logged(name: str):  # type: ignore[no-untyped-def]
+        async def op(conn: AsyncConnection) -> str:
+            pending = before_commit(conn)
+            assert pending is not None  # the writer's transaction
+            await insert(name)(conn)
+            pending.add(flush, name)
+            return name
+        return op
+
+    async with engine.connect() as conn:
+        assert before_commit(conn) is None  # not the writer's: the caller writes at once
+    await writer.run(insert("dup"))
+    outcomes = await asyncio.gather(*(writer.run(logged(n)) for n in ["a", "b", "dup", "c"]),
+                                    return_exceptions=True)
+    assert outcomes[:2] == ["a", "b"] and outcomes[3] == "c"
+    assert isinstance(outcomes[2], sa.exc.IntegrityError)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT name FROM log ORDER BY rowid"))).scalars().all()
+    assert rows == ["a", "b", "c"]
+    # The batch failed on "dup" before its flush and was retried write by write: one flush per commit.
+    assert flushes == [["a"], ["b"], ["c"]]
+
+    many = [f"m{i}" for i in range(100)]
+    before, flushes[:] = len(commits), []
+    await asyncio.gather(*(writer.run(logged(n)) for n in many))
+    assert [i for f in flushes for i in f] == many  # in submission order, each once
+    assert len(flushes) == len(commits) - before < 20  # one flush per transaction, few transactions
+
+
+async def test_id_blocks_on_sqlite_leave_ids_to_the_writer(setup) -> None:  # type: ignore[no-untyped-def]
+    engine, _, _ = setup
+    async with engine.connect() as conn:
+        assert await IdBlocks().next(conn, "t") is None
+
+
+async def test_id_blocks_of_several_nodes_never_collide(pg_database_url: str) -> None:
+    """Three nodes' blocks of one sequence, taken concurrently: every id once, a statement per block."""
+    engine = create_engine(pg_database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (id SERIAL PRIMARY KEY)")
+        blocks = [IdBlocks(size=16) for _ in range(3)]
+        statements: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute",
+                     lambda *args: statements.append(args[2]) if "nextval" in args[2] else None)
+
+        async def take(node: IdBlocks) -> list[int]:
+            got = []
+            for _ in range(40):
+                async with engine.connect() as conn:
+                    ident = await node.next(conn, "t")
+                assert ident is not None
+                got.append(ident)
+                await asyncio.sleep(0)
+            return got
+
+        taken = await asyncio.gather(*(take(b) for b in blocks))
+        every = [i for got in taken for i in got]
+        assert len(set(every)) == len(every) == 120
+        assert all(got == sorted(got) for got in taken)  # a node's ids rise
+        assert len(statements) == 3 * 3  # 40 ids from blocks of 16: three blocks per node
+    finally:
+        await engine.dispose()
+
+
+async def test_a_held_connection_the_server_dropped_is_replaced_without_failing_a_write(
+        pg_database_url: str) -> None:
+    """The writer keeps its PostgreSQL connection between batches (no ping per batch); when the server
+    dropped it (restart, idle timeout), the next write still commits, on a fresh connection."""
+    engine = create_engine(pg_database_url)
+    writer = BatchWriter(engine)
+    writer.start()
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (id SERIAL PRIMARY KEY, name TEXT UNIQUE)")
+        pings: list[int] = []
+        event.listen(engine.sync_engine.pool, "checkout", lambda *args: pings.append(1))
+        for i in range(5):
+            await writer.run(insert(f"h{i}"))
+        assert len(pings) == 1  # one checkout for five batches
+        async with engine.connect() as conn:
+            killed = (await conn.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))).scalar()
+        assert killed == 1
+        await asyncio.sleep(0.1)
+        assert await writer.run(insert("after")) == "after"
+        outcome = await asyncio.gather(writer.run(insert("h0")), return_exceptions=True)
+        assert isinstance(outcome[0], sa.exc.IntegrityError)  # a refused statement is the write's own failure
+        assert await writer.run(insert("later")) == "later"
+        async with engine.connect() as conn:
+            names = (await conn.execute(sa.text("SELECT name FROM t ORDER BY id"))).scalars().all()
+        assert names == [f"h{i}" for i in range(5)] + ["after", "later"]
+    finally:
+        await writer.stop()
+        await engine.dispose()
