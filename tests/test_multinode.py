@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from middlewared_cc.errors import BrokenInvariant
 from middlewared_cc.store import credentials as cred_store
 from middlewared_cc.store import db as store_db
 from tests.conftest import CallFailed, Peer
@@ -378,3 +381,94 @@ async def test_kill_9_of_one_node_leaves_the_others_serving(pg_database_url: str
             assert await wait_visible(pb, made["id"], f"h{i}") < 0.1
         await assert_indexes_match(c, [a, b])
         assert a.services.feed.synced.is_set() and b.services.feed.synced.is_set()
+
+
+async def test_a_batch_of_creates_is_one_notification_with_every_id(pg_database_url: str, tmp_path: Path) -> None:
+    """64 concurrent creates on node A go out in far fewer notifications than creates (one per committed
+    batch), every id exactly once and each notification's ids rising (this node's id block); node B
+    applies every one of them, with one added event each."""
+    import asyncpg
+
+    async with cluster(tmp_path, pg_database_url, 2) as c:
+        a, b = c.nodes
+        url = pg_database_url.replace("postgresql+asyncpg", "postgresql")
+        listener = await asyncpg.connect(url)
+        heard: list[list[str]] = []
+
+        def notified(_conn: Any, _pid: int, _channel: str, message: str) -> None:
+            node, topic, payload = message.split("|")
+            if node == a.services.feed.node_id and topic == "credential":
+                heard.append(payload.split(","))
+
+        await listener.add_listener("middlewared_cc", notified)
+        try:
+            watcher = await b.admin()
+            await watcher.call("core.subscribe", COLLECTION)
+            peers = [await a.admin() for _ in range(16)]
+            made = await asyncio.gather(*(p.call("cloudsync.credentials.create", {"name": f"n{i}-{k}",
+                                                                                   "provider": ftp("n")})
+                                          for i, p in enumerate(peers) for k in range(4)))
+            ids = [m["id"] for m in made]
+            assert len(set(ids)) == 64
+            added: list[int] = []
+            while len(added) < 64:
+                note = (await asyncio.wait_for(watcher.notification(), 3.0))["params"]
+                assert note["msg"] == "added", note
+                added.append(note["id"])
+            assert sorted(added) == sorted(ids)  # on B: each once
+            await asyncio.sleep(0.05)
+            told = [int(i) for payload in heard for i in payload]
+            assert sorted(told) == sorted(ids) and len(heard) < 32, heard  # each id once, batches of them
+            assert all(p == sorted(p, key=int) for p in heard), heard
+        finally:
+            await listener.close()
+        await assert_indexes_match(c)
+
+
+async def test_a_long_run_of_payloads_is_split_below_the_notify_limit(pg_database_url: str) -> None:
+    """One transaction publishing more ids than one NOTIFY holds sends several notifications, each under
+    8000 bytes, the ids in order and each once; a run of another topic between them keeps its place."""
+    import asyncpg
+
+    from middlewared_cc.store.feed import CHANNEL, MAX_PAYLOAD_BYTES, ChangeFeed
+    from middlewared_cc.store.writer import BatchWriter
+
+    engine = store_db.create_engine(pg_database_url)
+    feed, writer = ChangeFeed(engine), BatchWriter(engine)
+    writer.start()
+    listener = await asyncpg.connect(pg_database_url.replace("postgresql+asyncpg", "postgresql"))
+    heard: list[str] = []
+    five = asyncio.Event()
+
+    def notified(*args: Any) -> None:
+        heard.append(args[3])
+        if len(heard) >= 5:
+            five.set()
+
+    await listener.add_listener(CHANNEL, notified)
+    try:
+        first = [str(10**9 + i) for i in range(2000)]  # 11 bytes each with the comma: three notifications
+
+        async def op(conn: Any) -> bool:
+            for payload in first:
+                await feed.publish(conn, "credential", payload)
+            await feed.publish(conn, "keychain", "7")
+            await feed.publish(conn, "credential", "5")
+            return True
+
+        await writer.run(op, record=None)
+        await asyncio.wait_for(five.wait(), 3.0)
+        await asyncio.sleep(0.05)  # nothing more comes
+        assert all(len(m.encode()) <= MAX_PAYLOAD_BYTES for m in heard)
+        runs = [(m.split("|")[1], m.split("|")[2].split(",")) for m in heard]
+        assert [t for t, _ in runs] == ["credential"] * (len(runs) - 2) + ["keychain", "credential"]
+        assert [p for t, ps in runs[:-2] for p in ps] == first and len(runs) == 5
+        assert runs[-2:] == [("keychain", ["7"]), ("credential", ["5"])]
+        with pytest.raises(BrokenInvariant):
+            async with engine.begin() as conn:
+                await feed.publish(conn, "credential", "1,2")  # a payload may not hold the separator
+    finally:
+        await listener.close()
+        await writer.stop()
+        await feed.close()
+        await engine.dispose()
