@@ -282,8 +282,10 @@ def follow(services: Services) -> None:
         idents = [int(p) for p in payloads]
         # Not waited for: re-reads queued back to back share the writer's next transaction (a node keeps up
         # with the writes of many others); the writer's order still applies them in notification order.
+        # A snapshot read: no transaction, no key guard (load_many checks the key in the same statement;
+        # rows sealed under a key another node rotated to fail it, and the resync adopts that key first).
         services.writer.submit(lambda conn: store.load_many(conn, services.sealer, idents),
-                               lambda rows: applied(idents, rows), read_only=True).add_done_callback(failed)
+                               lambda rows: applied(idents, rows), snapshot=True).add_done_callback(failed)
 
     async def resync() -> None:
         await services.writer.submit(lambda conn: store.load_all(conn, services.sealer),

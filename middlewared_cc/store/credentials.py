@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from middlewared_cc.store.models import CloudCredential
+from middlewared_cc.store.models import CloudCredential, StoreMeta
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
 from middlewared_cc.store.writer import IdBlocks, before_commit
 
@@ -61,14 +61,30 @@ async def load_one(conn: AsyncConnection, sealer: Sealer, ident: int) -> StoredC
     return _opened(sealer, *row) if row is not None else None
 
 
+class SealedUnderAnotherKey(Exception):
+    """Rows read are sealed under a key other than the one this node opens them with (another node has
+    rotated): the caller must adopt the recorded key first (the change feed's resync does)."""
+
+
 async def load_many(conn: AsyncConnection, sealer: Sealer, idents: list[int]) -> dict[int, StoredCredential]:
-    """The credentials of ``idents`` as stored now, opened, by id (one statement); absent ids are left out."""
+    """The credentials of ``idents`` as stored now, opened, by id; absent ids are left out. One statement,
+    which also reads the recorded key id: one snapshot, so the rows are sealed under that key, and when it
+    is not ``sealer``'s this raises SealedUnderAnotherKey (no row lock or transaction needed)."""
     if conn.dialect.name == "postgresql":  # one statement text for any count: one prepared statement
-        where = _T.c.id == sa.any_(sa.bindparam("idents", idents, type_=postgresql.ARRAY(sa.Integer)))
+        stmt = _LOAD_MANY.params(idents=idents)
     else:
-        where = _T.c.id.in_(idents)
-    rows = await conn.execute(sa.select(*_COLUMNS).where(where))
-    return {row[0]: _opened(sealer, *row) for row in rows}
+        stmt = sa.select(*_COLUMNS, _RECORDED_KEY).where(_T.c.id.in_(idents))
+    rows = (await conn.execute(stmt)).all()
+    # (A node without its key marks the rows undecryptable, as everywhere else.)
+    if rows and rows[0][-1] is not None and sealer.key_id is not None and rows[0][-1] != sealer.key_id:
+        raise SealedUnderAnotherKey()
+    return {row[0]: _opened(sealer, *row[:-1]) for row in rows}
+
+
+_META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
+_RECORDED_KEY = sa.select(_META.c.value).where(_META.c.name == "key_id").scalar_subquery()  # keys.KEY_ID
+_LOAD_MANY = sa.select(*_COLUMNS, _RECORDED_KEY).where(
+    _T.c.id == sa.any_(sa.bindparam("idents", type_=postgresql.ARRAY(sa.Integer))))
 
 
 async def next_id(conn: AsyncConnection, blocks: IdBlocks) -> int | None:

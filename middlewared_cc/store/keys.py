@@ -72,8 +72,12 @@ async def lock_key_id(conn: AsyncConnection, *, exclusive: bool) -> str | None:
     """The recorded key id, its row locked until the caller's transaction ends: shared by every sealed write
     (the key cannot change under it), exclusive by a rotation (no write seals under the old key once the
     rotation has read the rows). SQLite has one writer at a time and ignores the lock."""
-    stmt = sa.select(_META.c.value).where(_META.c.name == KEY_ID).with_for_update(read=not exclusive)
-    return (await conn.execute(stmt)).scalar()
+    return (await conn.execute(_LOCK_EXCLUSIVE if exclusive else _LOCK_SHARED)).scalar()
+
+
+# Built once: the shared one opens every write transaction on PostgreSQL.
+_LOCK_SHARED = sa.select(_META.c.value).where(_META.c.name == KEY_ID).with_for_update(read=True)
+_LOCK_EXCLUSIVE = sa.select(_META.c.value).where(_META.c.name == KEY_ID).with_for_update()
 
 
 async def _record(engine: AsyncEngine, ident: str) -> None:
