@@ -176,3 +176,67 @@ async def test_a_held_connection_the_server_dropped_is_replaced_without_failing_
     finally:
         await writer.stop()
         await engine.dispose()
+
+
+async def test_snapshot_reads_run_outside_a_transaction_and_without_the_guard(pg_database_url: str) -> None:
+    """On PostgreSQL a batch of snapshot reads sends its statements alone (no BEGIN, no guard, no COMMIT);
+    writes and other reads still open a transaction with the guard first; the held connection is back in
+    a transaction for the next write."""
+    engine = create_engine(pg_database_url)
+    writer = BatchWriter(engine)
+    guarded: list[int] = []
+
+    async def guard(conn: AsyncConnection) -> None:
+        guarded.append(1)
+
+    writer.guard = guard
+    writer.start()
+    xid = sa.text("SELECT pg_current_xact_id()::text")
+
+    async def read(conn: AsyncConnection) -> bool:
+        """Whether its two statements ran in transactions of their own."""
+        return (await conn.execute(xid)).scalar() != (await conn.execute(xid)).scalar()
+
+    try:
+        results = await asyncio.gather(*(writer.submit(read, snapshot=True) for _ in range(5)))
+        assert results == [True] * 5 and not guarded
+        assert await writer.submit(read, read_only=True) is False and len(guarded) == 1
+        assert await writer.run(read, record=None) is False and len(guarded) == 2
+        assert await writer.submit(read, snapshot=True) is True and len(guarded) == 2
+        assert await writer.run(read, record=None) is False  # a transaction again
+    finally:
+        await writer.stop()
+        await engine.dispose()
+
+
+async def test_load_many_refuses_rows_sealed_under_another_recorded_key(pg_database_url: str) -> None:
+    """The re-read of other nodes' rows reads the recorded key id in the same statement: rows sealed under
+    a key this node does not hold (another node rotated) fail the read rather than show as undecryptable."""
+    from middlewared_cc.store import credentials as store
+    from middlewared_cc.store.keys import record_key_id
+    from middlewared_cc.store.sealing import Sealer, new_key
+    from middlewared_cc.store.writer import IdBlocks as Blocks
+
+    engine = create_engine(pg_database_url)
+    try:
+        old, new = Sealer(new_key()), Sealer(new_key())
+        async with engine.begin() as conn:
+            await record_key_id(conn, str(old.key_id))
+            ids = [await store.next_id(conn, Blocks()) for _ in range(2)]
+            for ident in ids:
+                assert ident is not None
+                await store.insert(conn, old, ident, f"k{ident}", "FTP", {"host": "h", "password": "pw"},
+                                   frozenset({"password"}))
+        idents = [i for i in ids if i is not None]
+        async with engine.connect() as conn:
+            found = await store.load_many(conn, old, [*idents, 999999])
+            assert sorted(found) == idents and found[idents[0]].attributes["password"] == "pw"
+            assert not found[idents[0]].undecryptable
+        async with engine.begin() as conn:
+            await record_key_id(conn, str(new.key_id))
+        async with engine.connect() as conn:
+            with pytest.raises(store.SealedUnderAnotherKey):
+                await store.load_many(conn, old, idents)
+            assert await store.load_many(conn, new, [999999]) == {}
+    finally:
+        await engine.dispose()
