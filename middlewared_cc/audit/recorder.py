@@ -77,7 +77,8 @@ def _insert(rows: int) -> str:
 
 # The advisory lock of the shared chain (PostgreSQL): a fixed 64-bit key, "mcc-audt" in ASCII.
 CHAIN_LOCK = 0x6D63632D61756474
-_LOCK_CHAIN = sa.text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=CHAIN_LOCK)
+_LOCK_CHAIN_SQL = f"SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+_LOCK_CHAIN = sa.text(_LOCK_CHAIN_SQL)
 
 
 @functools.lru_cache(maxsize=_ROWS_PER_INSERT)
@@ -214,7 +215,11 @@ class Appender:
 
     async def _link(self, conn: AsyncConnection) -> None:
         """Take the chain's lock (until the commit), read its end and chain this transaction's records to it."""
-        await conn.execute(_LOCK_CHAIN)  # through SQLAlchemy: its adapter begins the transaction if not yet
+        driver = (await conn.get_raw_connection()).driver_connection if conn.dialect.driver == "asyncpg" else None
+        if driver is not None and driver.is_in_transaction():  # the batch's writes began it: the driver's way
+            await driver.execute(_LOCK_CHAIN_SQL)
+        else:  # through SQLAlchemy, whose adapter begins the transaction on its first statement
+            await conn.execute(_LOCK_CHAIN)
         end = await self._auditor.chain_end(conn)
         values, width, signer = self.values, len(_NAMES), self._signer
         ident, digest = end.id, end.hash
