@@ -237,3 +237,23 @@ async def test_kill_9_mid_load_leaves_the_chain_whole(pg_database_url: str, tmp_
             assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE params LIKE '%dying-%'") > 0
         for result in await verify_all([a, b]):
             assert result["valid"] is True and result["last_id"] >= ids[-1], result
+
+
+async def test_two_first_nodes_with_different_audit_keys_one_starts(pg_database_url: str, tmp_path: Path) -> None:
+    """Two nodes starting together on an empty database, each with an audit key of its own: one records its
+    key id, the other then finds it and refuses with the clear line (not a clash on store_meta)."""
+    async with cluster(tmp_path, pg_database_url, 0) as c:
+        for name in ("x", "y"):
+            write_key(tmp_path / f"{name}-audit.key", os.urandom(32))
+        started = await asyncio.gather(*(c.add(process=True, name=name, audit_key_file=str(tmp_path / f"{name}-audit.key"))
+                                         for name in ("x", "y")), return_exceptions=True)
+        failed = [name for name, outcome in zip("xy", started, strict=True) if isinstance(outcome, BaseException)]
+        assert len(failed) == 1, started
+        (loser,) = failed
+        winner = "y" if loser == "x" else "x"
+        line = (tmp_path / loser / "stdout").read_text().strip()
+        assert "\n" not in line and line.startswith("middlewared-cc: audit_key_file:"), line
+        winner_key = read_key(tmp_path / f"{winner}-audit.key")
+        assert winner_key is not None and key_id(winner_key) in line
+        async with database(pg_database_url) as conn:
+            assert await conn.fetchval("SELECT value FROM store_meta WHERE name = 'audit_key_id'") == key_id(winner_key)
