@@ -240,3 +240,28 @@ async def test_load_many_refuses_rows_sealed_under_another_recorded_key(pg_datab
             assert await store.load_many(conn, new, [999999]) == {}
     finally:
         await engine.dispose()
+
+
+async def test_the_held_connection_plans_each_statement_and_goes_back_to_the_pool_as_it_came(
+        pg_database_url: str) -> None:
+    """A generic plan cached while a table was small would scan the grown table for every lookup: the
+    writer's connection plans each run with its values, and is handed back to the pool reset."""
+    engine = create_engine(pg_database_url)
+    writer = BatchWriter(engine)
+    writer.start()
+    show = sa.text("SHOW plan_cache_mode")
+
+    async def mode(conn: AsyncConnection) -> str:
+        return str((await conn.execute(show)).scalar())
+
+    try:
+        assert await writer.run(mode, record=None) == "force_custom_plan"
+        assert await writer.submit(mode, snapshot=True) == "force_custom_plan"
+    finally:
+        await writer.stop()
+    try:
+        assert engine.sync_engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+        async with engine.connect() as conn:  # the pool's one connection: the writer's, given back
+            assert await mode(conn) == "auto"
+    finally:
+        await engine.dispose()
