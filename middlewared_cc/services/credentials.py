@@ -167,10 +167,12 @@ async def create(call: Call, data: dict[str, Any]) -> dict[str, Any]:
     return view(services, cred, shape, True)
 
 
-def committed(services: Services, msg: str, cred: store.StoredCredential) -> None:
-    """After a commit: the index and subscribers learn of the added or changed credential."""
+def committed(services: Services, msg: str, cred: store.StoredCredential, *, here: bool = True) -> None:
+    """After a commit: the index and subscribers learn of the added or changed credential. Logged where it
+    was made (``here``); another node's change, applied here, only at debug level (it is in that node's
+    log, and a line per node per change would grow every log with the fleet)."""
     services.credentials.put(cred)
-    log.info("cloud credential %d %s (%s)", cred.id, msg, cred.provider)
+    log.log(logging.INFO if here else logging.DEBUG, "cloud credential %d %s (%s)", cred.id, msg, cred.provider)
     publish(services, msg, cred, cred.id)
 
 
@@ -252,10 +254,10 @@ async def delete_row(services: Services, conn: AsyncConnection, ident: int) -> b
     return True
 
 
-def removed(services: Services, ident: int) -> None:
-    """After a commit: the index and subscribers learn the credential is gone."""
+def removed(services: Services, ident: int, *, here: bool = True) -> None:
+    """After a commit: the index and subscribers learn the credential is gone (logged as ``committed``)."""
     services.credentials.remove(ident)
-    log.info("cloud credential %d deleted", ident)
+    log.log(logging.INFO if here else logging.DEBUG, "cloud credential %d deleted", ident)
     publish(services, "removed", None, ident)
 
 
@@ -300,17 +302,17 @@ def apply(services: Services, ident: int, cred: store.StoredCredential | None) -
     old = services.credentials.get(ident)
     if cred is None:
         if old is not None:
-            removed(services, ident)
+            removed(services, ident, here=False)
     elif old is None:
-        committed(services, "added", cred)
+        committed(services, "added", cred, here=False)
     elif old != cred:
-        committed(services, "changed", cred)
+        committed(services, "changed", cred, here=False)
 
 
 def apply_all(services: Services, rows: list[store.StoredCredential]) -> None:
     """Bring the whole index to ``rows`` (every stored credential), with an event per difference."""
     present = {row.id for row in rows}
     for ident in [c.id for c in services.credentials if c.id not in present]:
-        removed(services, ident)
+        removed(services, ident, here=False)
     for row in rows:
         apply(services, row.id, row)
