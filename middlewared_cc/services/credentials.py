@@ -266,13 +266,13 @@ def follow(services: Services) -> None:
     """Keep this node's index and subscribers in step with the writes of other nodes (store/feed.py).
 
     A notification names the credentials one transaction of another node wrote; their rows are re-read in
-    one statement through this node's writer, so the read and its effect are ordered with this node's own
+    one statement (with those of the notifications that arrive before it runs) through this node's writer, so the read and its effect are ordered with this node's own
     writes, and each is compared with the index, in the order they were written: added, changed or
     removed events go out as for a local write (rendered per subscriber), and a row already as indexed
     (a later change already seen, or two notifications coalesced) emits nothing. After the feed was
     interrupted every row is re-read and the differences applied the same way.
     """
-    def failed(reread: asyncio.Future[dict[int, store.StoredCredential]]) -> None:
+    def failed(reread: asyncio.Future[tuple[list[int], dict[int, store.StoredCredential]]]) -> None:
         if not reread.cancelled() and reread.exception() is not None:
             services.feed.lost()  # those changes are not in the index: re-read everything
 
@@ -280,14 +280,25 @@ def follow(services: Services) -> None:
         for ident in idents:
             apply(services, ident, rows.get(ident))
 
+    queued: list[list[int]] = []  # the ids of the re-read submitted and not started yet (at most one)
+
     async def changed(payloads: list[str]) -> None:
         idents = [int(p) for p in payloads]
-        # Not waited for: re-reads queued back to back share the writer's next transaction (a node keeps up
-        # with the writes of many others); the writer's order still applies them in notification order.
+        if queued:  # a re-read is still waiting for the writer: it reads these too, after the others
+            queued[0].extend(idents)
+            return
+        queued.append(idents)
+
+        async def reread(conn: AsyncConnection) -> tuple[list[int], dict[int, store.StoredCredential]]:
+            if queued and queued[0] is idents:
+                queued.clear()  # from now on a notification needs a re-read of its own
+            return idents, await store.load_many(conn, services.sealer, idents)
+
+        # Not waited for, and one statement for every notification that came while it waited (a node keeps
+        # up with the writes of many others); the writer's order still applies them in notification order.
         # A snapshot read: no transaction, no key guard (load_many checks the key in the same statement;
         # rows sealed under a key another node rotated to fail it, and the resync adopts that key first).
-        services.writer.submit(lambda conn: store.load_many(conn, services.sealer, idents),
-                               lambda rows: applied(idents, rows), snapshot=True).add_done_callback(failed)
+        services.writer.submit(reread, lambda read: applied(*read), snapshot=True).add_done_callback(failed)
 
     async def resync() -> None:
         await services.writer.submit(lambda conn: store.load_all(conn, services.sealer),
