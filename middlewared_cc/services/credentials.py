@@ -298,7 +298,12 @@ def follow(services: Services) -> None:
         # up with the writes of many others); the writer's order still applies them in notification order.
         # A snapshot read: no transaction, no key guard (load_many checks the key in the same statement;
         # rows sealed under a key another node rotated to fail it, and the resync adopts that key first).
-        services.writer.submit(reread, lambda read: applied(*read), snapshot=True).add_done_callback(failed)
+        def settled(read: asyncio.Future[tuple[list[int], dict[int, store.StoredCredential]]]) -> None:
+            if queued and queued[0] is idents:  # it failed before it started (no connection): not waiting
+                queued.clear()
+            failed(read)
+
+        services.writer.submit(reread, lambda read: applied(*read), snapshot=True).add_done_callback(settled)
 
     async def resync() -> None:
         await services.writer.submit(lambda conn: store.load_all(conn, services.sealer),
