@@ -7,6 +7,8 @@
 - Retention trims on two nodes at once while the others write: the chain still verifies.
 - A node with another audit key (or none) refuses to start with one line.
 - kill -9 of a node in the middle of its writes: the others' chain still verifies, without a gap.
+- A session that took the chain's lock and went silent inside its transaction (a stopped node) is ended by
+  the server after idle_in_transaction_session_timeout: audited writes resume by themselves.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from middlewared_cc.audit.key import key_id
+from middlewared_cc.audit.recorder import CHAIN_LOCK
+from middlewared_cc.store.db import idle_transaction_ms
 from middlewared_cc.store.sealing import read_key, write_key
-from tests.conftest import Peer
+from tests.conftest import CallFailed, Peer
 from tests.multinode import Node, cluster
 
 S3 = {"type": "S3", "access_key_id": "AKIAEXAMPLE", "secret_access_key": "secret-multinode-audit"}
@@ -257,3 +262,37 @@ async def test_two_first_nodes_with_different_audit_keys_one_starts(pg_database_
         assert winner_key is not None and key_id(winner_key) in line
         async with database(pg_database_url) as conn:
             assert await conn.fetchval("SELECT value FROM store_meta WHERE name = 'audit_key_id'") == key_id(winner_key)
+
+
+async def test_a_stalled_holder_of_the_chain_lock_is_ended_by_the_server(pg_database_url: str,
+                                                                        tmp_path: Path) -> None:
+    """A stopped node keeps its connection open but never finishes its transaction: without a bound, the
+    chain's lock it holds would stall every node's audited writes for good."""
+    timeout = 0.5
+    bound = idle_transaction_ms(timeout) / 1000
+    async with cluster(tmp_path, pg_database_url, 1, database_timeout=str(timeout)) as c:
+        node = c.nodes[0]
+        peer = await node.admin()
+        await peer.call(CREATE, {"name": "before", "provider": S3})
+        stalled = await node.services.engine.connect()  # the daemon's own connection settings
+        try:
+            await stalled.execute(sa.text(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK})"))
+            held_at, refused, created_at = time.monotonic(), 0, None
+            while created_at is None and time.monotonic() - held_at < bound + 4 * timeout + 2:
+                try:
+                    await peer.call(CREATE, {"name": f"while-stalled-{refused}", "provider": S3})
+                except CallFailed:
+                    refused += 1  # bounded by the statement timeout, never a hang
+                    continue
+                created_at = time.monotonic()
+            assert refused >= 1, "the lock held by the stalled session did not block the audited write"
+            assert created_at is not None, f"audited writes still refused {bound} s after the session stalled"
+            with pytest.raises(Exception):  # noqa: B017, PT011 - the server ended it: any driver error
+                await stalled.execute(sa.text("SELECT 1"))
+        finally:
+            await stalled.invalidate()
+            await stalled.close()
+        (result,) = await verify_all(c.nodes)
+        assert result["valid"] is True and result["broken"] is None, result
+        assert_contiguous(await audit_ids(pg_database_url))
+        await peer.ws.close()

@@ -84,6 +84,12 @@ def create_engine(settings_or_url: Settings | str) -> AsyncEngine:
     return engine
 
 
+def idle_transaction_ms(timeout: float) -> int:
+    """How long (ms) the server lets one of our sessions sit idle inside a transaction: six statement
+    timeouts, at least 3 s (30 s with the default database_timeout of 5 s)."""
+    return int(max(3.0, 6 * timeout) * 1000)
+
+
 def _postgres_engine(url: str, password: str, timeout: float) -> AsyncEngine:
     target = make_url(url)
     if password:
@@ -96,7 +102,14 @@ def _postgres_engine(url: str, password: str, timeout: float) -> AsyncEngine:
         connect_args={
             "timeout": timeout,  # asyncpg: connecting, authentication included
             "command_timeout": timeout,  # asyncpg: every statement; it is cancelled on the server too
-            "server_settings": {"application_name": "middlewared-cc"},
+            "server_settings": {
+                "application_name": "middlewared-cc",
+                # A node stalled inside a transaction (stopped, swapped out, a hung event loop) would hold its
+                # row and advisory locks (the audit chain's, the key guard's) and stall every other node's
+                # writes for good: the server ends such a session after this long, and its locks with it.
+                # No transaction of ours sits idle that long (statements are bounded by the timeout above).
+                "idle_in_transaction_session_timeout": str(idle_transaction_ms(timeout)),
+            },
         },
     )
 
