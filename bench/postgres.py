@@ -321,8 +321,13 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def section_name(audit: bool) -> str:
+    """Runs with the audit trail on (the daemon's default) keep a section of their own beside the others."""
+    return f"{SECTION}-audit" if audit else SECTION
+
+
 def section(result: dict[str, Any]) -> str:
-    begin, end = markers(SECTION)
+    begin, end = markers(section_name(result["audit"]))
     one = result["one_node"]
     lines = [begin, "## PostgreSQL against SQLite (bench/postgres.py)", "",
              (f"Daemons as real processes, each seeded with {result['stored']} S3 credentials and {OTHER_COUNT} "
@@ -407,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     text = section(result)
     print(text)
     if not args.no_write:
-        write_section(args.out, SECTION, text)
+        write_section(args.out, section_name(args.audit), text)
 
 
 if __name__ == "__main__":
