@@ -65,10 +65,10 @@ class Entry:
     def values(self, ident: int, audit_id: str, result: Any = None) -> tuple[Any, ...]:
         """The column values of this record as record ``ident`` named ``audit_id``, in COLUMNS order
         (``result``: the write's, for target ids)."""
-        targets = list(self.targets)
+        targets = self.targets  # encoded below and dropped: only a new target needs a list of its own
         extra = target_of(result)
         if extra is not None and extra not in targets:
-            targets.append(extra)
+            targets = [*targets, extra]
         details = {**self.details, "targets": targets}
         if self.errno is not None:
             details["errname"] = errname(self.errno)

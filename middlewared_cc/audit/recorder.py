@@ -166,15 +166,12 @@ class Appender:
         if not isinstance(entry, Entry):
             raise TypeError(f"not an audit record: {type(entry).__name__}")
         if self._shared:  # id and hash filled in by _link, under the chain's lock
-            self.values += entry.values(0, self._ids.next(), result)
-            self.values.append(None)
-            self.entries.append(entry)
-            return
-        self._id += 1
-        values = entry.values(self._id, self._ids.next(), result)
-        self._hash = self._signer.chained(self._hash, values)
-        self.values += values
-        self.values.append(self._hash)
+            self.values += (*entry.values(0, self._ids.next(), result), None)
+        else:
+            values = entry.values(self._id + 1, self._ids.next(), result)
+            digest = self._signer.chained(self._hash, values)
+            self._id, self._hash = self._id + 1, digest
+            self.values += (*values, digest)
         self.entries.append(entry)
 
     async def flush(self, conn: AsyncConnection) -> None:
