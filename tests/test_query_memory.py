@@ -411,3 +411,31 @@ def test_a_batch_of_creates_keeps_the_index_without_resorting_it() -> None:
     assert index.ids_named("late") == [500] and index.ids_named("new", prefix=True) == sorted(
         ids, key=lambda i: f"new{i}")
     assert sorted(index.ids_of_provider("HTTP")) == ids
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_name_lookups_follow_every_put_and_remove_however_they_are_merged(seed: int) -> None:
+    """Puts and removes are kept aside and merged into the sorted names when a lookup asks (a few by
+    bisection, many by one sort, and unasked past a bound): lookups between runs of every length, renames,
+    a name held by two rows for a moment (another node's rows), re-puts of the same row and removes of rows
+    put since the last merge all answer as a scan of the rows does."""
+    rng = random.Random(seed)
+    index = CredentialIndex([StoredCredential(i, f"n{rng.randrange(300):03d}", "S3", {}) for i in range(1, 500)])
+    rows = {c.id: c.name for c in index}
+    for run, ids in [(0, 900), (1, 900), (3, 900), (8, 900), (9, 900), (40, 900), (700, 900), (5000, 900),
+                     (12000, 20000), (2, 900), (1, 900)]:  # 12,000: more kept aside than the bound
+        for _ in range(run):
+            ident = rng.randrange(1, ids)
+            if rng.random() < 0.25:
+                index.remove(ident)
+                rows.pop(ident, None)
+            else:
+                name = f"n{rng.randrange(300):03d}"
+                index.put(StoredCredential(ident, name, rng.choice(["S3", "FTP"]), {}))
+                rows[ident] = name
+        for probe in ["n0", "n1", "n15", "n299", "n", "x"]:
+            want = sorted((name, ident) for ident, name in rows.items() if name.startswith(probe))
+            assert index.ids_named(probe, prefix=True) == [ident for _, ident in want], (run, probe)
+        exact = rng.choice(list(rows.values()))
+        assert index.ids_named(exact) == sorted(i for i, n in rows.items() if n == exact)
+        assert [c.id for c in index] == sorted(rows)
