@@ -472,3 +472,51 @@ async def test_a_long_run_of_payloads_is_split_below_the_notify_limit(pg_databas
         await writer.stop()
         await feed.close()
         await engine.dispose()
+
+
+async def test_load_many_reads_from_the_driver_what_the_orm_path_reads(pg_database_url: str) -> None:
+    """The re-read of other nodes' writes (load_many) reads rows straight from asyncpg: every attribute as
+    stored (integers past 64 bits, text beyond ASCII, nested values), secrets opened, rows whose seal does
+    not open kept and marked, absent ids left out; in a transaction and in the writer's bare snapshot read
+    alike; rows sealed under a key other than the recorded one raise SealedUnderAnotherKey."""
+    import os
+
+    import sqlalchemy as sa
+
+    from middlewared_cc.store.models import StoreMeta
+    from middlewared_cc.store.sealing import Sealer
+    from middlewared_cc.store.writer import BatchWriter
+
+    engine = store_db.create_engine(pg_database_url)
+    await store_db.migrate(engine)
+    sealer, other = Sealer(os.urandom(32)), Sealer(os.urandom(32))
+    attrs = {"host": "h\u00e9\u6f22", "port": 21, "big": 2**70 + 1, "nested": {"deep": [2**64 + 1, 2.5, None]},
+             "secret": CANARY}
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)).values(
+                name="key_id", value=sealer.key_id))
+            await cred_store.insert(conn, sealer, 1, "one", "FTP", attrs, frozenset({"secret"}))
+            await cred_store.insert(conn, sealer, 2, "two", "FTP", {"host": "x"}, frozenset())
+            await cred_store.insert(conn, other, 3, "three", "FTP", {"host": "y", "secret": "s"}, frozenset({"secret"}))
+        async with engine.connect() as conn:
+            expected = {i: await cred_store.load_one(conn, sealer, i) for i in (1, 2, 3)}
+        assert expected[1] is not None and expected[1].attributes == attrs and expected[1].undecryptable is None
+        assert expected[3] is not None and expected[3].undecryptable
+        async with engine.begin() as conn:
+            assert await cred_store.load_many(conn, sealer, [3, 1, 99, 2]) == expected
+        writer = BatchWriter(engine)  # on PostgreSQL: a held connection, snapshot reads bare (AUTOCOMMIT)
+        writer.start()
+        try:
+            read = await writer.submit(lambda conn: cred_store.load_many(conn, sealer, [1, 2, 3]), lambda _: None,
+                                       snapshot=True)
+            assert read == expected
+            assert await writer.submit(lambda conn: cred_store.load_many(conn, sealer, [42]), lambda _: None,
+                                       snapshot=True) == {}
+            with pytest.raises(cred_store.SealedUnderAnotherKey):
+                await writer.submit(lambda conn: cred_store.load_many(conn, other, [1]), lambda _: None,
+                                    snapshot=True)
+        finally:
+            await writer.stop()
+    finally:
+        await engine.dispose()

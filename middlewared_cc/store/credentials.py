@@ -101,9 +101,17 @@ def _json(text: str | None) -> dict[str, Any]:
         return {}
     try:
         value = orjson.loads(text)
-    except orjson.JSONDecodeError:  # what orjson refuses and the json module reads (integers past 64 bits)
+    except orjson.JSONDecodeError:  # what orjson refuses and the json module reads (lone surrogates)
         value = json.loads(text)
+    else:
+        # orjson turns integers past 64 bits into floats: anything but a string, boolean, null or integer
+        # (rare in attributes) is read again by the json module, as SQLAlchemy would read it.
+        if isinstance(value, dict) and not all(type(v) in _PLAIN for v in value.values()):
+            value = json.loads(text)
     return value if isinstance(value, dict) else {}
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 _META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
