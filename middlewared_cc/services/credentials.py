@@ -267,7 +267,8 @@ def follow(services: Services) -> None:
     """Keep this node's index and subscribers in step with the writes of other nodes (store/feed.py).
 
     A notification names the credentials one transaction of another node wrote; their rows are re-read in
-    one statement (with those of the notifications that arrive before it runs) through this node's writer, so the read and its effect are ordered with this node's own
+    one statement (with those of the notifications that arrive before it runs, and under a stream of them
+    at most one such statement per GATHER_S) through this node's writer, so the read and its effect are ordered with this node's own
     writes, and each is compared with the index, in the order they were written: added, changed or
     removed events go out as for a local write (rendered per subscriber), and a row already as indexed
     (a later change already seen, or two notifications coalesced) emits nothing. After the feed was
@@ -309,13 +310,20 @@ def follow(services: Services) -> None:
             last[0] = loop.time()
             services.writer.submit(reread, lambda read: applied(*read), snapshot=True).add_done_callback(settled)
 
+        def submit_later() -> None:
+            try:
+                submit()
+            except RuntimeError:  # the writer stopped meanwhile (the node is stopping): as if it had failed
+                queued.clear()
+                services.feed.lost()
+
         # Under a stream of notifications, at most one re-read per GATHER_S: each statement costs this node
         # (and the server) far more than a row of it, and the ids of the notifications that come meanwhile
         # join this one. A notification after a quiet spell is read at once.
         loop = asyncio.get_running_loop()
         wait = last[0] + GATHER_S - loop.time()
         if wait > 0:
-            loop.call_later(wait, submit)
+            loop.call_later(wait, submit_later)
         else:
             submit()
 
