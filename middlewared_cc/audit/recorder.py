@@ -180,32 +180,26 @@ class Appender:
             return
         if self._shared:
             await self._link(conn)
-        if conn.dialect.driver == "aiosqlite":
-            # Straight to the driver, one hop to aiosqlite's thread and one statement for the batch: through
-            # SQLAlchemy it takes three hops (cursor, executemany, close) and its statement machinery, and an
-            # executemany gives the GIL up and takes it back for every row, each time waiting for the busy
-            # event loop, which under load cost more than building the records (bench/audit_cost.py).
-            # Same connection, same transaction.
+        driver_name = conn.dialect.driver
+        if driver_name in ("aiosqlite", "asyncpg"):
+            # Straight to the driver, one multi-row INSERT per 64 records, on the same connection and in the
+            # same transaction (on PostgreSQL begun by the chain lock's statement). aiosqlite: one hop to its
+            # thread and one statement for the batch; through SQLAlchemy it takes three hops (cursor,
+            # executemany, close) and its statement machinery, and an executemany gives the GIL up and takes it
+            # back for every row, each time waiting for the busy event loop, which under load cost more than
+            # building the records (bench/audit_cost.py). asyncpg: SQLAlchemy's executemany cost the daemon
+            # 60 % more CPU per transaction of 32 records and twice the time, time spent holding the chain's
+            # lock; each row count is one statement text, prepared once and kept in asyncpg's cache.
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise RuntimeError("the database connection is closed")
             step = _ROWS_PER_INSERT * width
             for start in range(0, len(values), step):
                 chunk = values[start : start + step]
-                await driver.execute(_insert(len(chunk) // width), chunk)
-        elif conn.dialect.driver == "asyncpg":
-            # Straight to the driver too, one multi-row INSERT per 64 records: through SQLAlchemy its
-            # executemany cost the daemon 60 % more CPU per transaction of 32 records and twice the time, and
-            # on PostgreSQL that time is spent holding the chain's lock. Each row count is one statement text,
-            # prepared once and kept in asyncpg's statement cache. Same connection, same transaction (begun by
-            # the lock's statement).
-            driver = (await conn.get_raw_connection()).driver_connection
-            if driver is None:
-                raise RuntimeError("the database connection is closed")
-            step = _ROWS_PER_INSERT * width
-            for start in range(0, len(values), step):
-                chunk = values[start : start + step]
-                await driver.execute(_insert_numbered(len(chunk) // width), *chunk)
+                if driver_name == "aiosqlite":
+                    await driver.execute(_insert(len(chunk) // width), chunk)
+                else:
+                    await driver.execute(_insert_numbered(len(chunk) // width), *chunk)
         else:
             await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, values[at : at + width], strict=True))
                                                   for at in range(0, len(values), width)])
