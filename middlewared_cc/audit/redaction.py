@@ -37,7 +37,7 @@ class Redactor:
 
     It walks each call's arguments once, and is the audit's largest share of event-loop CPU per call
     (bench/audit_cost.py): the common leaves (short strings, numbers) are decided first, each argument
-    name's verdict is looked up rather than worked out again, and no set is built per object."""
+    name's verdict comes from secret_name's bounded cache, and no set is built per object."""
 
     def __init__(self, providers: ProviderRegistry) -> None:
         self._providers = providers
@@ -47,7 +47,6 @@ class Redactor:
                        for p in providers}
         # Attributes some provider declares secret though their names do not say so (account, client_id).
         self._secrets = providers.secret_names
-        self._verdicts: dict[str, bool] = {}  # argument name -> _secret_name (bounded: callers choose names)
 
     def params(self, names: Sequence[str], params: list[Any]) -> list[Any]:
         """``params`` (positional, as sent) redacted; ``names`` are the method's parameter names."""
@@ -76,12 +75,7 @@ class Redactor:
         return value
 
     def _secret_name(self, name: str) -> bool:
-        verdict = self._verdicts.get(name)
-        if verdict is None:
-            if len(self._verdicts) >= _MAX_VERDICTS:
-                self._verdicts.clear()
-            verdict = self._verdicts[name] = name in self._secrets or secret_name(name)
-        return verdict
+        return name in self._secrets or secret_name(name)  # secret_name's own cache is bounded
 
     def _secret_filter(self, item: list[Any]) -> bool:
         """Whether ``item`` is a query filter ``[path, op, value]`` with a secret anywhere on its path."""
@@ -128,7 +122,6 @@ class Redactor:
 
 _KEEP_TYPE = frozenset({"type"})
 _NONE: frozenset[str] = frozenset()
-_MAX_VERDICTS = 1024
 
 
 def _known(kind: Any, plain: dict[str, frozenset[str]]) -> bool:
