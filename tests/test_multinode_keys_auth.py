@@ -253,46 +253,47 @@ async def test_nodes_refreshing_one_box_token_at_once_keep_the_newest(
                                           for p in peers))
         assert all(items and {i["Name"] for i in items} == {fake.file_name, fake.folder_name}
                    for items in listings), listings
-        assert fake.book.refresh_count == refreshes + 1
-        assert fake.book.failed_refresh_count == failed  # no spent refresh token was ever sent
-        newest = fake.book.latest_refresh_token
-        for node in (a, b, d):
-            await eventually(functools.partial(_refresh_token_is, node, cred["id"], newest))
+        await _refreshed_once_everywhere(fake, c.nodes, cred["id"], refreshes, failed)
 
         # verify with the submitted (stored, about to be spent) token on three nodes at once.
-        expired2 = fake.mint_token(expired=True)
-        await root_a.call("cloudsync.credentials.update", cred["id"],
-                          {"provider": {"type": "BOX", **fake.attributes_with(expired2)}})
-        for node in (b, d):
-            await eventually(functools.partial(_holds, node, cred["id"], expired2))
-        refreshes, failed = fake.book.refresh_count, fake.book.failed_refresh_count
+        expired2, refreshes, failed = await _store_expired(fake, root_a, c.nodes, cred["id"])
         outcomes = await asyncio.gather(*(p.call("cloudsync.credentials.verify",
                                                  {"type": "BOX", **fake.attributes_with(expired2)})
                                           for p in peers))
         assert all(o["valid"] is True for o in outcomes), outcomes
-        assert fake.book.refresh_count == refreshes + 1
-        assert fake.book.failed_refresh_count == failed
-        newest = fake.book.latest_refresh_token
+        newest = await _refreshed_once_everywhere(fake, c.nodes, cred["id"], refreshes, failed)
         assert json.loads(expired2)["refresh_token"] != newest
-        for node in (a, b, d):
-            await eventually(functools.partial(_refresh_token_is, node, cred["id"], newest))
         token = json.loads(await _stored_token(d, cred["id"]))
         assert fake.book.access_state(token["access_token"]) == "valid"
 
         # verify_all jobs on three nodes at once.
-        expired3 = fake.mint_token(expired=True)
-        await root_a.call("cloudsync.credentials.update", cred["id"],
-                          {"provider": {"type": "BOX", **fake.attributes_with(expired3)}})
-        for node in (b, d):
-            await eventually(functools.partial(_holds, node, cred["id"], expired3))
-        refreshes, failed = fake.book.refresh_count, fake.book.failed_refresh_count
+        _expired3, refreshes, failed = await _store_expired(fake, root_a, c.nodes, cred["id"])
         jobs = await asyncio.gather(*(p.call("cloudsync.credentials.verify_all") for p in peers))
         results = await asyncio.gather(*(_job_result(p, job) for p, job in zip(peers, jobs, strict=True)))
         assert all(r == [{"id": cred["id"], "name": "box", "valid": True, "reason": None}] for r in results), results
-        assert fake.book.refresh_count == refreshes + 1
-        assert fake.book.failed_refresh_count == failed
-        for node in (a, b, d):
-            await eventually(functools.partial(_refresh_token_is, node, cred["id"], fake.book.latest_refresh_token))
+        await _refreshed_once_everywhere(fake, c.nodes, cred["id"], refreshes, failed)
+
+
+async def _store_expired(fake: CloudFake, root: Peer, nodes: list[Node], ident: int) -> tuple[str, int, int]:
+    """Store a fresh expired token in credential ``ident`` (through ``root``) and wait until every node holds
+    it; returns it and the token endpoint's refresh and failed-refresh counts by then."""
+    expired = fake.mint_token(expired=True)
+    await root.call("cloudsync.credentials.update", ident, {"provider": {"type": "BOX", **fake.attributes_with(expired)}})
+    for node in nodes:
+        await eventually(functools.partial(_holds, node, ident, expired))
+    return expired, fake.book.refresh_count, fake.book.failed_refresh_count
+
+
+async def _refreshed_once_everywhere(fake: CloudFake, nodes: list[Node], ident: int, refreshes: int,
+                                     failed: int) -> str | None:
+    """Exactly one refresh since the counts ``refreshes``/``failed`` were taken, no spent refresh token sent,
+    and every node ends up storing the newest refresh token (returned)."""
+    assert fake.book.refresh_count == refreshes + 1
+    assert fake.book.failed_refresh_count == failed  # no spent refresh token was ever sent
+    newest = fake.book.latest_refresh_token
+    for node in nodes:
+        await eventually(functools.partial(_refresh_token_is, node, ident, newest))
+    return newest
 
 
 async def _job_result(peer: Peer, job: int) -> Any:
