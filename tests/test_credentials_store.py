@@ -158,3 +158,39 @@ async def test_sqlite_pragmas(daemon: Daemon) -> None:
         assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
         assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
         assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one() >= 1000
+
+
+def test_a_read_credential_opens_its_secrets_once_and_only_when_read() -> None:
+    """Rows read from the database keep their secrets sealed until they are read (a node applying other
+    nodes' creates opens none), then open them once; two reads sealed alike compare without opening."""
+    from middlewared_cc.store.credentials import TABLE, StoredCredential
+    from middlewared_cc.store.sealing import Sealer, new_key, row_binding
+
+    class Counting(Sealer):
+        opened = 0
+
+        def open(self, blob: bytes, binding: bytes) -> dict[str, object]:
+            Counting.opened += 1
+            return super().open(blob, binding)
+
+    key = new_key()
+    sealer = Counting(key)
+    sealed = sealer.seal({"secret_access_key": CANARY}, row_binding(TABLE, 7))
+
+    def read(plain: dict[str, Any], blob: bytes | None = sealed, by: Sealer = sealer) -> StoredCredential:
+        return StoredCredential.unopened(7, "n", "S3", dict(plain), blob, by)
+
+    a, b = read({"access_key_id": "AK"}), read({"access_key_id": "AK"})
+    assert a == b and read({"access_key_id": "other"}) != a and Counting.opened == 0
+    assert CANARY not in repr(a)
+    assert a.attributes == {"access_key_id": "AK", "secret_access_key": CANARY} and a.undecryptable is None
+    assert a.attributes is a.attributes and Counting.opened == 1
+    # Sealed otherwise (a changed secret, another key): opened and compared by value.
+    changed = read({"access_key_id": "AK"}, sealer.seal({"secret_access_key": "new"}, row_binding(TABLE, 7)))
+    assert changed != b and Counting.opened == 3
+    resealed = read({"access_key_id": "AK"}, sealer.seal({"secret_access_key": CANARY}, row_binding(TABLE, 7)))
+    assert resealed == a == StoredCredential(7, "n", "S3", {"access_key_id": "AK", "secret_access_key": CANARY})
+    # A key that does not open it: marked when read, as an eager read marked it; never equal to the opened.
+    wrong = read({"access_key_id": "AK"}, by=Sealer(new_key()))
+    assert wrong.undecryptable is not None and wrong.attributes == {"access_key_id": "AK"} and wrong != a
+    assert read({"access_key_id": "AK"}, blob=None).attributes == {"access_key_id": "AK"}

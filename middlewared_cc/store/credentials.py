@@ -4,29 +4,87 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from middlewared_cc.errors import BrokenInvariant
 from middlewared_cc.store.models import CloudCredential, StoreMeta
 from middlewared_cc.store.sealing import Sealer, Undecryptable, row_binding
-from middlewared_cc.store.writer import IdBlocks, before_commit
+from middlewared_cc.store.writer import IdBlocks, before_commit, driver_of
 
 TABLE = CloudCredential.__tablename__
 _T = sa.Table(TABLE, CloudCredential.metadata)  # the same Table object the model maps
 
 
-@dataclass(slots=True)
 class StoredCredential:
-    id: int
-    name: str
-    provider: str
-    attributes: dict[str, Any]  # every attribute, secrets included when they could be opened
-    undecryptable: str | None = None  # why the secrets could not be opened
+    """A credential as stored: ``attributes`` holds every attribute, secrets included when they could be
+    opened (else ``undecryptable`` says why). One read from the database keeps its secrets sealed until
+    ``attributes`` or ``undecryptable`` is first read, then opens them once: a node applying the creates of
+    other nodes does not open rows nobody reads, and two reads of a row compare without opening either."""
+
+    __slots__ = ("_attributes", "_sealed", "_sealer", "_undecryptable", "id", "name", "provider")
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __init__(self, ident: int, name: str, provider: str, attributes: dict[str, Any],
+                 undecryptable: str | None = None) -> None:
+        self.id = ident
+        self.name = name
+        self.provider = provider
+        self._attributes = attributes
+        self._undecryptable = undecryptable
+        self._sealed: bytes | None = None  # while unopened: the secrets as stored
+        self._sealer: Sealer | None = None  # while unopened: what opens them
+
+    @classmethod
+    def unopened(cls, ident: int, name: str, provider: str, plain: dict[str, Any], sealed: bytes | None,
+                 sealer: Sealer) -> StoredCredential:
+        """Row ``ident`` as read: its plain attributes now, its secrets opened by ``sealer`` (the key they
+        were read under, whichever key the node holds by then) when first needed."""
+        cred = cls(ident, name, provider, plain)
+        if sealed is not None:
+            cred._sealed, cred._sealer = sealed, sealer
+        return cred
+
+    def _open(self) -> None:
+        sealer, sealed = self._sealer, self._sealed
+        if sealer is None or sealed is None:
+            return
+        try:
+            opened = sealer.open(sealed, row_binding(TABLE, self.id))
+        except Undecryptable as exc:
+            self._undecryptable = str(exc)
+        else:
+            self._attributes.update((sys.intern(k), v) for k, v in opened.items())
+        self._sealer = self._sealed = None  # (anything else raised: still unopened, never silently empty)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        if self._sealer is not None:
+            self._open()
+        return self._attributes
+
+    @property
+    def undecryptable(self) -> str | None:
+        if self._sealer is not None:
+            self._open()
+        return self._undecryptable
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StoredCredential):
+            return NotImplemented
+        if (self.id, self.name, self.provider) != (other.id, other.name, other.provider):
+            return False
+        mine, theirs = self._sealer, other._sealer
+        if mine is not None and theirs is not None and self._sealed == other._sealed and mine.key_id == theirs.key_id:
+            # Both unopened, sealed alike under one key: their secrets open alike (or fail alike), so only
+            # their plain attributes can differ.
+            return self._attributes == other._attributes
+        return (self.attributes, self.undecryptable) == (other.attributes, other.undecryptable)
+
+    def __repr__(self) -> str:  # without the attributes: they hold secrets
+        return f"StoredCredential(id={self.id!r}, name={self.name!r}, provider={self.provider!r})"
 
 
 def _split(attrs: dict[str, Any], secret_names: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -40,14 +98,10 @@ _COLUMNS = (_T.c.id, _T.c.name, _T.c.provider, _T.c.attributes, _T.c.secrets)
 
 def _opened(sealer: Sealer, ident: int, name: str, provider: str, attributes: dict[str, Any],
             secrets: bytes | None) -> StoredCredential:
-    # Attribute names repeat across thousands of rows: intern them, store each name once.
-    attrs, problem = {sys.intern(k): v for k, v in attributes.items()}, None
-    if secrets is not None:
-        try:
-            attrs.update((sys.intern(k), v) for k, v in sealer.open(secrets, row_binding(TABLE, ident)).items())
-        except Undecryptable as exc:
-            problem = str(exc)
-    return StoredCredential(ident, name, provider, attrs, problem)
+    # Attribute names repeat across thousands of rows: intern them, store each name once. The secrets are
+    # opened when first read (StoredCredential).
+    attrs = {sys.intern(k): v for k, v in attributes.items()}
+    return StoredCredential.unopened(ident, name, provider, attrs, secrets, sealer)
 
 
 async def load_all(conn: AsyncConnection, sealer: Sealer) -> list[StoredCredential]:
@@ -88,10 +142,7 @@ async def _fetch_many(conn: AsyncConnection, idents: list[int]) -> list[tuple[An
     SQLAlchemy's statement and result handling cost more than the rows themselves (a few µs a row at ~20
     rows a statement). The driver prepares the one statement text once per connection; its errors are
     classified as SQLAlchemy's are (store.writer.unreachable looks at the driver's own exceptions)."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    if driver is None:
-        raise BrokenInvariant("a pooled PostgreSQL connection without its driver connection")
-    records = await driver.fetch(_LOAD_MANY_SQL, idents)
+    records = await (await driver_of(conn)).fetch(_LOAD_MANY_SQL, idents)
     return [(ident, name, provider, _json(attributes), secrets, key_id)
             for ident, name, provider, attributes, secrets, key_id in records]
 
@@ -106,7 +157,7 @@ def _json(text: str | None) -> dict[str, Any]:
     else:
         # orjson turns integers past 64 bits into floats: anything but a string, boolean, null or integer
         # (rare in attributes) is read again by the json module, as SQLAlchemy would read it.
-        if isinstance(value, dict) and not all(type(v) in _PLAIN for v in value.values()):
+        if type(value) is dict and not _PLAIN.issuperset(map(type, value.values())):
             value = json.loads(text)
     return value if isinstance(value, dict) else {}
 
@@ -158,10 +209,31 @@ async def insert(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, p
 
 
 async def _insert_rows(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        driver = await driver_of(conn)
+        if driver.is_in_transaction():  # (always, in the writer's transaction: the guard began it)
+            await _insert_with_driver(driver, rows)
+            return
     await conn.execute(_INSERT, rows)  # executemany: asyncpg sends every row on one prepared statement
 
 
+async def _insert_with_driver(driver: Any, rows: list[dict[str, Any]]) -> None:
+    """The batch's new rows straight through asyncpg, one prepared statement for all of them: every write of
+    every node runs this, and SQLAlchemy's statement handling costs more than the rows. The attributes are
+    serialized as SQLAlchemy serializes them (the json module); a name already taken raises SQLAlchemy's
+    IntegrityError, as conn.execute would (the callers catch it)."""
+    import asyncpg
+
+    try:
+        await driver.executemany(_INSERT_SQL, [(row["id"], row["name"], row["provider"], json.dumps(row["attributes"]),
+                                                row["secrets"]) for row in rows])
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise sa.exc.IntegrityError(_INSERT_SQL, None, exc) from exc
+
+
 _INSERT = sa.insert(_T)
+_INSERT_SQL = (f"INSERT INTO {TABLE} (id, name, provider, attributes, secrets) "  # noqa: S608 - fixed names, no input
+               "VALUES ($1, $2, $3, $4::json, $5)")
 
 
 async def replace(conn: AsyncConnection, sealer: Sealer, ident: int, name: str, provider: str,

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from middlewared_cc.errors import BrokenInvariant, CallError
-from middlewared_cc.store.writer import before_commit
+from middlewared_cc.store.writer import before_commit, driver_of
 
 if TYPE_CHECKING:
     from middlewared_cc.settings import Settings
@@ -47,6 +47,7 @@ CHANNEL = "middlewared_cc"
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (in the server encoding; ours are ASCII ids).
 MAX_PAYLOAD_BYTES = 7999
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+_NOTIFY_SQL = "SELECT pg_notify($1, $2)"
 _RESYNC = None  # the queue's marker: run the resync handlers before what follows
 _BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)  # seconds between reconnection attempts; the last one repeats
 _PING_SECONDS = 2.0  # a listening connection is checked this often (a silent network loss sends nothing)
@@ -143,8 +144,14 @@ class ChangeFeed:
             size += cost
         if payloads:
             messages.append(self._message(topic, payloads))
+        driver = await driver_of(conn) if conn.dialect.name == "postgresql" else None
         for message in messages:
-            await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": message})
+            if driver is not None and driver.is_in_transaction():
+                # Straight to the driver (one per write transaction of every node): inside the transaction
+                # SQLAlchemy began, so it still goes out at the commit.
+                await driver.execute(_NOTIFY_SQL, CHANNEL, message)
+            else:  # SQLAlchemy begins the transaction first if it has not yet
+                await conn.execute(_NOTIFY, {"channel": CHANNEL, "payload": message})
 
     def on(self, topic: str, handler: Handler) -> None:
         """Run ``handler(payload)`` for every ``topic`` notification from another node, one at a time."""

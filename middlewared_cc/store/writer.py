@@ -40,11 +40,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from middlewared_cc.errors import CallError
+from middlewared_cc.errors import BrokenInvariant, CallError
 
 log = logging.getLogger("middlewared_cc.store")
 T = TypeVar("T")
@@ -157,6 +156,21 @@ def before_commit(conn: AsyncConnection) -> BeforeCommit | None:
     return found if isinstance(found, BeforeCommit) else None
 
 
+async def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn`` (PostgreSQL), for statements that SQLAlchemy's statement and
+    result handling would cost more than the server does (many run for every write). A connection in use
+    is reached without a greenlet; one invalidated or closed is revalidated through SQLAlchemy."""
+    sync = conn.sync_connection
+    if sync is not None and not sync.invalidated and not sync.closed:
+        fairy = sync.connection  # connected: no I/O
+    else:
+        fairy = await conn.get_raw_connection()
+    driver = fairy.driver_connection
+    if driver is None:
+        raise BrokenInvariant("a pooled PostgreSQL connection without its driver connection")
+    return driver
+
+
 class IdBlocks:
     """Ids for this node's inserts on PostgreSQL, taken from each table's sequence a block at a time (one
     statement per ``size`` inserts instead of one per insert). The sequence never hands an id out twice, to
@@ -175,12 +189,12 @@ class IdBlocks:
         free = self._free.setdefault(table, deque())
         if not free:
             # nextval is not transactional: the block stays ours even if this transaction rolls back.
-            rows = await conn.execute(_BLOCK, {"table": table, "n": self.size})
-            free.extend(sorted(int(v) for v in rows.scalars()))
+            rows = await (await driver_of(conn)).fetch(_BLOCK, table, self.size)
+            free.extend(sorted(int(row[0]) for row in rows))
         return free.popleft()
 
 
-_BLOCK = sa.text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
+_BLOCK = "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2::integer)"
 
 
 @dataclass(slots=True)
@@ -344,16 +358,15 @@ class BatchWriter:
                 raise again.error from None
 
     async def _attempt(self, batch: list[_Write[Any]]) -> list[Any]:
+        if self._hold and all(w.snapshot for w in batch):
+            return await self._bare(batch)
         journal = self.journal.transaction() if self.journal is not None else None
         conn = await self._connection()
         pending, sent = BeforeCommit(), False
-        bare = self._hold and all(w.snapshot for w in batch)
-        if bare:  # no BEGIN and COMMIT around them: each read is one statement
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.info[_BEFORE_COMMIT] = pending
         try:
             async with conn.begin():
-                if self.guard is not None and not bare:
+                if self.guard is not None:
                     await self.guard(conn)
                     sent = True
                 results = []
@@ -369,20 +382,41 @@ class BatchWriter:
         except BaseException as exc:
             if not conn.invalidated:  # (an invalidated connection's info is gone; reading it would reconnect)
                 conn.info.pop(_BEFORE_COMMIT, None)
-            lost = not isinstance(exc, Exception) or unreachable(exc)
-            if lost or bare or not self._hold:  # (a bare batch's connection goes back: the pool resets it)  # a refused statement leaves the connection usable: kept
-                await self._release(invalidate=lost)
-            if lost and not sent and isinstance(exc, Exception):
-                raise _NothingSent(exc) from exc
+            await self._failed(exc, sent)
             raise
         conn.info.pop(_BEFORE_COMMIT, None)
-        if bare:
-            await conn.execution_options(isolation_level=self._engine.dialect.default_isolation_level)
         if not self._hold:
             await self._release(invalidate=False)
         if journal is not None:
             journal.committed()
         return results
+
+    async def _bare(self, batch: list[_Write[Any]]) -> list[Any]:
+        """Snapshot reads on the held connection with no BEGIN and COMMIT around them: each statement runs
+        alone (load_many on PostgreSQL goes straight to the driver, one statement)."""
+        conn = await (await self._connection()).execution_options(isolation_level="AUTOCOMMIT")
+        results, sent = [], False
+        try:
+            for write in batch:
+                results.append(await write.op(conn))
+                sent = True
+            if conn.in_transaction():  # SQLAlchemy's own bookkeeping (autobegin): nothing goes to the server
+                await conn.commit()
+        except BaseException as exc:
+            await self._failed(exc, sent, bare=True)
+            raise
+        await conn.execution_options(isolation_level=self._engine.dialect.default_isolation_level)
+        return results
+
+    async def _failed(self, exc: BaseException, sent: bool, *, bare: bool = False) -> None:
+        """After a failed batch: a connection lost (or a batch cancelled mid-statement) is replaced, one that
+        only refused a statement is kept (a bare batch's goes back: the pool resets it); NothingSent when
+        the connection failed before the batch wrote anything, so trying again is safe."""
+        lost = not isinstance(exc, Exception) or unreachable(exc)
+        if lost or bare or not self._hold:
+            await self._release(invalidate=lost)
+        if lost and not sent and isinstance(exc, Exception):
+            raise _NothingSent(exc) from exc
 
     async def _connection(self) -> AsyncConnection:
         if self._held is None:
