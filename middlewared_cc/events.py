@@ -38,7 +38,13 @@ class EventHub:
 
     def publish(self, collection: str, msg: str, ident: Any, render: Render | None) -> None:
         """Send ``msg`` (added/changed/removed) about ``ident`` to every subscriber, without waiting."""
-        targets = self._subscribers.get(collection, set()) | self._subscribers.get("*", set())
+        named, every = self._subscribers.get(collection), self._subscribers.get("*")
+        if not every:  # the usual case: no set built (every write publishes, on every node)
+            if not named:
+                return
+            targets = named.copy()  # (a send may drop a session: iterate over a copy)
+        else:
+            targets = named | every if named else every.copy()
         for session in targets:
             if session.closed or session.format_event is None:
                 continue

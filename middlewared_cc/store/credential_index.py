@@ -108,7 +108,10 @@ class CredentialIndex:
             self._listed.add(pair)
             if len(self._listed) > _MERGE_AT and len(self._listed) > len(self._sorted_names):
                 self._names_in_order()  # bounds what is kept aside to about the list itself
-        self._by_provider.setdefault(cred.provider, set()).add(cred.id)
+        ids = self._by_provider.get(cred.provider)
+        if ids is None:  # (not setdefault: that builds an empty set for every put)
+            ids = self._by_provider[cred.provider] = set()
+        ids.add(cred.id)
 
     def _unlist(self, cred: store.StoredCredential) -> None:
         pair = (cred.name, cred.id)
