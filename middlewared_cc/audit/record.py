@@ -62,9 +62,9 @@ class Entry:
         """A login that answered false / AUTH_ERR: a failure without an exception."""
         self.failed(_errno.EACCES)
 
-    def values(self, ident: int, audit_id: str, result: Any = None) -> tuple[Any, ...]:
+    def values(self, ident: int, audit_id: str, result: Any, stamp: Stamp) -> tuple[Any, ...]:
         """The column values of this record as record ``ident`` named ``audit_id``, in COLUMNS order
-        (``result``: the write's, for target ids)."""
+        (``result``: the write's, for target ids; ``stamp``: when its transaction stored it)."""
         targets = self.targets  # encoded below and dropped: only a new target needs a list of its own
         extra = target_of(result)
         if extra is not None and extra not in targets:
@@ -72,11 +72,18 @@ class Entry:
         details = {**self.details, "targets": targets}
         if self.errno is not None:
             details["errname"] = errname(self.errno)
-        seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-        stamp = f"{_second(seconds)}.{nanoseconds // 1000:06d}Z"  # datetime's isoformat, at a third of its cost
-        return (ident, audit_id, seconds, stamp, self.username[:64], self.session[:64],
+        return (ident, audit_id, stamp[0], stamp[1], self.username[:64], self.session[:64],
                 self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, self.params,
                 canonical(details))
+
+
+Stamp = tuple[int, str]  # a record's message_timestamp (whole seconds) and timestamp (ISO 8601, UTC)
+
+
+def now() -> Stamp:
+    """The time a record is stored, as its two columns."""
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return seconds, f"{_second(seconds)}.{nanoseconds // 1000:06d}Z"  # datetime's isoformat, at a third of its cost
 
 
 @functools.lru_cache(maxsize=4)  # the same second for every record stored in it
@@ -95,12 +102,21 @@ class AuditIds:
         self._pool, self._at = b"", 0
 
     def next(self) -> str:
-        at = self._at
-        if at >= len(self._pool):
-            self._pool, at = os.urandom(16 * 256), 0
-        self._at = at + 16
-        h = self._pool[at : at + 16].hex()
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        return self.take(1)[0]
+
+    def take(self, count: int) -> list[str]:
+        """``count`` new ids (a transaction's records take theirs at once)."""
+        out: list[str] = []
+        while len(out) < count:
+            at = self._at
+            if at >= len(self._pool):
+                self._pool, at = os.urandom(16 * 256), 0
+            end = min(len(self._pool), at + 16 * (count - len(out)))
+            self._at = end
+            h = self._pool[at:end].hex()
+            out += [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{_VARIANT[int(h[i + 16], 16) & 3]}"
+                    f"{h[i + 17:i + 20]}-{h[i + 20:i + 32]}" for i in range(0, len(h), 32)]
+        return out
 
 
 _VARIANT = "89ab"

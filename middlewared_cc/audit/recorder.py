@@ -28,7 +28,7 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -46,6 +46,7 @@ from middlewared_cc.audit.record import (
     AuditIds,
     Entry,
     canonical,
+    now,
     target_of,
 )
 from middlewared_cc.audit.redaction import MAX_PARAMS_JSON, Redactor
@@ -152,34 +153,34 @@ async def _changed(_conn: AsyncConnection) -> bool:
 
 
 class Appender:
-    """The records of one writer transaction, appended from the chain's end the transaction started at."""
+    """The records of one writer transaction. ``add`` only keeps each record with its write's result: the
+    records are built, given their ids and chained at ``flush``, in one loop after the batch's writes.
+    Between two writes of a batch (each a hop to the database's thread) that work lengthened every batch,
+    and it ran with caches cold each time (bench/audit_cost.py). The chain continues from the end the
+    transaction started at on SQLite (one writer), and from the database's end under the chain's lock on
+    PostgreSQL (many nodes); a batch that rolls back leaves the end where it was."""
 
     def __init__(self, auditor: Auditor) -> None:
-        self._signer, self._ids = auditor.signer, auditor.ids
         self._auditor = auditor
-        self._shared = auditor.shared  # ids and hashes are given at the flush, from the database's end
-        self._id, self._hash = auditor.head.id, auditor.head.hash  # the end so far: the last record added
-        self.values: list[Any] = []  # each record's COLUMNS then its hash, one record after another
+        self._id, self._hash = auditor.head.id, auditor.head.hash  # the end so far: the last record built
         self.entries: list[Entry] = []
+        self._results: list[Any] = []
 
     def add(self, entry: object, result: object) -> None:
         if not isinstance(entry, Entry):
             raise TypeError(f"not an audit record: {type(entry).__name__}")
-        if self._shared:  # id and hash filled in by _link, under the chain's lock
-            self.values += (*entry.values(0, self._ids.next(), result), None)
-        else:
-            values = entry.values(self._id + 1, self._ids.next(), result)
-            digest = self._signer.chained(self._hash, values)
-            self._id, self._hash = self._id + 1, digest
-            self.values += (*values, digest)
         self.entries.append(entry)
+        self._results.append(result)
 
     async def flush(self, conn: AsyncConnection) -> None:
-        values, width = self.values, len(_NAMES)
-        if not values:
+        entries = self.entries
+        if not entries:
             return
-        if self._shared:
-            await self._link(conn)
+        auditor = self._auditor
+        if auditor.shared:  # ids and hashes from the database's end, under the chain's lock until the commit
+            end = await self._lock_end(conn)
+            self._id, self._hash = end.id, end.hash
+        values = self._chain()
         driver_name = conn.dialect.driver
         if driver_name in ("aiosqlite", "asyncpg"):
             # Straight to the driver, one multi-row INSERT per 64 records, on the same connection and in the
@@ -193,6 +194,7 @@ class Appender:
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise RuntimeError("the database connection is closed")
+            width = len(_NAMES)
             step = _ROWS_PER_INSERT * width
             for start in range(0, len(values), step):
                 chunk = values[start : start + step]
@@ -201,25 +203,36 @@ class Appender:
                 else:
                     await driver.execute(_insert_numbered(len(chunk) // width), *chunk)
         else:
+            width = len(_NAMES)
             await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, values[at : at + width], strict=True))
                                                   for at in range(0, len(values), width)])
 
-    async def _link(self, conn: AsyncConnection) -> None:
-        """Take the chain's lock (until the commit), read its end and chain this transaction's records to it."""
+    def _chain(self) -> list[Any]:
+        """Every record's columns then its hash, one record after another, chained from the end so far
+        (which moves to the last one). The records of one transaction share its time and take their ids
+        at once."""
+        auditor = self._auditor
+        chained, stamp = auditor.signer.chained, now()
+        ident, digest = self._id, self._hash
+        values: list[Any] = []
+        for entry, result, audit_id in zip(self.entries, self._results, auditor.ids.take(len(self.entries)),
+                                           strict=True):
+            ident += 1
+            row = entry.values(ident, audit_id, result, stamp)
+            digest = chained(digest, row)
+            values += row
+            values.append(digest)
+        self._id, self._hash = ident, digest
+        return values
+
+    async def _lock_end(self, conn: AsyncConnection) -> Link:
+        """Take the chain's lock (until the commit) and read its end."""
         driver = (await conn.get_raw_connection()).driver_connection if conn.dialect.driver == "asyncpg" else None
         if driver is not None and driver.is_in_transaction():  # the batch's writes began it: the driver's way
             await driver.execute(_LOCK_CHAIN_SQL)
         else:  # through SQLAlchemy, whose adapter begins the transaction on its first statement
             await conn.execute(_LOCK_CHAIN)
-        end = await self._auditor.chain_end(conn)
-        values, width, signer = self.values, len(_NAMES), self._signer
-        ident, digest = end.id, end.hash
-        for at in range(0, len(values), width):
-            ident += 1
-            values[at] = ident
-            digest = signer.chained(digest, values[at : at + width - 1])
-            values[at + width - 1] = digest
-        self._id, self._hash = ident, digest
+        return await self._auditor.chain_end(conn)
 
     def committed(self) -> None:
         if self.entries:
@@ -248,6 +261,7 @@ class Auditor:
         self.writer: BatchWriter | None = None  # set by the app: records go through it
         self._trimmer: asyncio.Task[None] | None = None
         self._plans: dict[str, _Plan] = {}  # by method name
+        self._current_task: Callable[[], object] = asyncio.current_task
 
     @classmethod
     async def open(cls, settings: Settings, engine: AsyncEngine, providers: ProviderRegistry) -> Auditor:
@@ -268,7 +282,13 @@ class Auditor:
             head = Link(int(last[0]), str(last[1]))
         else:
             head, _ = read_anchor(key, meta.get(ANCHOR))
-        return cls(settings, engine, key, head, providers)
+        auditor = cls(settings, engine, key, head, providers)
+        running = getattr(asyncio.tasks, "_current_tasks", None)
+        if isinstance(running, dict):
+            # asyncio.current_task is a Python function on 3.11 whose get_running_loop makes a getpid system
+            # call, twice per recorded call: asyncio's own dict of running tasks, read for this app's loop.
+            auditor._current_task = functools.partial(running.get, asyncio.get_running_loop())
+        return auditor
 
     async def chain_end(self, conn: AsyncConnection) -> Link:
         """The chain's end in the database: the newest record, else the retention anchor, else the start."""
@@ -290,7 +310,7 @@ class Auditor:
         """The running call's record, for the write being queued to carry (once per call)."""
         entry = CURRENT.get()
         # Tasks the call starts (a job's body) inherit the context: their writes are not the call's.
-        if entry is None or entry.claimed or entry.stored or entry.task is not asyncio.current_task():
+        if entry is None or entry.claimed or entry.stored or entry.task is not self._current_task():
             return None
         entry.claimed = True
         return entry
@@ -346,21 +366,21 @@ class Auditor:
         return text if len(text) <= MAX_PARAMS_JSON else canonical({"too_large": len(text)})
 
     def enter(self, entry: Entry) -> contextvars.Token[Entry | None]:
-        entry.task = asyncio.current_task()
+        entry.task = self._current_task()
         return CURRENT.set(entry)
 
     def leave(self, token: contextvars.Token[Entry | None]) -> None:
         CURRENT.reset(token)
 
     async def opened(self, entry: Entry) -> None:
-        """Before the method runs: the request record of a method that writes outside the writer."""
-        if not entry.ahead:
-            return
+        """Before the method runs, when ``entry.ahead``: the request record of a method that writes outside
+        the writer."""
         request = dataclasses.replace(entry, details={**entry.details, "phase": "REQUEST"})
         await self._store(request, refused=True)
 
-    async def succeeded(self, entry: Entry, value: Any, session: Session, before: Principal | None) -> None:
-        """After a method returned ``value``: its record, unless a write already carried it."""
+    def succeeded(self, entry: Entry, value: Any, session: Session) -> bool:
+        """After a method returned ``value``: whether its record is still to be stored (``store``), that is
+        unless a write already carried it. (Not a coroutine: most calls' records went with their write.)"""
         if entry.event == AUTHENTICATION:
             if policy.login_refused(entry.method, value):
                 entry.refused()
@@ -370,10 +390,14 @@ class Auditor:
         if entry.details.get("job") and type(value) is int:  # a job's id (legacy_jobs): its JOB record names it
             entry.details["job_id"] = value
         if entry.stored:
-            return
+            return False
         target = target_of(value)
         if target is not None and target not in entry.targets:
             entry.targets.append(target)
+        return True
+
+    async def store(self, entry: Entry, session: Session, before: Principal | None) -> None:
+        """The record of a call that succeeded (``succeeded`` said it is still to be stored)."""
         try:
             await self._store(entry, refused=False)
         except (AuditUnavailable, DatabaseUnavailable):

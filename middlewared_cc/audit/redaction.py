@@ -86,13 +86,13 @@ class Redactor:
     def _object(self, obj: dict[Any, Any], depth: int) -> dict[str, Any]:
         plain = self._plain
         kind = obj.get("type")
-        if isinstance(kind, str) and kind in plain:
+        if type(kind) is str and kind in plain:
             # A provider object of the new shape: {"type": "S3", attribute: value, ...}
             return self._attributes(obj, plain[kind], _KEEP_TYPE)
         provider = obj.get("provider")
         out: dict[str, Any] = {}
         for key, value in obj.items():
-            name = str(key)
+            name = key if type(key) is str else str(key)
             if key == "attributes" and isinstance(value, dict) and isinstance(provider, str):
                 # The legacy shape: {"provider": "S3", "attributes": {...}}
                 out[name] = self._attributes(value, plain.get(provider, _NONE), _NONE)
@@ -101,6 +101,9 @@ class Redactor:
                 out[name] = self._attributes(value, _NONE, _KEEP_TYPE)
             elif self._secret_name(name):
                 out[name] = REDACTED
+            elif type(value) is str:  # the usual leaf (self.value's first test, inlined)
+                out[name] = (REDACTED if len(value) >= _SHORTEST_SECRET_VALUE and _SECRET_VALUE.search(value)
+                             else value)
             else:
                 out[name] = self.value(value, depth + 1)
         return out
@@ -108,10 +111,10 @@ class Redactor:
     def _attributes(self, attrs: dict[Any, Any], plain: frozenset[str], keep: frozenset[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in attrs.items():
-            name = str(key)
+            name = key if type(key) is str else str(key)
             if name in keep:
                 out[name] = value if isinstance(value, str) and len(value) <= 64 else REDACTED
-            elif name in plain and not _nested_secret(value):
+            elif name in plain and not isinstance(value, (dict, list)):  # a declared plain attribute is a scalar
                 # A scalar: only a string can look like a secret (self.value's last test, inlined).
                 out[name] = (REDACTED if isinstance(value, str) and len(value) >= _SHORTEST_SECRET_VALUE
                              and _SECRET_VALUE.search(value) else value)
@@ -139,7 +142,3 @@ def secret_name(name: str) -> bool:
     if name in _SECRET_WHOLE_NAMES:
         return True
     return name not in _PLAIN_NAMES and _SECRET_NAME.search(name) is not None
-
-
-def _nested_secret(value: Any) -> bool:
-    return isinstance(value, (dict, list))  # a declared plain attribute is a scalar; anything else: in doubt

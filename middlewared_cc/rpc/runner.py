@@ -46,7 +46,8 @@ async def settle(services: Services, session: Session, method: str, params: list
         return await _settle(services, session, method, params, **options)
     token, before = audit.enter(entry), session.principal
     try:
-        await audit.opened(entry)
+        if entry.ahead:
+            await audit.opened(entry)
         try:
             value = await _settle(services, session, method, params, **options)
         except (MethodNotFound, ValidationErrors, CallError, Incident) as failure:
@@ -55,7 +56,8 @@ async def settle(services: Services, session: Session, method: str, params: list
         except asyncio.CancelledError:
             audit.abandoned(entry)
             raise
-        await audit.succeeded(entry, value, session, before)
+        if audit.succeeded(entry, value, session):
+            await audit.store(entry, session, before)
         return value
     finally:
         audit.leave(token)

@@ -1,0 +1,120 @@
+"""The audit trail's write path: records built at the transaction's flush, ids cut in batches, the running
+task found without asyncio.current_task, and migration 0005 (no username and method indexes)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from alembic import command
+
+from middlewared_cc.audit.record import AuditIds, Entry
+from middlewared_cc.audit.recorder import Auditor
+from middlewared_cc.session import Principal, Session
+from middlewared_cc.settings import Settings
+from middlewared_cc.store import db as _db
+from tests.conftest import Daemon, serving, start_daemon
+
+S3 = {"type": "S3", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "wJalrXUtnFEMI/K7MDENG"}
+
+
+def test_audit_ids_are_distinct_version_4_uuids_across_pools() -> None:
+    ids = AuditIds()
+    taken = ids.take(300) + [ids.next() for _ in range(300)] + ids.take(1000) + ids.take(0)
+    assert len(taken) == 1600 and len(set(taken)) == 1600  # 6 pools of 256 and part of a seventh
+    for text in taken:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+async def test_one_batch_of_concurrent_writes_is_one_gapless_chain(daemon: Daemon) -> None:
+    """64 creates at once share the writer's transactions: each has one record, ids follow on with no gap,
+    the records of one transaction share its time, the chain verifies and every secret is redacted."""
+    root = await daemon.root()
+    peers = [await daemon.root() for _ in range(4)]  # 16 calls in flight on each (the cap is 20)
+    first = max((r["id"] for r in await root.call("audit.query")), default=0)
+    made = await asyncio.gather(*(peers[i % 4].call("cloudsync.credentials.create",
+                                                    {"name": f"batch-{i}", "provider": S3}) for i in range(64)))
+    records = await root.call("audit.query", {"query-filters": [
+        ["id", ">", first], ["event_data.method", "=", "cloudsync.credentials.create"]]})
+    assert sorted(r["event_data"]["targets"][0] for r in records) == sorted(c["id"] for c in made)
+    ids = sorted(r["id"] for r in await root.call("audit.query", {"query-filters": [["id", ">", first]]}))
+    assert len(ids) >= 64 and ids == list(range(first + 1, first + 1 + len(ids)))
+    assert len({r["message_timestamp"] for r in records}) <= 3  # a few transactions, one time each
+    assert all(r["event_data"]["params"][0]["provider"]["secret_access_key"] == "********" for r in records)
+    assert S3["secret_access_key"] not in str(records)
+    assert (await root.call("audit.verify"))["valid"] is True
+
+
+async def test_a_job_started_by_a_call_does_not_carry_the_calls_record(daemon: Daemon) -> None:
+    """claim() compares the running task with the call's own (found through asyncio's dict of running tasks):
+    a task the call starts inherits its context but is not it."""
+    services = daemon.services
+    audit = services.audit
+    assert audit is not None
+    entry = audit.begin(_session(), "cloudsync.credentials.create", [{"name": "x", "provider": S3}])
+    assert entry is not None
+    token = audit.enter(entry)
+    try:
+        assert entry.task is asyncio.current_task()
+        child = await asyncio.get_running_loop().create_task(_claim(audit))
+        assert child is None and not entry.claimed
+        assert audit.claim() is entry and entry.claimed
+        assert audit.claim() is None  # once per call
+    finally:
+        audit.leave(token)
+
+
+async def _claim(audit: Auditor) -> Entry | None:
+    return audit.claim()
+
+
+def _session() -> Session:
+    session = Session(ws=None, source="127.0.0.1", max_outbox=10)  # type: ignore[arg-type]  # never sends
+    session.principal = Principal.root()
+    return session
+
+
+def _indexes(conn: sa.Connection) -> set[str]:
+    return {index["name"] or "" for index in sa.inspect(conn).get_indexes("audit_log")}
+
+
+async def _at(settings: Settings, revision: str) -> set[str]:
+    """Move the database to ``revision`` (alembic, as an older release left it); its audit_log indexes."""
+    engine = _db.create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            def move(sync: sa.Connection) -> set[str]:
+                command.downgrade(_db.alembic_config(sync), revision)
+                return _indexes(sync)
+            return await conn.run_sync(move)
+    finally:
+        await engine.dispose()
+
+
+async def test_migration_0005_drops_two_indexes_and_keeps_every_record(
+        settings_factory: Callable[..., Settings]) -> None:
+    settings = settings_factory()
+    async with serving(*await start_daemon(settings)) as d:
+        root = await d.root()
+        await root.call("cloudsync.credentials.create", {"name": "before", "provider": S3})
+        before = await root.call("audit.query", {"query-options": {"order_by": ["id"]}})
+        for key in await root.call("api_key.query", [["name", "=", "test-admin"]]):  # serving makes it again
+            await root.call("api_key.delete", key["id"])
+    assert {"ix_audit_log_username", "ix_audit_log_method", "ix_audit_log_message_timestamp"} <= \
+        await _at(settings, "0004")
+    async with serving(*await start_daemon(settings)) as d:
+        root = await d.root()
+        async with d.services.engine.connect() as conn:
+            indexes = await conn.run_sync(_indexes)
+        assert "ix_audit_log_message_timestamp" in indexes
+        assert not {"ix_audit_log_username", "ix_audit_log_method"} & indexes
+        after = await root.call("audit.query", {"query-options": {"order_by": ["id"]}})
+        assert after[:len(before)] == before  # every record kept as it was
+        # Filters on the unindexed columns still answer (by a scan).
+        mine = await root.call("audit.query", {"query-filters": [
+            ["username", "=", "root"], ["event_data.method", "=", "cloudsync.credentials.create"]]})
+        assert [r["event_data"]["params"][0]["name"] for r in mine] == ["before"]
+        assert (await root.call("audit.verify"))["valid"] is True
