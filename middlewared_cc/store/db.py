@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("middlewared_cc.store")
 # The newest migration. A test checks it against alembic's head; keeping it here lets a daemon whose
 # database is current skip importing alembic (about 11 MiB of resident memory).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 

@@ -115,12 +115,12 @@ class AuditRecord(Base):
     audit_id: Mapped[str] = mapped_column(String(36))
     message_timestamp: Mapped[int] = mapped_column(BigInteger, index=True)
     timestamp: Mapped[str] = mapped_column(String(32))
-    username: Mapped[str] = mapped_column(String(64), index=True)
+    username: Mapped[str] = mapped_column(String(64))  # not indexed: migration 0005 says why
     session: Mapped[str] = mapped_column(String(64))
     address: Mapped[str] = mapped_column(String(128))
     service: Mapped[str] = mapped_column(String(16))
     event: Mapped[str] = mapped_column(String(32))
-    method: Mapped[str] = mapped_column(String(128), index=True)
+    method: Mapped[str] = mapped_column(String(128))  # not indexed: migration 0005
     success: Mapped[bool] = mapped_column(Boolean)
     errno: Mapped[int | None] = mapped_column(Integer, nullable=True)
     params: Mapped[str] = mapped_column(Text)
