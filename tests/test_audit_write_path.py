@@ -118,3 +118,49 @@ async def test_migration_0005_drops_two_indexes_and_keeps_every_record(
             ["username", "=", "root"], ["event_data.method", "=", "cloudsync.credentials.create"]]})
         assert [r["event_data"]["params"][0]["name"] for r in mine] == ["before"]
         assert (await root.call("audit.verify"))["valid"] is True
+
+
+async def test_a_caller_that_hangs_up_while_its_write_waits_leaves_both_records(daemon: Daemon) -> None:
+    """The writer is held; a create is queued (its record claimed) and its caller hangs up. The write still
+    commits (the writer shields it) with its record saying it succeeded, a second record says the caller
+    went away (ECANCELED), no secret is in either, and the chain verifies."""
+    services = daemon.services
+    hold, running = asyncio.Event(), asyncio.Event()
+
+    async def held(_conn: object) -> None:
+        running.set()
+        await hold.wait()
+
+    blocker = asyncio.get_running_loop().create_task(services.writer.run(held, record=None))
+    await running.wait()
+    peer = await daemon.root()
+    await peer.send({"jsonrpc": "2.0", "id": 1, "method": "cloudsync.credentials.create",
+                     "params": [{"name": "hung-up", "provider": S3}]})
+    for _ in range(200):  # until the create's write is queued behind the held one
+        if services.writer._queue:  # (the writer has no public view of its queue)
+            break
+        await asyncio.sleep(0.01)
+    await peer.ws.close()
+    for _ in range(200):  # until the server has cancelled the call
+        if not any(session.inflight for session in services.sessions):
+            break
+        await asyncio.sleep(0.01)
+    assert len(services.writer._queue) == 2  # the create's write, and its caller's ECANCELED record
+    hold.set()
+    await blocker
+    root = await daemon.root()
+    made: list[dict[str, object]] = []
+    for _ in range(500):  # the batch after the held one: both, in one transaction
+        if not services.writer._queue and (made := await root.call("cloudsync.credentials.query",
+                                                                  [["name", "=", "hung-up"]])):
+            break
+        await asyncio.sleep(0.01)
+    assert len(made) == 1  # committed whole: the caller going away does not undo a queued write
+    records = await root.call("audit.query", {"query-filters": [
+        ["event_data.method", "=", "cloudsync.credentials.create"]], "query-options": {"order_by": ["id"]}})
+    outcomes = sorted((r["success"], r["event_data"]["error"] if not r["success"] else None,
+                       made[0]["id"] in r["event_data"]["targets"]) for r in records)
+    assert outcomes[-1] == (True, None, True)  # the write's own record
+    assert len(records) == 2 and records[0]["success"] is not records[1]["success"]
+    assert S3["secret_access_key"] not in str(records)
+    assert (await root.call("audit.verify"))["valid"] is True

@@ -413,9 +413,14 @@ class Auditor:
         await self._store(entry, refused=False)
 
     def abandoned(self, entry: Entry) -> None:
-        """The call was cancelled (its connection closed): its record is stored without anyone waiting."""
+        """The call was cancelled (its connection closed): its record is stored without anyone waiting.
+        A write of the call still in flight (the writer shields it) keeps the record it carries as the call
+        was, and commits with it or not at all; this one, a copy, says the caller went away."""
         if entry.stored:
             return
+        if entry.claimed:
+            entry = dataclasses.replace(entry, details=dict(entry.details), targets=list(entry.targets),
+                                        claimed=False)
         entry.failed(errno.ECANCELED)
         task = asyncio.get_running_loop().create_task(self._store(entry, refused=False))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
