@@ -330,7 +330,8 @@ async def test_a_node_that_lost_its_feed_catches_up_with_events(pg_database_url:
             await pa.call("cloudsync.credentials.update", made[0]["id"], {"provider": ftp("r0-new")})
             await pa.call("cloudsync.credentials.delete", made[1]["id"])
             added = await pa.call("cloudsync.credentials.create", {"name": "r3", "provider": ftp("r3")})
-            refusals, unready = [], []
+            refusals: list[dict[str, Any]] = []
+            unready: list[str] = []
             # B may catch up for a moment between two kills (its resync is quick) and answer a read: ask
             # again until it was seen stale both ways, within a bound.
             for _ in range(30):
