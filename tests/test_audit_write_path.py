@@ -22,7 +22,7 @@ S3 = {"type": "S3", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "wJalrX
 
 def test_audit_ids_are_distinct_version_4_uuids_across_pools() -> None:
     ids = AuditIds()
-    taken = ids.take(300) + [ids.next() for _ in range(300)] + ids.take(1000) + ids.take(0)
+    taken = ids.take(300) + [ids.take(1)[0] for _ in range(300)] + ids.take(1000) + ids.take(0)
     assert len(taken) == 1600 and len(set(taken)) == 1600  # 6 pools of 256 and part of a seventh
     for text in taken:
         parsed = uuid.UUID(text)

@@ -101,9 +101,6 @@ class AuditIds:
     def __init__(self) -> None:
         self._pool, self._at = b"", 0
 
-    def next(self) -> str:
-        return self.take(1)[0]
-
     def take(self, count: int) -> list[str]:
         """``count`` new ids (a transaction's records take theirs at once)."""
         out: list[str] = []

@@ -52,7 +52,7 @@ from middlewared_cc.audit.record import (
 from middlewared_cc.audit.redaction import MAX_PARAMS_JSON, Redactor
 from middlewared_cc.errors import CallError
 from middlewared_cc.store.models import AuditRecord, StoreMeta
-from middlewared_cc.store.writer import DatabaseUnavailable
+from middlewared_cc.store.writer import DatabaseUnavailable, driver_of
 
 if TYPE_CHECKING:
     from middlewared_cc.providers.registry import ProviderRegistry
@@ -180,7 +180,7 @@ class Appender:
         if auditor.shared:  # ids and hashes from the database's end, under the chain's lock until the commit
             end = await self._lock_end(conn)
             self._id, self._hash = end.id, end.hash
-        values = self._chain()
+        values, width = self._chain(), len(_NAMES)
         driver_name = conn.dialect.driver
         if driver_name in ("aiosqlite", "asyncpg"):
             # Straight to the driver, one multi-row INSERT per 64 records, on the same connection and in the
@@ -194,7 +194,6 @@ class Appender:
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise RuntimeError("the database connection is closed")
-            width = len(_NAMES)
             step = _ROWS_PER_INSERT * width
             for start in range(0, len(values), step):
                 chunk = values[start : start + step]
@@ -203,7 +202,6 @@ class Appender:
                 else:
                     await driver.execute(_insert_numbered(len(chunk) // width), *chunk)
         else:
-            width = len(_NAMES)
             await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, values[at : at + width], strict=True))
                                                   for at in range(0, len(values), width)])
 
@@ -227,7 +225,7 @@ class Appender:
 
     async def _lock_end(self, conn: AsyncConnection) -> Link:
         """Take the chain's lock (until the commit) and read its end."""
-        driver = (await conn.get_raw_connection()).driver_connection if conn.dialect.driver == "asyncpg" else None
+        driver = await driver_of(conn) if conn.dialect.driver == "asyncpg" else None
         if driver is not None and driver.is_in_transaction():  # the batch's writes began it: the driver's way
             await driver.execute(_LOCK_CHAIN_SQL)
         else:  # through SQLAlchemy, whose adapter begins the transaction on its first statement
@@ -293,10 +291,7 @@ class Auditor:
     async def chain_end(self, conn: AsyncConnection) -> Link:
         """The chain's end in the database: the newest record, else the retention anchor, else the start."""
         if conn.dialect.driver == "asyncpg":  # once per transaction under the chain's lock: the driver's way
-            driver = (await conn.get_raw_connection()).driver_connection
-            if driver is None:
-                raise RuntimeError("the database connection is closed")
-            last = await driver.fetchrow(_CHAIN_END)
+            last = await (await driver_of(conn)).fetchrow(_CHAIN_END)
         else:
             last = (await conn.execute(sa.text(_CHAIN_END))).first()
         if last is not None:
