@@ -9,6 +9,11 @@ calls/s), the writer's mean batch size
 under each load (from /metrics: the audit's one insert per batch is shared by that many writes), the load
 average while it ran, the records the audited daemon stored and how long audit.verify takes over them.
 
+The noise floor comes with it: a third daemon, a twin of the audit-off one (same state, audit off), runs
+the create load in the same rounds, in turn with the other two, and its per-round ratio to the audit-off
+daemon is reported. Two identical daemons differ by this much on this machine, so a difference between
+audit on and off of that order says nothing.
+
     .venv/bin/python -m bench.audit_cost [--rounds 9] [--duration 3] [--connections 64]
 """
 
@@ -37,9 +42,9 @@ SEEDED = 200
 TARGET = 0.10
 
 
-async def start(state: Path, log: Path, audit: bool) -> tuple[Server, str]:
+async def start(state: Path, log: Path, audit: bool, name: str = "") -> tuple[Server, str]:
     """A daemon on ``state`` with the audit trail on or off; (server, unix target)."""
-    daemon = await start_daemon(state, log, "core.ping", name="audit on" if audit else "audit off",
+    daemon = await start_daemon(state, log, "core.ping", name=name or ("audit on" if audit else "audit off"),
                                 metrics_allow_unauthenticated_local="true",
                                 audit_enabled="true" if audit else "false")
     return daemon.server, daemon.unix_target
@@ -87,6 +92,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             state = work / ("on" if audit else "off")
             shutil.copytree(template.state_dir, state, ignore=shutil.ignore_patterns("*.sock", "run", "*.log"))
             servers[audit] = await start(state, work / f"{state.name}.log", audit)
+        shutil.copytree(template.state_dir, work / "twin", ignore=shutil.ignore_patterns("*.sock", "run", "*.log"))
+        twin, _ = await start(work / "twin", work / "twin.log", False, "audit off, twin")
+        twin_cps: list[float] = []  # the twin's create calls/s, round by round
         figures: dict[str, dict[bool, list[float]]] = {w: {True: [], False: []} for w in ("create", "update")}
         cpu: dict[str, dict[bool, list[float | None]]] = {w: {True: [], False: []} for w in ("create", "update")}
         batch: dict[str, dict[bool, list[float]]] = {w: {True: [], False: []} for w in ("create", "update")}
@@ -94,9 +102,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for r in range(args.rounds):
                 loads.append(os.getloadavg()[0])
                 for what in ("create", "update"):
-                    order = (True, False) if r % 2 == 0 else (False, True)
-                    for audit in order:
-                        server, _unix = servers[audit]
+                    order: tuple[bool | None, ...] = (True, False) if r % 2 == 0 else (False, True)
+                    if what == "create":  # the twin (None) in turn first, between and last
+                        order = ((None, *order), (order[0], None, order[1]), (*order, None))[r % 3]
+                    for which in order:
+                        if which is None:
+                            twin_cps.append(await _calls_per_s(measurer, twin, template, args.connections))
+                            continue
+                        server, _unix = servers[which]
                         params = create_params() if what == "create" else update_params(template.ids)
                         writes, commits = await batches(server)
                         result = await measurer.load(
@@ -105,10 +118,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         if result.get("errors"):
                             raise RuntimeError(f"{what} on {server.name}: {result['error_samples'][:3]}")
                         after_writes, after_commits = await batches(server)
-                        figures[what][audit].append(float(result["calls_per_s"]))
+                        figures[what][which].append(float(result["calls_per_s"]))
                         spent = result.get("server_cpu_us_per_call")
-                        cpu[what][audit].append(None if spent is None else float(spent))
-                        batch[what][audit].append((after_writes - writes) / max(after_commits - commits, 1))
+                        cpu[what][which].append(None if spent is None else float(spent))
+                        batch[what][which].append((after_writes - writes) / max(after_commits - commits, 1))
             loads.append(os.getloadavg()[0])
             async with Client(servers[True][1]) as client:
                 stored = await client.call("audit.query", {"query-options": {"count": True}})
@@ -116,7 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 verdict = await client.call("audit.verify", timeout=600)
                 verify_s = time.perf_counter() - began
         finally:
-            await stop_all(*(server for server, _ in servers.values()))
+            await stop_all(twin, *(server for server, _ in servers.values()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out: dict[str, Any] = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
@@ -134,7 +147,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      "cpu_ratio": _median(spent),
                      "batch_on": statistics.median(batch[what][True]),
                      "batch_off": statistics.median(batch[what][False])}
+    twins = [t / off for t, off in zip(twin_cps, figures["create"][False], strict=True)]
+    out["twin"] = {"cps": twin_cps, "ratios": twins, "ratio": statistics.median(twins)}
     return out
+
+
+async def _calls_per_s(measurer: Measurer, server: Server, template: Any, connections: int) -> float:
+    """The create load on the twin; its calls/s."""
+    result = await measurer.load(f"create: {server.name}", server.target, f"{CREDENTIALS}.create",
+                                 create_params(), connections=connections, server_pid=server.pid,
+                                 api_key=template.api_key)
+    if result.get("errors"):
+        raise RuntimeError(f"create on the twin: {result['error_samples'][:3]}")
+    return float(result["calls_per_s"])
 
 
 def section(result: dict[str, Any]) -> str:
@@ -156,6 +181,11 @@ def section(result: dict[str, Any]) -> str:
               "", "Spread of the per-round on / off ratios, as min [first quartile, third quartile] max (calls/s; "
               "CPU per call): " + "; ".join(f"{w} {_spread(result[w]['ratios'])}; CPU {_spread(result[w]['cpu_ratios'])}"
                                           for w in ("create", "update")) + ".",
+              "", (f"Noise floor: a twin of the audit-off daemon (same state, audit off), measured with create in "
+                   f"the same rounds, in turn with the other two: twin / off {result['twin']['ratio']:.3f} (median "
+                   f"of the per-round ratios), spread {_spread(result['twin']['ratios'])}: two identical daemons "
+                   "differ that much in one round here, so one round's on / off ratio says little; the median "
+                   "over rounds is what is judged."),
               "", "Daemon CPU per call (median µs, on / off, and the median of the per-round ratios), steadier "
               "than calls/s on a shared machine: "
               + "; ".join(f"{w} {_us(result[w]['cpu_on_us'])} / {_us(result[w]['cpu_off_us'])} "
