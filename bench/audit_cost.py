@@ -11,8 +11,8 @@ average while it ran, the records the audited daemon stored and how long audit.v
 
 The noise floor comes with it: a third daemon, a twin of the audit-off one (same state, audit off), runs
 the create load in the same rounds, in turn with the other two, and its per-round ratio to the audit-off
-daemon is reported. Two identical daemons differ by this much on this machine, so a difference between
-audit on and off of that order says nothing.
+daemon is reported: two identical daemons differ by that much in one round on this machine, so one round's
+on / off ratio says little; the median over rounds is what is judged.
 
     .venv/bin/python -m bench.audit_cost [--rounds 9] [--duration 3] [--connections 64]
 """
@@ -88,17 +88,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         template = await make_template(work, "seed", SEEDED)
         measurer = Measurer(args.warmup, args.duration, 1)
         servers: dict[bool, tuple[Server, str]] = {}
-        for audit in (True, False):
-            state = work / ("on" if audit else "off")
-            shutil.copytree(template.state_dir, state, ignore=shutil.ignore_patterns("*.sock", "run", "*.log"))
-            servers[audit] = await start(state, work / f"{state.name}.log", audit)
-        shutil.copytree(template.state_dir, work / "twin", ignore=shutil.ignore_patterns("*.sock", "run", "*.log"))
-        twin, _ = await start(work / "twin", work / "twin.log", False, "audit off, twin")
+        started: list[Server] = []  # stopped at the end, also when a later one fails to start
         twin_cps: list[float] = []  # the twin's create calls/s, round by round
         figures: dict[str, dict[bool, list[float]]] = {w: {True: [], False: []} for w in ("create", "update")}
         cpu: dict[str, dict[bool, list[float | None]]] = {w: {True: [], False: []} for w in ("create", "update")}
         batch: dict[str, dict[bool, list[float]]] = {w: {True: [], False: []} for w in ("create", "update")}
         try:
+            for audit in (True, False):
+                state = work / ("on" if audit else "off")
+                shutil.copytree(template.state_dir, state, ignore=shutil.ignore_patterns("*.sock", "run", "*.log"))
+                servers[audit] = await start(state, work / f"{state.name}.log", audit)
+                started.append(servers[audit][0])
+            shutil.copytree(template.state_dir, work / "twin", ignore=shutil.ignore_patterns("*.sock", "run", "*.log"))
+            twin, _ = await start(work / "twin", work / "twin.log", False, "audit off, twin")
+            started.append(twin)
             for r in range(args.rounds):
                 loads.append(os.getloadavg()[0])
                 for what in ("create", "update"):
@@ -129,7 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 verdict = await client.call("audit.verify", timeout=600)
                 verify_s = time.perf_counter() - began
         finally:
-            await stop_all(twin, *(server for server, _ in servers.values()))
+            await stop_all(*started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out: dict[str, Any] = {"rounds": args.rounds, "duration_s": args.duration, "connections": args.connections,
