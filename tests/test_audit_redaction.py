@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from middlewared_cc.audit.record import canonical
-from middlewared_cc.audit.redaction import Redactor, secret_name
+from middlewared_cc.audit.redaction import MAX_VERDICTS, Redactor, secret_name
 from middlewared_cc.providers import REDACTED
 from middlewared_cc.providers.registry import ProviderRegistry
 from middlewared_cc.query.model import split_path
@@ -162,6 +162,7 @@ def test_the_verdict_cache_stays_bounded_and_right() -> None:
         out = fast.params(("data",), [{f"f{n}": "v", f"key{n}": f"{CANARY}"}])
         assert out == [{f"f{n}": "v", f"key{n}": REDACTED}]
     assert secret_name.cache_info().currsize <= 1024
+    assert len(fast._verdicts) <= MAX_VERDICTS
 
 
 def _encodings(secret: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""The audit trail's write path: records built at the transaction's flush, ids cut in batches, the running
-task found without asyncio.current_task, and migration 0005 (no username and method indexes)."""
+"""The audit trail's write path: records built at the transaction's flush, ids cut in batches, details
+spliced from the caller's text, the running task found without asyncio.current_task or a context variable,
+and migration 0005 (no username and method indexes)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from middlewared_cc.audit.record import AuditIds, Entry
+from middlewared_cc.audit.record import AuditIds, Base, Entry, canonical
 from middlewared_cc.audit.recorder import Auditor
 from middlewared_cc.session import Principal, Session
 from middlewared_cc.settings import Settings
@@ -27,6 +29,59 @@ def test_audit_ids_are_distinct_version_4_uuids_across_pools() -> None:
     for text in taken:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("details", [
+    {"protocol": "WEBSOCKET", "authenticated": True, "authorized": True,
+     "credentials": {"credentials": "API_KEY", "user": "root", "api_key_id": 7}},
+    {"protocol": "JSONRPC", "authenticated": False, "authorized": False, "credentials": None, "job": True},
+    {"protocol": "WEBSOCKET", "credentials": {"user": "é\u2028\"quoted\"", "credentials": "TOKEN"}},
+])
+@pytest.mark.parametrize("targets", [(), (5,), (3, 9, 2**40)])
+def test_spliced_details_are_the_canonical_text(details: dict[str, object], targets: tuple[int, ...]) -> None:
+    base = Base.of(details)
+    assert base is not None
+    assert base.with_targets(targets) == canonical({**details, "targets": list(targets)})
+    entry = Entry("METHOD_CALL", "m", "u", "s", "a", "[]", base.details, base=base)
+    assert entry.values(1, "id", {"id": 77}, (0, "t"))[-1] == canonical({**details, "targets": [77]})
+    entry.failed(5)  # an errno adds errname: encoded whole
+    assert '"errname":"EIO"' in entry.values(1, "id", None, (0, "t"))[-1]
+
+
+def test_details_that_would_not_splice_are_encoded_whole() -> None:
+    assert Base.of({}) is None
+    assert Base.of({"zone": 1}) is None  # sorts after "targets"
+    assert Base.of({"targets": [1]}) is None
+
+
+async def test_a_callers_details_are_shared_read_only_and_a_record_adds_its_own(daemon: Daemon) -> None:
+    audit = daemon.services.audit
+    assert audit is not None
+    session = _session()
+    first = audit.begin(session, "cloudsync.credentials.create", [{"name": "x", "provider": S3}])
+    second = audit.begin(session, "cloudsync.credentials.create", [{"name": "y", "provider": S3}])
+    assert first is not None and second is not None
+    assert first.details is second.details  # the caller's, not a copy per call
+    with pytest.raises(TypeError):
+        first.details["job_id"] = 1  # type: ignore[index]  # read-only
+    first.detail(job_id=1)
+    assert first.details["job_id"] == 1 and "job_id" not in second.details
+
+
+async def test_a_call_made_within_a_call_gives_the_outer_record_back(daemon: Daemon) -> None:
+    audit = daemon.services.audit
+    assert audit is not None
+    outer = audit.begin(_session(), "cloudsync.credentials.create", [{"name": "x", "provider": S3}])
+    inner = audit.begin(_session(), "cloudsync.credentials.update", [1, {"name": "y"}])
+    assert outer is not None and inner is not None
+    before = audit.enter(outer)
+    assert before is None
+    around = audit.enter(inner)
+    assert around is outer and audit.claim() is inner
+    audit.leave(inner, around)
+    assert audit.claim() is outer
+    audit.leave(outer, before)
+    assert audit.claim() is None
 
 
 async def test_one_batch_of_concurrent_writes_is_one_gapless_chain(daemon: Daemon) -> None:
@@ -56,7 +111,7 @@ async def test_a_job_started_by_a_call_does_not_carry_the_calls_record(daemon: D
     assert audit is not None
     entry = audit.begin(_session(), "cloudsync.credentials.create", [{"name": "x", "provider": S3}])
     assert entry is not None
-    token = audit.enter(entry)
+    outer = audit.enter(entry)
     try:
         assert entry.task is asyncio.current_task()
         child = await asyncio.get_running_loop().create_task(_claim(audit))
@@ -64,7 +119,7 @@ async def test_a_job_started_by_a_call_does_not_carry_the_calls_record(daemon: D
         assert audit.claim() is entry and entry.claimed
         assert audit.claim() is None  # once per call
     finally:
-        audit.leave(token)
+        audit.leave(entry, outer)
 
 
 async def _claim(audit: Auditor) -> Entry | None:

@@ -81,12 +81,14 @@ def _key_id(key: Any) -> int | None:
     return int(head) if sep and head.isdigit() and len(head) <= 18 else None
 
 
-def targets(names: Sequence[str], params: list[Any]) -> list[int]:
-    """The ids the arguments name: parameters called id or credentials_id, and ``{"credentials": id}``."""
-    found: list[int] = []
+def targets(names: Sequence[str], params: list[Any]) -> tuple[int, ...]:
+    """The ids the arguments name: parameters called id or credentials_id, and ``{"credentials": id}``
+    (a tuple, the empty one when none: most calls name none, and a list per call is one more object for the
+    garbage collector, see record.py)."""
+    found: tuple[int, ...] = ()
     for name, value in zip(names, params, strict=False):
         if name in TARGET_PARAMS and type(value) is int:
-            found.append(value)
+            found = (*found, value)
         elif isinstance(value, dict) and type(value.get("credentials")) is int:
-            found.append(value["credentials"])
+            found = (*found, value["credentials"])
     return found

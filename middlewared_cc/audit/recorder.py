@@ -22,13 +22,13 @@ no statement is added.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import errno
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -40,10 +40,10 @@ from middlewared_cc.audit.key import key_id, load_key
 from middlewared_cc.audit.record import (
     AUTHENTICATION,
     COLUMNS,
-    CURRENT,
     JOB,
     METHOD_CALL,
     AuditIds,
+    Base,
     Entry,
     canonical,
     now,
@@ -107,7 +107,8 @@ class _Caller:
 
     principal: Principal | None
     username: str
-    details: dict[str, Any]  # copied into each record (a login's replaces its credentials, never edits them)
+    details: Mapping[str, Any]  # read-only: each record starts with these, and adds with Entry.detail
+    base: Base | None  # the details with their canonical text (record.Base)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,8 +135,9 @@ class _Plan:
             details["job"] = True
         if len(self.callers) >= _MAX_CALLERS:
             self.callers.clear()
+        shared = MappingProxyType(details)
         caller = self.callers[(id(principal), protocol)] = _Caller(principal, principal.username if principal else "",
-                                                                   details)
+                                                                   shared, Base.of(shared))
         return caller
 
 
@@ -260,6 +262,7 @@ class Auditor:
         self._trimmer: asyncio.Task[None] | None = None
         self._plans: dict[str, _Plan] = {}  # by method name
         self._current_task: Callable[[], object] = asyncio.current_task
+        self._running: dict[object, Entry] = {}  # by task: the record of the call it serves (enter, leave)
 
     @classmethod
     async def open(cls, settings: Settings, engine: AsyncEngine, providers: ProviderRegistry) -> Auditor:
@@ -302,10 +305,10 @@ class Auditor:
     # The batching writer's journal (store/writer.py).
 
     def claim(self) -> Entry | None:
-        """The running call's record, for the write being queued to carry (once per call)."""
-        entry = CURRENT.get()
-        # Tasks the call starts (a job's body) inherit the context: their writes are not the call's.
-        if entry is None or entry.claimed or entry.stored or entry.task is not self._current_task():
+        """The running call's record, for the write being queued to carry (once per call). Tasks the call
+        starts (a job's body) are not the call's task: their writes carry none."""
+        entry = self._running.get(self._current_task())
+        if entry is None or entry.claimed or entry.stored:
             return None
         entry.claimed = True
         return entry
@@ -333,10 +336,11 @@ class Auditor:
         if caller is None or caller.principal is not principal:
             caller = plan.caller(principal, session.protocol)
         entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, self._params(names, params),
-                      dict(caller.details), policy.targets(names, params), ahead=plan.ahead)
+                      caller.details, policy.targets(names, params), ahead=plan.ahead, base=caller.base)
         if plan.login:
             entry.event = AUTHENTICATION
-            entry.username, entry.details["credentials"] = policy.login_details(method, params)
+            entry.username, credentials = policy.login_details(method, params)
+            entry.detail(credentials=credentials)
         return entry
 
     def _plan(self, method: str) -> _Plan | None:
@@ -360,12 +364,20 @@ class Auditor:
         text = canonical(self.redactor.params(names, params))
         return text if len(text) <= MAX_PARAMS_JSON else canonical({"too_large": len(text)})
 
-    def enter(self, entry: Entry) -> contextvars.Token[Entry | None]:
-        entry.task = self._current_task()
-        return CURRENT.set(entry)
+    def enter(self, entry: Entry) -> Entry | None:
+        """``entry`` is the running task's call's record until ``leave``; returns the one it replaces (a
+        call made from within a call), for ``leave`` to put back. A dict by task, not a context variable:
+        setting and resetting one made four objects per call for the garbage collector (record.py)."""
+        task = entry.task = self._current_task()
+        before = self._running.get(task)
+        self._running[task] = entry
+        return before
 
-    def leave(self, token: contextvars.Token[Entry | None]) -> None:
-        CURRENT.reset(token)
+    def leave(self, entry: Entry, before: Entry | None) -> None:
+        if before is None:
+            self._running.pop(entry.task, None)
+        else:
+            self._running[entry.task] = before
 
     async def opened(self, entry: Entry) -> None:
         """Before the method runs, when ``entry.ahead``: the request record of a method that writes outside
@@ -381,14 +393,14 @@ class Auditor:
                 entry.refused()
             elif session.principal is not None:
                 entry.username = session.principal.username
-                entry.details["credentials"]["user"] = session.principal.username
+                entry.detail(credentials={**entry.details["credentials"], "user": session.principal.username})
         if entry.details.get("job") and type(value) is int:  # a job's id (legacy_jobs): its JOB record names it
-            entry.details["job_id"] = value
+            entry.detail(job_id=value)
         if entry.stored:
             return False
         target = target_of(value)
         if target is not None and target not in entry.targets:
-            entry.targets.append(target)
+            entry.targets = (*entry.targets, target)
         return True
 
     async def store(self, entry: Entry, session: Session, before: Principal | None) -> None:
@@ -414,8 +426,7 @@ class Auditor:
         if entry.stored:
             return
         if entry.claimed:
-            entry = dataclasses.replace(entry, details=dict(entry.details), targets=list(entry.targets),
-                                        claimed=False)
+            entry = dataclasses.replace(entry, claimed=False)  # details and targets change only by replacement
         entry.failed(errno.ECANCELED)
         task = asyncio.get_running_loop().create_task(self._store(entry, refused=False))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())

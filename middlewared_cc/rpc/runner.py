@@ -44,7 +44,7 @@ async def settle(services: Services, session: Session, method: str, params: list
     entry = audit.begin(session, method, params) if audit is not None else None
     if audit is None or entry is None:
         return await _settle(services, session, method, params, **options)
-    token, before = audit.enter(entry), session.principal
+    outer, before = audit.enter(entry), session.principal
     try:
         if entry.ahead:
             await audit.opened(entry)
@@ -60,7 +60,7 @@ async def settle(services: Services, session: Session, method: str, params: list
             await audit.store(entry, session, before)
         return value
     finally:
-        audit.leave(token)
+        audit.leave(entry, outer)
 
 
 async def _settle(services: Services, session: Session, method: str, params: list[Any], *,
