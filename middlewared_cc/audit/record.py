@@ -32,7 +32,8 @@ SERVICE = "MIDDLEWARE"
 METHOD_CALL = "METHOD_CALL"
 AUTHENTICATION = "AUTHENTICATION"
 JOB = "JOB"
-# The order of the columns in the hashed content (chain.digest); never reorder: old records would break.
+# The order of the columns in the hashed content (chain.digest), after the previous record's hash; never
+# reorder: old records would break.
 COLUMNS = ("id", "audit_id", "message_timestamp", "timestamp", "username", "session", "address", "service",
            "event", "method", "success", "errno", "params", "details")
 
@@ -50,7 +51,12 @@ class Entry:
     username: str
     session: str
     address: str
-    params: str  # canonical JSON of the redacted arguments
+    # The canonical JSON of the redacted arguments; or, until the record is built (Auditor.encode), the
+    # arguments as sent, encoded (orjson) when the call began: built with the rest of its transaction's
+    # records, in one loop whose code and data stay in the caches, the redaction costs a third of what it
+    # did at the start of every call. Never in a repr: it holds secrets until then.
+    params: str | bytes = field(repr=False)
+    names: tuple[str, ...] = ()  # the method's parameter names, for the redaction of ``params`` as sent
     details: Mapping[str, Any] = field(default_factory=dict)  # a caller's are read-only: add with ``detail``
     targets: tuple[int, ...] = ()
     success: bool = True
@@ -74,24 +80,28 @@ class Entry:
         """A login that answered false / AUTH_ERR: a failure without an exception."""
         self.failed(_errno.EACCES)
 
-    def values(self, ident: int, audit_id: str, result: Any, stamp: Stamp) -> tuple[Any, ...]:
-        """The column values of this record as record ``ident`` named ``audit_id``, in COLUMNS order
-        (``result``: the write's, for target ids; ``stamp``: when its transaction stored it)."""
+    def row(self, ident: int, audit_id: str, params: str, result: Any, stamp: Stamp) -> list[Any]:
+        """What the chain hashes for this record as record ``ident`` named ``audit_id`` with ``params`` (the
+        redacted arguments' text): a place for the hash of the record before (chain.Signer.chain), then its
+        COLUMNS values (``result``: the write's, for target ids; ``stamp``: when its transaction stored it).
+        With its first item replaced by its own hash, it is the row as stored (recorder._NAMES): one list
+        per record, encoded and then inserted."""
         targets = self.targets  # encoded below and dropped: only a new target needs a list of its own
-        extra = target_of(result)
-        if extra is not None and extra not in targets:
+        extra = result.get("id") if isinstance(result, dict) else getattr(result, "id", None)  # target_of, inlined
+        if type(extra) is int and extra not in targets:
             targets = (*targets, extra)
         base = self.base
-        if base is not None and self.errno is None and self.details == base.details:
-            text = base.with_targets(targets)
+        details = self.details
+        if base is not None and self.errno is None and (details is base.shared or details == base.details):
+            text = (f"{base.head}[{targets[0]}]}}" if len(targets) == 1 and type(targets[0]) is int
+                    else base.with_targets(targets))
         else:
-            details = {**self.details, "targets": targets}
+            whole = {**details, "targets": targets}
             if self.errno is not None:
-                details["errname"] = errname(self.errno)
-            text = canonical(details)
-        return (ident, audit_id, stamp[0], stamp[1], self.username[:64], self.session[:64],
-                self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, self.params,
-                text)
+                whole["errname"] = errname(self.errno)
+            text = canonical(whole)
+        return ["", ident, audit_id, stamp[0], stamp[1], self.username[:64], self.session[:64],
+                self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, params, text]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +111,19 @@ class Base:
     whole object again (Entry.values). That is the same text, since "targets" sorts after every key a
     caller's details have; ``of`` checks it, and gives None where it would not be."""
 
+    shared: Mapping[str, Any]  # the caller's details, read-only: a record still holding them needs no compare
     details: Mapping[str, Any]  # decoded from ``text``: a copy of its own, read-only
     text: str
-
+    head: str  # the text up to where the targets go
     @classmethod
     def of(cls, details: Mapping[str, Any]) -> Base | None:
         text = canonical(dict(details))
-        base = cls(MappingProxyType(orjson.loads(text)), text)
+        base = cls(details, MappingProxyType(orjson.loads(text)), text, f'{text[:-1]},"targets":')
         probe = (1, 2)
         return base if details and base.with_targets(probe) == canonical({**details, "targets": probe}) else None
 
     def with_targets(self, targets: tuple[int, ...]) -> str:
-        return f'{self.text[:-1]},"targets":{orjson.dumps(targets).decode()}}}'
+        return f"{self.head}{orjson.dumps(targets).decode()}}}"
 
 
 
@@ -150,12 +161,13 @@ class AuditIds:
             end = min(len(self._pool), at + 16 * (count - len(out)))
             self._at = end
             h = self._pool[at:end].hex()
-            out += [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{_VARIANT[int(h[i + 16], 16) & 3]}"
+            out += [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{_VARIANT[h[i + 16]]}"
                     f"{h[i + 17:i + 20]}-{h[i + 20:i + 32]}" for i in range(0, len(h), 32)]
         return out
 
 
-_VARIANT = "89ab"
+# The variant digit of a version 4 UUID (10xx in binary) for each random hex digit: its low two bits kept.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def target_of(value: Any) -> int | None:

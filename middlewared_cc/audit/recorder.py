@@ -25,12 +25,14 @@ import asyncio
 import dataclasses
 import errno
 import functools
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -64,7 +66,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("middlewared_cc.audit")
 TABLE = sa.Table(AuditRecord.__tablename__, AuditRecord.metadata)
 _META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
-_NAMES = (*COLUMNS, "hash")
+# The order of the INSERT's columns: a record's own hash in the place its hashed content has the one before
+# (record.Entry.row), so the list that was hashed is the row inserted.
+_NAMES = ("hash", *COLUMNS)
 # Rows per INSERT statement: 64 rows of 15 values stay under SQLite's oldest limit of 999 bound values.
 _ROWS_PER_INSERT = 64
 
@@ -182,7 +186,7 @@ class Appender:
         if auditor.shared:  # ids and hashes from the database's end, under the chain's lock until the commit
             end = await self._lock_end(conn)
             self._id, self._hash = end.id, end.hash
-        values, width = self._chain(), len(_NAMES)
+        rows = self._chain()
         driver_name = conn.dialect.driver
         if driver_name in ("aiosqlite", "asyncpg"):
             # Straight to the driver, one multi-row INSERT per 64 records, on the same connection and in the
@@ -193,37 +197,32 @@ class Appender:
             # building the records (bench/audit_cost.py). asyncpg: SQLAlchemy's executemany cost the daemon
             # 60 % more CPU per transaction of 32 records and twice the time, time spent holding the chain's
             # lock; each row count is one statement text, prepared once and kept in asyncpg's cache.
-            driver = (await conn.get_raw_connection()).driver_connection
-            if driver is None:
-                raise RuntimeError("the database connection is closed")
-            step = _ROWS_PER_INSERT * width
-            for start in range(0, len(values), step):
-                chunk = values[start : start + step]
+            driver = await driver_of(conn)
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                values = list(itertools.chain.from_iterable(chunk))
                 if driver_name == "aiosqlite":
-                    await driver.execute(_insert(len(chunk) // width), chunk)
+                    await driver.execute(_insert(len(chunk)), values)
                 else:
-                    await driver.execute(_insert_numbered(len(chunk) // width), *chunk)
+                    await driver.execute(_insert_numbered(len(chunk)), *values)
         else:
-            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, values[at : at + width], strict=True))
-                                                  for at in range(0, len(values), width)])
+            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, row, strict=True)) for row in rows])
 
-    def _chain(self) -> list[Any]:
-        """Every record's columns then its hash, one record after another, chained from the end so far
-        (which moves to the last one). The records of one transaction share its time and take their ids
-        at once."""
-        auditor = self._auditor
-        chained, stamp = auditor.signer.chained, now()
-        ident, digest = self._id, self._hash
-        values: list[Any] = []
+    def _chain(self) -> list[list[Any]]:
+        """Every record's row (its hash, then its columns, in _NAMES order), chained from the end so far
+        (which moves to the last one). The records of one transaction share its time and take their ids at
+        once."""
+        auditor, stamp, ident = self._auditor, now(), self._id
+        rows = []
         for entry, result, audit_id in zip(self.entries, self._results, auditor.ids.take(len(self.entries)),
                                            strict=True):
             ident += 1
-            row = entry.values(ident, audit_id, result, stamp)
-            digest = chained(digest, row)
-            values += row
-            values.append(digest)
-        self._id, self._hash = ident, digest
-        return values
+            params = entry.params
+            if isinstance(params, bytes):  # the arguments as sent: redacted now, once (a retry reuses the text)
+                params = entry.params = auditor.encode(entry.names, params)
+            rows.append(entry.row(ident, audit_id, params, result, stamp))
+        self._id, self._hash = ident, auditor.signer.chain(self._hash, rows)
+        return rows
 
     async def _lock_end(self, conn: AsyncConnection) -> Link:
         """Take the chain's lock (until the commit) and read its end."""
@@ -335,8 +334,12 @@ class Auditor:
         caller = plan.callers.get((id(principal), session.protocol))
         if caller is None or caller.principal is not principal:
             caller = plan.caller(principal, session.protocol)
-        entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, self._params(names, params),
-                      caller.details, policy.targets(names, params), ahead=plan.ahead, base=caller.base)
+        try:  # the arguments as sent, redacted with the rest of the transaction's records (record.Entry.params)
+            sent: str | bytes = orjson.dumps(params)
+        except TypeError:  # not JSON (a call from within the daemon): redacted now
+            sent = self._params(names, params)
+        entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, sent, names, caller.details,
+                      policy.targets(names, params), ahead=plan.ahead, base=caller.base)
         if plan.login:
             entry.event = AUTHENTICATION
             entry.username, credentials = policy.login_details(method, params)
@@ -359,6 +362,10 @@ class Auditor:
         """A declared method's parameter names (a job's record names its arguments as its call's did)."""
         plan = self._plan(declared.name)
         return plan.names if plan is not None else tuple(p.name for p in declared.params)
+
+    def encode(self, names: Sequence[str], sent: bytes) -> str:
+        """The redacted text of arguments kept as sent (begin)."""
+        return self._params(names, orjson.loads(sent))
 
     def _params(self, names: Sequence[str], params: list[Any]) -> str:
         text = canonical(self.redactor.params(names, params))
@@ -439,7 +446,7 @@ class Auditor:
         owner = job.owner
         declared = self.methods.get(job.method) if self.methods is not None else None
         names = self._param_names(declared) if declared is not None else ()
-        entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self._params(names, job.arguments),
+        entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self._params(names, job.arguments), names,
                       {"job_id": job.id, "state": job.state.value, "credentials": _credentials(owner)})
         if job.state.value == "ABORTED":
             entry.failed(errno.ECANCELED)

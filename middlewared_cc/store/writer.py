@@ -157,9 +157,10 @@ def before_commit(conn: AsyncConnection) -> BeforeCommit | None:
 
 
 async def driver_of(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn`` (PostgreSQL), for statements that SQLAlchemy's statement and
-    result handling would cost more than the server does (many run for every write). A connection in use
-    is reached without a greenlet; one invalidated or closed is revalidated through SQLAlchemy."""
+    """The driver's connection under ``conn`` (asyncpg, or aiosqlite for the audit's INSERT), for statements
+    that SQLAlchemy's statement and result handling would cost more than the database does (many run for
+    every write). A connection in use is reached without a greenlet; one invalidated or closed is
+    revalidated through SQLAlchemy."""
     sync = conn.sync_connection
     if sync is not None and not sync.invalidated and not sync.closed:
         fairy = sync.connection  # connected: no I/O
