@@ -219,7 +219,7 @@ class Appender:
             ident += 1
             params = entry.params
             if isinstance(params, bytes):  # the arguments as sent: redacted now, once (a retry reuses the text)
-                params = entry.params = auditor.encode(entry.names, params)
+                params = entry.params = auditor.params_text(entry.names, orjson.loads(params))
             rows.append(entry.row(ident, audit_id, params, result, stamp))
         self._id, self._hash = ident, auditor.signer.chain(self._hash, rows)
         return rows
@@ -326,8 +326,13 @@ class Auditor:
         """The record of this call, or None when the call is not recorded."""
         if not self.enabled:
             return None
-        plan = self._plan(method)
-        if plan is None:
+        methods = self.methods
+        plan = self._plans.get(method)
+        if plan is None or methods is None or plan.declared is not methods.get(method):
+            plan = self._plan(method)  # worked out again (or not recorded)
+            if plan is None:
+                return None
+        elif not plan.recorded:
             return None
         names = plan.names
         principal = session.principal
@@ -337,9 +342,9 @@ class Auditor:
         try:  # the arguments as sent, redacted with the rest of the transaction's records (record.Entry.params)
             sent: str | bytes = orjson.dumps(params)
         except TypeError:  # not JSON (a call from within the daemon): redacted now
-            sent = self._params(names, params)
+            sent = self.params_text(names, params)
         entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, sent, names, caller.details,
-                      policy.targets(names, params), ahead=plan.ahead, base=caller.base)
+                      policy.targets(names, params), True, None, plan.ahead, caller.base)
         if plan.login:
             entry.event = AUTHENTICATION
             entry.username, credentials = policy.login_details(method, params)
@@ -363,11 +368,8 @@ class Auditor:
         plan = self._plan(declared.name)
         return plan.names if plan is not None else tuple(p.name for p in declared.params)
 
-    def encode(self, names: Sequence[str], sent: bytes) -> str:
-        """The redacted text of arguments kept as sent (begin)."""
-        return self._params(names, orjson.loads(sent))
-
-    def _params(self, names: Sequence[str], params: list[Any]) -> str:
+    def params_text(self, names: Sequence[str], params: list[Any]) -> str:
+        """The canonical text of the redacted arguments."""
         text = canonical(self.redactor.params(names, params))
         return text if len(text) <= MAX_PARAMS_JSON else canonical({"too_large": len(text)})
 
@@ -446,7 +448,7 @@ class Auditor:
         owner = job.owner
         declared = self.methods.get(job.method) if self.methods is not None else None
         names = self._param_names(declared) if declared is not None else ()
-        entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self._params(names, job.arguments), names,
+        entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self.params_text(names, job.arguments), names,
                       {"job_id": job.id, "state": job.state.value, "credentials": _credentials(owner)})
         if job.state.value == "ABORTED":
             entry.failed(errno.ECANCELED)

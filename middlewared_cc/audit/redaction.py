@@ -122,7 +122,10 @@ class Redactor:
                         # A provider object without a known type (an update may leave the type out): keep none.
                         out[name] = self._attributes(value, _NONE, _KEEP_TYPE)
                         continue
-                    if not self._secret_name(name) and depth < _MAX_DEPTH:
+                    secret = verdicts.get(name)
+                    if secret is None:
+                        secret = self._learn(name)
+                    if not secret and depth < _MAX_DEPTH:
                         # What self.value gives a provider object of a known type, two calls sooner.
                         out[name] = self._attributes(value, plain[kind], _KEEP_TYPE)
                         continue
