@@ -201,12 +201,14 @@ def section(result: dict[str, Any]) -> str:
                    f"at most {max(load):.1f}."),
               "", (f"The audited daemon then held {result['records']} records; audit.verify checked them in "
               f"{result['verify_s']:.2f} s (valid: {str(result['verify_valid']).lower()})."), "",
-              ("Each record joins the transaction of the write it describes: the batch's records are built, "
-              "given their ids and chained in one loop at the transaction's flush, and go to SQLite in one "
-              "multi-row INSERT straight on the driver (one hop to aiosqlite's thread per commit, shared by the "
-              "batch's writes), into a table with one index (the time: migration 0005), so the audit costs CPU "
-              "on the event loop (redaction, two JSON encodings, one HMAC-SHA256 from precomputed key states), "
-              "that hop and the row's share of the commit, not another fsync."), "",
+              ("Each record joins the transaction of the write it describes. While a call runs, its record "
+              "(its arguments redacted and encoded when it began) is the one object the audit adds for the "
+              "garbage collector; at the transaction's flush the batch's records are built, given their ids and "
+              "chained in one loop, and go to SQLite in one multi-row INSERT straight on the driver (one hop to "
+              "aiosqlite's thread per commit, shared by the batch's writes), into a table with one index (the "
+              "time: migration 0005). So the audit costs CPU on the event loop (the redaction, two JSON "
+              "encodings and one HMAC-SHA256 from precomputed key states per record), that hop and the rows' "
+              "share of the commit, not another fsync."), "",
               "Commands:", ""]
     lines += [f"- `{cmd}`" for cmd in result["commands"].values()]
     lines.append(end)

@@ -43,11 +43,11 @@ def test_spliced_details_are_the_canonical_text(details: dict[str, object], targ
     assert base is not None
     assert base.with_targets(targets) == canonical({**details, "targets": list(targets)})
     for held in (base.shared, base.details, dict(details)):  # the caller's own, or equal to them
-        entry = Entry("METHOD_CALL", "m", "u", "s", "a", "[]", (), held, targets, base=base)
+        entry = Entry("METHOD_CALL", "m", "u", "s", "a", "[]", held, targets, base=base)
         expected = canonical({**details, "targets": [*targets, 77] if 77 not in targets else list(targets)})
-        assert entry.row(1, "id", "[]", {"id": 77}, (0, "t"))[-1] == expected
+        assert entry.values(1, "id", {"id": 77}, (0, "t"))[-1] == expected
     entry.failed(5)  # an errno adds errname: encoded whole
-    assert '"errname":"EIO"' in entry.row(1, "id", "[]", None, (0, "t"))[-1]
+    assert '"errname":"EIO"' in entry.values(1, "id", None, (0, "t"))[-1]
 
 
 def test_details_that_would_not_splice_are_encoded_whole() -> None:

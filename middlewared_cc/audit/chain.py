@@ -56,32 +56,17 @@ class Signer:
         self._inner = hashlib.sha256(key.translate(_IPAD))
         self._outer = hashlib.sha256(key.translate(_OPAD))
 
-    def chained(self, row: Sequence[Any]) -> str:
-        """The hash of ``row``: the previous record's hash, then the record's COLUMNS values in that order."""
+    def chained(self, previous: str, values: Sequence[Any]) -> str:
+        """The hash of a record's COLUMNS ``values`` (in that order) chained to ``previous``."""
         inner = self._inner.copy()
-        inner.update(orjson.dumps(row))
+        inner.update(orjson.dumps([previous, *values]))
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.hexdigest()
 
-    def chain(self, previous: str, rows: list[list[Any]]) -> str:
-        """Chain ``rows`` from ``previous``: each row is a record's hashed content (as ``chained`` takes it)
-        with a place for the hash before it first; that place gets the hash before, the row is hashed, and
-        then the place holds the row's own hash (the row as stored). Returns the last hash. The batch's
-        loop: one call per transaction, not one per record."""
-        inner, outer, dumps = self._inner, self._outer, orjson.dumps
-        for row in rows:
-            row[0] = previous
-            step = inner.copy()
-            step.update(dumps(row))
-            last = outer.copy()
-            last.update(step.digest())
-            row[0] = previous = last.hexdigest()
-        return previous
-
     def digest(self, previous: str, row: Mapping[str, Any]) -> str:
         """The hash of ``row`` (its COLUMNS, as stored) chained to ``previous``."""
-        return self.chained([previous, *(row[name] for name in COLUMNS)])
+        return self.chained(previous, [row[name] for name in COLUMNS])
 
 
 def anchor_mac(key: bytes, link: Link) -> str:

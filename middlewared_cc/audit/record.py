@@ -6,9 +6,10 @@ for it when the call writes, so the record joins that write's transaction.
 A record allocates as few objects the garbage collector tracks as it can (its details are its caller's,
 shared and read-only until a field is added; no targets is the empty tuple): what a call holds while it
 runs is what each young collection promotes, and the full collections those promotions bring walk the
-whole credential index. The audited daemon made 37 % more young collections per create with a context
-variable, a copy of the details and a list per call, and its full collections cost 20 µs more per create
-(bench/audit_cost.py, GC callbacks).
+whole credential index. With a context variable, a copy of the details and a list per call, the audited
+daemon made up to 37 % more young collections per create than the audit-off one, and its full collections
+cost up to 20 µs more per create (GC callbacks, rounds of bench/audit_cost.py's load); without them, both
+are as with the audit off.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ SERVICE = "MIDDLEWARE"
 METHOD_CALL = "METHOD_CALL"
 AUTHENTICATION = "AUTHENTICATION"
 JOB = "JOB"
-# The order of the columns in the hashed content (chain.digest), after the previous record's hash; never
-# reorder: old records would break.
+# The order of the columns in the hashed content (chain.digest); never reorder: old records would break.
 COLUMNS = ("id", "audit_id", "message_timestamp", "timestamp", "username", "session", "address", "service",
            "event", "method", "success", "errno", "params", "details")
 
@@ -51,12 +51,7 @@ class Entry:
     username: str
     session: str
     address: str
-    # The canonical JSON of the redacted arguments; or, until the record is built (Auditor.encode), the
-    # arguments as sent, encoded (orjson) when the call began: built with the rest of its transaction's
-    # records, in one loop whose code and data stay in the caches, the redaction costs a third of what it
-    # did at the start of every call. Never in a repr: it holds secrets until then.
-    params: str | bytes = field(repr=False)
-    names: tuple[str, ...] = ()  # the method's parameter names, for the redaction of ``params`` as sent
+    params: str  # canonical JSON of the redacted arguments
     details: Mapping[str, Any] = field(default_factory=dict)  # a caller's are read-only: add with ``detail``
     targets: tuple[int, ...] = ()
     success: bool = True
@@ -80,28 +75,25 @@ class Entry:
         """A login that answered false / AUTH_ERR: a failure without an exception."""
         self.failed(_errno.EACCES)
 
-    def row(self, ident: int, audit_id: str, params: str, result: Any, stamp: Stamp) -> list[Any]:
-        """What the chain hashes for this record as record ``ident`` named ``audit_id`` with ``params`` (the
-        redacted arguments' text): a place for the hash of the record before (chain.Signer.chain), then its
-        COLUMNS values (``result``: the write's, for target ids; ``stamp``: when its transaction stored it).
-        With its first item replaced by its own hash, it is the row as stored (recorder._NAMES): one list
-        per record, encoded and then inserted."""
+    def values(self, ident: int, audit_id: str, result: Any, stamp: Stamp) -> tuple[Any, ...]:
+        """The column values of this record as record ``ident`` named ``audit_id``, in COLUMNS order
+        (``result``: the write's, for target ids; ``stamp``: when its transaction stored it)."""
         targets = self.targets  # encoded below and dropped: only a new target needs a list of its own
-        extra = result.get("id") if isinstance(result, dict) else getattr(result, "id", None)  # target_of, inlined
-        if type(extra) is int and extra not in targets:
+        extra = target_of(result)
+        if extra is not None and extra not in targets:
             targets = (*targets, extra)
         base = self.base
         details = self.details
         if base is not None and self.errno is None and (details is base.shared or details == base.details):
-            text = (f"{base.head}[{targets[0]}]}}" if len(targets) == 1 and type(targets[0]) is int
-                    else base.with_targets(targets))
+            text = base.with_targets(targets)
         else:
-            whole = {**details, "targets": targets}
+            details = {**details, "targets": targets}
             if self.errno is not None:
-                whole["errname"] = errname(self.errno)
-            text = canonical(whole)
-        return ["", ident, audit_id, stamp[0], stamp[1], self.username[:64], self.session[:64],
-                self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, params, text]
+                details["errname"] = errname(self.errno)
+            text = canonical(details)
+        return (ident, audit_id, stamp[0], stamp[1], self.username[:64], self.session[:64],
+                self.address[:128], SERVICE, self.event, self.method[:128], self.success, self.errno, self.params,
+                text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +107,7 @@ class Base:
     details: Mapping[str, Any]  # decoded from ``text``: a copy of its own, read-only
     text: str
     head: str  # the text up to where the targets go
+
     @classmethod
     def of(cls, details: Mapping[str, Any]) -> Base | None:
         text = canonical(dict(details))
@@ -123,6 +116,8 @@ class Base:
         return base if details and base.with_targets(probe) == canonical({**details, "targets": probe}) else None
 
     def with_targets(self, targets: tuple[int, ...]) -> str:
+        if len(targets) == 1 and type(targets[0]) is int:  # most records: an int is its own JSON
+            return f"{self.head}[{targets[0]}]}}"
         return f"{self.head}{orjson.dumps(targets).decode()}}}"
 
 

@@ -25,14 +25,12 @@ import asyncio
 import dataclasses
 import errno
 import functools
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -66,9 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("middlewared_cc.audit")
 TABLE = sa.Table(AuditRecord.__tablename__, AuditRecord.metadata)
 _META = sa.Table(StoreMeta.__tablename__, StoreMeta.metadata)
-# The order of the INSERT's columns: a record's own hash in the place its hashed content has the one before
-# (record.Entry.row), so the list that was hashed is the row inserted.
-_NAMES = ("hash", *COLUMNS)
+_NAMES = (*COLUMNS, "hash")
 # Rows per INSERT statement: 64 rows of 15 values stay under SQLite's oldest limit of 999 bound values.
 _ROWS_PER_INSERT = 64
 
@@ -186,7 +182,7 @@ class Appender:
         if auditor.shared:  # ids and hashes from the database's end, under the chain's lock until the commit
             end = await self._lock_end(conn)
             self._id, self._hash = end.id, end.hash
-        rows = self._chain()
+        values, width = self._chain(), len(_NAMES)
         driver_name = conn.dialect.driver
         if driver_name in ("aiosqlite", "asyncpg"):
             # Straight to the driver, one multi-row INSERT per 64 records, on the same connection and in the
@@ -198,31 +194,34 @@ class Appender:
             # 60 % more CPU per transaction of 32 records and twice the time, time spent holding the chain's
             # lock; each row count is one statement text, prepared once and kept in asyncpg's cache.
             driver = await driver_of(conn)
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start : start + _ROWS_PER_INSERT]
-                values = list(itertools.chain.from_iterable(chunk))
+            step = _ROWS_PER_INSERT * width
+            for start in range(0, len(values), step):
+                chunk = values[start : start + step]
                 if driver_name == "aiosqlite":
-                    await driver.execute(_insert(len(chunk)), values)
+                    await driver.execute(_insert(len(chunk) // width), chunk)
                 else:
-                    await driver.execute(_insert_numbered(len(chunk)), *values)
+                    await driver.execute(_insert_numbered(len(chunk) // width), *chunk)
         else:
-            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, row, strict=True)) for row in rows])
+            await conn.execute(sa.insert(TABLE), [dict(zip(_NAMES, values[at : at + width], strict=True))
+                                                  for at in range(0, len(values), width)])
 
-    def _chain(self) -> list[list[Any]]:
-        """Every record's row (its hash, then its columns, in _NAMES order), chained from the end so far
-        (which moves to the last one). The records of one transaction share its time and take their ids at
-        once."""
-        auditor, stamp, ident = self._auditor, now(), self._id
-        rows = []
+    def _chain(self) -> list[Any]:
+        """Every record's columns then its hash, one record after another, chained from the end so far
+        (which moves to the last one). The records of one transaction share its time and take their ids
+        at once."""
+        auditor = self._auditor
+        chained, stamp = auditor.signer.chained, now()
+        ident, digest = self._id, self._hash
+        values: list[Any] = []
         for entry, result, audit_id in zip(self.entries, self._results, auditor.ids.take(len(self.entries)),
                                            strict=True):
             ident += 1
-            params = entry.params
-            if isinstance(params, bytes):  # the arguments as sent: redacted now, once (a retry reuses the text)
-                params = entry.params = auditor.params_text(entry.names, orjson.loads(params))
-            rows.append(entry.row(ident, audit_id, params, result, stamp))
-        self._id, self._hash = ident, auditor.signer.chain(self._hash, rows)
-        return rows
+            row = entry.values(ident, audit_id, result, stamp)
+            digest = chained(digest, row)
+            values += row
+            values.append(digest)
+        self._id, self._hash = ident, digest
+        return values
 
     async def _lock_end(self, conn: AsyncConnection) -> Link:
         """Take the chain's lock (until the commit) and read its end."""
@@ -339,12 +338,8 @@ class Auditor:
         caller = plan.callers.get((id(principal), session.protocol))
         if caller is None or caller.principal is not principal:
             caller = plan.caller(principal, session.protocol)
-        try:  # the arguments as sent, redacted with the rest of the transaction's records (record.Entry.params)
-            sent: str | bytes = orjson.dumps(params)
-        except TypeError:  # not JSON (a call from within the daemon): redacted now
-            sent = self.params_text(names, params)
-        entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, sent, names, caller.details,
-                      policy.targets(names, params), True, None, plan.ahead, caller.base)
+        entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, self._params(names, params),
+                      caller.details, policy.targets(names, params), True, None, plan.ahead, caller.base)
         if plan.login:
             entry.event = AUTHENTICATION
             entry.username, credentials = policy.login_details(method, params)
@@ -368,8 +363,7 @@ class Auditor:
         plan = self._plan(declared.name)
         return plan.names if plan is not None else tuple(p.name for p in declared.params)
 
-    def params_text(self, names: Sequence[str], params: list[Any]) -> str:
-        """The canonical text of the redacted arguments."""
+    def _params(self, names: Sequence[str], params: list[Any]) -> str:
         text = canonical(self.redactor.params(names, params))
         return text if len(text) <= MAX_PARAMS_JSON else canonical({"too_large": len(text)})
 
@@ -448,7 +442,7 @@ class Auditor:
         owner = job.owner
         declared = self.methods.get(job.method) if self.methods is not None else None
         names = self._param_names(declared) if declared is not None else ()
-        entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self.params_text(names, job.arguments), names,
+        entry = Entry(JOB, job.method, owner.username if owner else "", "", "", self._params(names, job.arguments),
                       {"job_id": job.id, "state": job.state.value, "credentials": _credentials(owner)})
         if job.state.value == "ABORTED":
             entry.failed(errno.ECANCELED)

@@ -160,11 +160,6 @@ _KEEP_TYPE = frozenset({"type"})
 _NONE: frozenset[str] = frozenset()
 
 
-def _known(kind: Any, plain: dict[str, frozenset[str]]) -> bool:
-    """Whether ``kind`` names a provider (a type that is not a string names none, hashable or not)."""
-    return isinstance(kind, str) and kind in plain
-
-
 def _secret_text(value: str) -> bool:
     """Whether a string looks like a secret whatever its name: a PEM private key, or an API key."""
     return "PRIVATE KEY" in value or (len(value) >= _SHORTEST_API_KEY and _API_KEY.match(value) is not None)
