@@ -37,6 +37,7 @@ JOB = "JOB"
 COLUMNS = ("id", "audit_id", "message_timestamp", "timestamp", "username", "session", "address", "service",
            "event", "method", "success", "errno", "params", "details")
 
+
 def canonical(value: Any) -> str:
     """JSON with sorted keys: the exact text stored and hashed."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
@@ -57,8 +58,8 @@ class Entry:
     success: bool = True
     errno: int | None = None
     ahead: bool = False  # a record of the request is stored before the method runs (policy.ahead)
-    # The caller's details (which ``details`` starts as a copy of) and their canonical text, when a record
-    # whose details are still those can have its text spliced (see Base); None: encoded whole.
+    # The caller's details (what ``details`` starts as) and their canonical text, when a record whose
+    # details are still those can have its text spliced (see Base); None: encoded whole.
     base: Base | None = None
     task: object | None = None  # the task serving the call: only its writes carry the record
     claimed: bool = False  # a write of the call carries it (recorder.Auditor.claim)
@@ -119,7 +120,6 @@ class Base:
         if len(targets) == 1 and type(targets[0]) is int:  # most records: an int is its own JSON
             return f"{self.head}[{targets[0]}]}}"
         return f"{self.head}{orjson.dumps(targets).decode()}}}"
-
 
 
 Stamp = tuple[int, str]  # a record's message_timestamp (whole seconds) and timestamp (ISO 8601, UTC)
