@@ -325,13 +325,8 @@ class Auditor:
         """The record of this call, or None when the call is not recorded."""
         if not self.enabled:
             return None
-        methods = self.methods
-        plan = self._plans.get(method)
-        if plan is None or methods is None or plan.declared is not methods.get(method):
-            plan = self._plan(method)  # worked out again (or not recorded)
-            if plan is None:
-                return None
-        elif not plan.recorded:
+        plan = self._plan(method)
+        if plan is None:
             return None
         names = plan.names
         principal = session.principal
@@ -339,7 +334,7 @@ class Auditor:
         if caller is None or caller.principal is not principal:
             caller = plan.caller(principal, session.protocol)
         entry = Entry(METHOD_CALL, method, caller.username, session.id, session.source, self._params(names, params),
-                      caller.details, policy.targets(names, params), True, None, plan.ahead, caller.base)
+                      caller.details, policy.targets(names, params), ahead=plan.ahead, base=caller.base)
         if plan.login:
             entry.event = AUTHENTICATION
             entry.username, credentials = policy.login_details(method, params)

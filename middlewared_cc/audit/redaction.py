@@ -38,8 +38,8 @@ class Redactor:
     """Redacts a call's arguments with the providers' declarations.
 
     It walks each call's arguments once, and was the audit's largest share of the event loop's time per
-    call (bench/audit_cost.py, py-spy): each key costs one lookup in a bounded dict of verdicts (the
-    provider's plain attributes included), and a string is searched with ``in`` before any regex."""
+    call (bench/audit_cost.py, py-spy): each key costs one lookup in a bounded dict of verdicts, and a
+    string is searched with ``in`` before any regex."""
 
     def __init__(self, providers: ProviderRegistry) -> None:
         self._providers = providers
@@ -58,8 +58,6 @@ class Redactor:
             name = names[index] if index < len(names) else None
             if name is None or secret_name(name):  # an argument the method does not declare: in doubt
                 out.append(REDACTED)
-            elif isinstance(value, dict):  # what self.value does with an object, a call sooner
-                out.append(self._object(value, 0))
             else:
                 out.append(self.value(value, 0))
         return out
@@ -107,36 +105,19 @@ class Redactor:
             # A provider object of the new shape: {"type": "S3", attribute: value, ...}
             return self._attributes(obj, plain[kind], _KEEP_TYPE)
         provider = obj.get("provider")
-        verdicts = self._verdicts
         out: dict[str, Any] = {}
         for key, value in obj.items():
             name = key if type(key) is str else str(key)
-            if isinstance(value, dict):
-                if key == "attributes" and isinstance(provider, str):
-                    # The legacy shape: {"provider": "S3", "attributes": {...}}
-                    out[name] = self._attributes(value, plain.get(provider, _NONE), _NONE)
-                    continue
-                if key == "provider":
-                    kind = value.get("type")
-                    if not isinstance(kind, str) or kind not in plain:
-                        # A provider object without a known type (an update may leave the type out): keep none.
-                        out[name] = self._attributes(value, _NONE, _KEEP_TYPE)
-                        continue
-                    secret = verdicts.get(name)
-                    if secret is None:
-                        secret = self._learn(name)
-                    if not secret and depth < _MAX_DEPTH:
-                        # What self.value gives a provider object of a known type, two calls sooner.
-                        out[name] = self._attributes(value, plain[kind], _KEEP_TYPE)
-                        continue
-            secret = verdicts.get(name)
-            if secret is None:
-                secret = self._learn(name)
-            if secret:
+            if key == "attributes" and isinstance(value, dict) and isinstance(provider, str):
+                # The legacy shape: {"provider": "S3", "attributes": {...}}
+                out[name] = self._attributes(value, plain.get(provider, _NONE), _NONE)
+            elif key == "provider" and isinstance(value, dict) and not _known(value.get("type"), plain):
+                # A provider object without a known type (an update may leave the type out): keep none.
+                out[name] = self._attributes(value, _NONE, _KEEP_TYPE)
+            elif self._secret_name(name):
                 out[name] = REDACTED
-            elif type(value) is str:  # the usual leaf (self.value's first test and _secret_text, inlined)
-                out[name] = (REDACTED if "PRIVATE KEY" in value or (len(value) >= _SHORTEST_API_KEY and
-                                                                    _API_KEY.match(value) is not None) else value)
+            elif type(value) is str:  # the usual leaf (self.value's first test, inlined)
+                out[name] = REDACTED if _secret_text(value) else value
             else:
                 out[name] = self.value(value, depth + 1)
         return out
@@ -149,8 +130,7 @@ class Redactor:
                 out[name] = value if isinstance(value, str) and len(value) <= 64 else REDACTED
             elif name in plain and not isinstance(value, (dict, list)):  # a declared plain attribute is a scalar
                 # A scalar: only a string can look like a secret (self.value's last test, inlined).
-                out[name] = (REDACTED if isinstance(value, str) and ("PRIVATE KEY" in value or (
-                    len(value) >= _SHORTEST_API_KEY and _API_KEY.match(value) is not None)) else value)
+                out[name] = REDACTED if isinstance(value, str) and _secret_text(value) else value
             else:
                 out[name] = REDACTED
         return out
@@ -158,6 +138,11 @@ class Redactor:
 
 _KEEP_TYPE = frozenset({"type"})
 _NONE: frozenset[str] = frozenset()
+
+
+def _known(kind: Any, plain: dict[str, frozenset[str]]) -> bool:
+    """Whether ``kind`` names a provider (a type that is not a string names none, hashable or not)."""
+    return isinstance(kind, str) and kind in plain
 
 
 def _secret_text(value: str) -> bool:
