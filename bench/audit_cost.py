@@ -95,6 +95,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         twin_cps: list[float] = []  # the twin's create calls/s, round by round
         figures: dict[str, dict[bool, list[float]]] = {w: {True: [], False: []} for w in ("create", "update")}
         cpu: dict[str, dict[bool, list[float | None]]] = {w: {True: [], False: []} for w in ("create", "update")}
+        # Per round: the event loop's CPU per call and the other threads', in µs.
+        split: dict[str, dict[bool, list[tuple[float, float]]]] = {w: {True: [], False: []} for w in ("create", "update")}
         batch: dict[str, dict[bool, list[float]]] = {w: {True: [], False: []} for w in ("create", "update")}
         try:
             for audit in (True, False):
@@ -127,6 +129,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         figures[what][which].append(float(result["calls_per_s"]))
                         spent = result.get("server_cpu_us_per_call")
                         cpu[what][which].append(None if spent is None else float(spent))
+                        loop = result.get("server_loop_cpu_us_per_call")
+                        if spent is not None and loop is not None:
+                            split[what][which].append((float(loop), float(spent) - float(loop)))
                         batch[what][which].append((after_writes - writes) / max(after_commits - commits, 1))
             loads.append(os.getloadavg()[0])
             async with Client(servers[True][1]) as client:
@@ -151,6 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      "cpu_on_us": _median([c for c in cpu[what][True] if c is not None]),
                      "cpu_off_us": _median([c for c in cpu[what][False] if c is not None]),
                      "cpu_ratio": _median(spent),
+                     "split_on": split[what][True], "split_off": split[what][False],
                      "batch_on": statistics.median(batch[what][True]),
                      "batch_off": statistics.median(batch[what][False])}
     twins = [t / off for t, off in zip(twin_cps, figures["create"][False], strict=True)]
@@ -196,6 +202,12 @@ def section(result: dict[str, Any]) -> str:
               "than calls/s on a shared machine: "
               + "; ".join(f"{w} {_us(result[w]['cpu_on_us'])} / {_us(result[w]['cpu_off_us'])} "
                           f"(ratio {_ratio(result[w]['cpu_ratio'])})" for w in ("create", "update")) + ".",
+              "", "Of that, the event loop's (the daemon's main thread) and the other threads' (chiefly the database "
+              "driver's), median µs per call, on / off: "
+              + "; ".join(f"{w} {_split(result[w], True)} / {_split(result[w], False)}" for w in ("create", "update"))
+              + ". With one call in flight per connection the writer takes all but one of them in each batch, so "
+              "the two threads mostly take turns (the loop idles while the batch is in the database) and time on "
+              "either lengthens every cycle.",
               "", "Writes per commit (the writer's mean batch of more than one write, median over rounds, on / off): "
               + "; ".join(f"{w} {result[w]['batch_on']:.1f} / {result[w]['batch_off']:.1f}"
                           for w in ("create", "update")) + ".",
@@ -231,6 +243,14 @@ def _median(values: list[float]) -> float | None:
 
 def _rounds(f: dict[str, Any]) -> str:
     return ", ".join(f"{on:.0f}/{off:.0f}" for on, off in zip(f["rounds_on"], f["rounds_off"], strict=True))
+
+
+def _split(f: dict[str, Any], audit: bool) -> str:
+    """The medians over rounds of the event loop's and the other threads' CPU per call: "loop + rest"."""
+    rounds = f["split_on" if audit else "split_off"]
+    if not rounds:
+        return "n/a"
+    return f"{statistics.median(r[0] for r in rounds):.0f} + {statistics.median(r[1] for r in rounds):.0f}"
 
 
 def _us(value: float | None) -> str:

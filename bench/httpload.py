@@ -80,8 +80,8 @@ async def run_http(load: Load) -> LoadResult:
             asyncio.ensure_future(worker(session, url, i, load, window, result, latencies))
             for i in range(workers)
         ]
-        server_before, own_before = await sample_at(window.start_ns, load.server_pid)
-        server_after, own_after = await sample_at(window.end_ns, load.server_pid)
+        before = await sample_at(window.start_ns, load.server_pid)
+        after = await sample_at(window.end_ns, load.server_pid)
         await asyncio.gather(*tasks)
-    finish(result, latencies, load.server_pid, server_after - server_before, own_after - own_before)
+    finish(result, latencies, load.server_pid, after.since(before))
     return result

@@ -149,16 +149,29 @@ async def drive(
             await send_next()
 
 
-async def sample_at(instant_ns: int, pid: int | None) -> tuple[float, float]:
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds: the server's (all its threads, and its main thread alone) and our own."""
+
+    server: float
+    server_loop: float
+    own: float
+
+    def since(self, before: CpuSample) -> CpuSample:
+        """What was spent from ``before`` to this sample."""
+        return CpuSample(self.server - before.server, self.server_loop - before.server_loop, self.own - before.own)
+
+
+async def sample_at(instant_ns: int, pid: int | None) -> CpuSample:
     """Sleep until `instant_ns`, then read the server's and our own CPU seconds (NaN: server gone)."""
     delay = (instant_ns - time.perf_counter_ns()) / 1e9
     if delay > 0:
         await asyncio.sleep(delay)
     try:
-        server = procstat.cpu_seconds(pid) if pid else 0.0
+        server, loop = (procstat.cpu_seconds(pid), procstat.main_thread_cpu_seconds(pid)) if pid else (0.0, 0.0)
     except FileNotFoundError:
-        server = math.nan
-    return server, procstat.own_cpu_seconds()
+        server = loop = math.nan
+    return CpuSample(server, loop, procstat.own_cpu_seconds())
 
 
 async def run_rpc(load: Load) -> LoadResult:
@@ -175,25 +188,24 @@ async def run_rpc(load: Load) -> LoadResult:
             asyncio.ensure_future(drive(client, i, load, window, result, latencies))
             for i, client in enumerate(clients)
         ]
-        server_before, own_before = await sample_at(window.start_ns, load.server_pid)
-        server_after, own_after = await sample_at(window.end_ns, load.server_pid)
+        before = await sample_at(window.start_ns, load.server_pid)
+        after = await sample_at(window.end_ns, load.server_pid)
         await asyncio.gather(*tasks)
     finally:
         await close_all(clients)
-    finish(result, latencies, load.server_pid, server_after - server_before, own_after - own_before)
+    finish(result, latencies, load.server_pid, after.since(before))
     return result
 
 
-def finish(
-    result: LoadResult, latencies: list[int], pid: int | None, server_cpu: float, own_cpu: float
-) -> None:
-    """Fill in rates, percentiles, CPU per call and the server's memory."""
+def finish(result: LoadResult, latencies: list[int], pid: int | None, spent: CpuSample) -> None:
+    """Fill in rates, percentiles, CPU per call (``spent``: over the window) and the server's memory."""
     result.calls_per_s = round(result.calls / result.duration_s, 1) if result.duration_s else 0.0
     result.set_latencies(latencies)
     if result.calls:
-        result.client_cpu_us_per_call = round(own_cpu * 1e6 / result.calls, 1)
-        if pid and not math.isnan(server_cpu):
-            result.server_cpu_us_per_call = round(server_cpu * 1e6 / result.calls, 1)
+        result.client_cpu_us_per_call = round(spent.own * 1e6 / result.calls, 1)
+        if pid and not math.isnan(spent.server):
+            result.server_cpu_us_per_call = round(spent.server * 1e6 / result.calls, 1)
+            result.server_loop_cpu_us_per_call = round(spent.server_loop * 1e6 / result.calls, 1)
     if pid:
         try:
             mem = procstat.memory(pid)

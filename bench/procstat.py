@@ -22,7 +22,17 @@ class Memory:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time consumed so far by `pid` (its own threads, not its children)."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
+    return _stat_cpu(f"/proc/{pid}/stat")
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time consumed so far by the main thread of `pid` alone: for the daemon, its
+    event loop (its other threads are chiefly the database driver's)."""
+    return _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
+
+
+def _stat_cpu(path: str) -> float:
+    with open(path, "rb") as stat:
         raw = stat.read()
     # The command name (field 2) may hold spaces and parentheses: split after its last ")".
     fields = raw[raw.rindex(b")") + 2 :].split()

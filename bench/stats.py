@@ -40,6 +40,8 @@ class LoadResult:
     errors: int = 0
     id_mismatches: int = 0
     server_cpu_us_per_call: float | None = None
+    # Of that, the server's main thread (the daemon's event loop); the rest is its other threads.
+    server_loop_cpu_us_per_call: float | None = None
     server_rss_kib: int | None = None
     server_peak_rss_kib: int | None = None
     client_cpu_us_per_call: float | None = None
