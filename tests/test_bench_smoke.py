@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiohttp import WSMsgType, web
 
+from bench import procstat
 from bench.loadgen import Load, run_rpc
 from bench.params import compile_template
 from bench.stats import percentile
@@ -38,6 +39,10 @@ def test_quick_run_measures_daemon_and_limit_server(tmp_path: Path) -> None:
         assert run["p50_ms"] > 0 and run["max_ms"] >= run["p99_ms"] >= run["p50_ms"], run
         assert run["id_mismatches"] == 0 and run["errors"] == 0, run
         assert run["server_cpu_us_per_call"] is not None and run["server_peak_rss_kib"] > 0, run
+        # The main thread's share (the event loop): part of the process's CPU, never more than that, give or
+        # take the two clock ticks by which the /proc reads at each end of the window can round apart.
+        slack = 2 * 1e6 / procstat.CLOCK_TICKS / run["calls"]
+        assert 0 < run["server_loop_cpu_us_per_call"] <= run["server_cpu_us_per_call"] + slack, run
     assert ping["metrics"]["ratio"] > 0
     text = report.read_text()
     assert "core.ping, 64 connections" in text and "## Machine" in text and "bench.loadgen" in text
