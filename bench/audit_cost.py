@@ -62,9 +62,9 @@ def update_params(ids: list[int]) -> list[Any]:
     return [{"$choice": ids}, {"provider": {"type": "S3", "access_key_id": "AK{conn}x{seq}"}}]
 
 
-async def batches(server: Server) -> tuple[float, float]:
-    """The writer's batches so far, leaving out those of a single write: (writes, batches), from the
-    daemon's /metrics.
+async def batches(server: Server) -> tuple[float, float, float, float]:
+    """The writer's batches so far, leaving out those of a single write, and the garbage collector's time
+    and full collections so far: (writes, batches, gc seconds, full collections), from the daemon's /metrics.
 
     With the audit on, each of the load generator's logins (one per connection, one after another, before
     its warm-up) stores its record in a commit of its own: counted in, those 64 lone commits pulled the
@@ -73,7 +73,7 @@ async def batches(server: Server) -> tuple[float, float]:
     url = server.target.replace("ws://", "http://").replace("/api/current", "/metrics")
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         text = await response.text()
-    found = {"sum": 0.0, "count": 0.0, "one": 0.0}
+    found = {"sum": 0.0, "count": 0.0, "one": 0.0, "gc": 0.0, "full": 0.0}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
         if name == 'middlewared_cc_write_batch_size_bucket{le="1.0"}':
@@ -81,7 +81,11 @@ async def batches(server: Server) -> tuple[float, float]:
         for part in ("sum", "count"):
             if name == f"middlewared_cc_write_batch_size_{part}":
                 found[part] = float(value)
-    return found["sum"] - found["one"], found["count"] - found["one"]
+        if name.startswith("middlewared_cc_gc_seconds_total{"):
+            found["gc"] += float(value)
+        if name == 'middlewared_cc_gc_collections_total{generation="2"}':
+            found["full"] = float(value)
+    return found["sum"] - found["one"], found["count"] - found["one"], found["gc"], found["full"]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,6 +102,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Per round: the event loop's CPU per call and the other threads', in µs.
         split: dict[str, dict[bool, list[tuple[float, float]]]] = {w: {True: [], False: []} for w in ("create", "update")}
         batch: dict[str, dict[bool, list[float]]] = {w: {True: [], False: []} for w in ("create", "update")}
+        # Per round: the garbage collector's µs per call and its full collections.
+        collected: dict[str, dict[bool, list[tuple[float, float]]]] = {w: {True: [], False: []}
+                                                                       for w in ("create", "update")}
         try:
             for audit in (True, False):
                 state = work / ("on" if audit else "off")
@@ -119,13 +126,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             continue
                         server, _unix = servers[which]
                         params = create_params() if what == "create" else update_params(template.ids)
-                        writes, commits = await batches(server)
+                        writes, commits, gc_s, full = await batches(server)
+                        began = time.perf_counter()
                         result = await measurer.load(
                             f"{what}: {server.name}", server.target, f"{CREDENTIALS}.{what}", params,
                             connections=args.connections, server_pid=server.pid, api_key=template.api_key)
                         if result.get("errors"):
                             raise RuntimeError(f"{what} on {server.name}: {result['error_samples'][:3]}")
-                        after_writes, after_commits = await batches(server)
+                        after_writes, after_commits, after_gc_s, after_full = await batches(server)
+                        # The collector's share of the load's time (warm-up and drain included), per call at
+                        # the measured rate.
+                        share = (after_gc_s - gc_s) / (time.perf_counter() - began)
+                        collected[what][which].append((share * 1e6 / max(float(result["calls_per_s"]), 1.0),
+                                                       after_full - full))
                         figures[what][which].append(float(result["calls_per_s"]))
                         spent = result.get("server_cpu_us_per_call")
                         cpu[what][which].append(None if spent is None else float(spent))
@@ -157,6 +170,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                      "cpu_off_us": _median([c for c in cpu[what][False] if c is not None]),
                      "cpu_ratio": _median(spent),
                      "split_on": split[what][True], "split_off": split[what][False],
+                     "gc_on": collected[what][True], "gc_off": collected[what][False],
                      "batch_on": statistics.median(batch[what][True]),
                      "batch_off": statistics.median(batch[what][False])}
     twins = [t / off for t, off in zip(twin_cps, figures["create"][False], strict=True)]
@@ -172,6 +186,14 @@ async def _calls_per_s(measurer: Measurer, server: Server, template: Any, connec
     if result.get("errors"):
         raise RuntimeError(f"create on the twin: {result['error_samples'][:3]}")
     return float(result["calls_per_s"])
+
+
+def _gc(figures: dict[str, Any], audit: bool) -> str:
+    rounds = figures["gc_on" if audit else "gc_off"]
+    if not rounds:
+        return "n/a"
+    return (f"{statistics.median(us for us, _ in rounds):.1f} µs, "
+            f"{statistics.median(full for _, full in rounds):g} full")
 
 
 def section(result: dict[str, Any]) -> str:
@@ -208,6 +230,12 @@ def section(result: dict[str, Any]) -> str:
               + ". With one call in flight per connection the writer takes all but one of them in each batch, so "
               "the two threads mostly take turns (the loop idles while the batch is in the database) and time on "
               "either lengthens every cycle.",
+              "", "Garbage collection (median over rounds, on / off: µs per call, and full collections per "
+              "round): " + "; ".join(f"{w} {_gc(result[w], True)} / {_gc(result[w], False)}" for w in ("create", "update"))
+              + ". Every create adds a credential to the index, which every full collection walks: by the last "
+              "rounds one takes a few hundred ms, so whether one, two or none fall in a round moves that round's "
+              "calls/s by several per cent, on either daemon (the chief reason one round's on / off ratio says "
+              "little).",
               "", "Writes per commit (the writer's mean batch of more than one write, median over rounds, on / off): "
               + "; ".join(f"{w} {result[w]['batch_on']:.1f} / {result[w]['batch_off']:.1f}"
                           for w in ("create", "update")) + ".",

@@ -3,6 +3,7 @@ after real calls, bounded labels, no secret and no credential name in the body, 
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,27 @@ async def test_jobs_and_audit_records(daemon: Daemon, http_server: Any) -> None:
     # the create and the job were audited (audit_enabled is on by default)
     assert value(after, f"{P}_audit_records_total") > value(before, f"{P}_audit_records_total")
     assert NAME not in body and CANARY not in body
+
+
+async def test_garbage_collections_are_counted_and_timed_while_the_app_runs(tmp_path: Path) -> None:
+    """A full collection forced in this process shows in the app's gc counters, with the time it took; the
+    hook is process-wide, so it must leave with its app (a test process starts hundreds of apps)."""
+    runner, _ = await start_daemon(make_settings(tmp_path / "gc"))
+    hook = runner.app[SERVICES].metrics.gc
+    try:
+        assert hook in gc.callbacks
+        before = parse(generate_latest(runner.app[SERVICES].metrics.registry).decode())
+        for _ in range(3):
+            gc.collect()
+        after = parse(generate_latest(runner.app[SERVICES].metrics.registry).decode())
+        full = value(after, f"{P}_gc_collections_total", generation="2") \
+            - value(before, f"{P}_gc_collections_total", generation="2")
+        assert full >= 3
+        assert value(after, f"{P}_gc_seconds_total", generation="2") \
+            > value(before, f"{P}_gc_seconds_total", generation="2")
+    finally:
+        await runner.cleanup()
+    assert hook not in gc.callbacks
+    counted = hook.collections[2]
+    gc.collect()
+    assert hook.collections[2] == counted  # stopped: no longer counting

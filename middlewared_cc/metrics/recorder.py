@@ -9,6 +9,8 @@ Who records what (each a line or two at the place it happens, through ``Services
 - the call runner: every call (``calls``, see tally.py);
 - cloudsync.credentials.verify: every verify, by provider type and reason (``verified``);
 - the batch writer: every committed batch, its size and how long it took (``committed``);
+- the garbage collector's collections and their time, by generation, timed through gc.callbacks while
+  the app runs (gc_time.py);
 - the rest (sessions, connections, rclone restarts, event subscribers cut, stored credentials, jobs and
   audit records) is read from the live state at scrape time (live.py): the jobs and audit rooms keep
   their own counts.
@@ -27,6 +29,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
+from middlewared_cc.metrics.gc_time import GcTimes
 from middlewared_cc.metrics.live import GuardCounts, LiveCollector
 from middlewared_cc.metrics.tally import UNKNOWN, CallTally
 
@@ -60,6 +63,8 @@ class Metrics:
         self.live = LiveCollector(PREFIX)
         self.registry.register(_Calls(self.calls))
         self.registry.register(self.live)
+        self.gc = GcTimes(PREFIX)  # started with the app (web.ops), stopped at its cleanup
+        self.registry.register(self.gc)
         # CPU seconds, resident memory, open descriptors of this process (read from /proc at scrape).
         ProcessCollector(namespace=PREFIX, registry=self.registry)
         r = self.registry

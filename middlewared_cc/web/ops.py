@@ -155,6 +155,11 @@ class Readiness:
 async def _bind(app: web.Application) -> None:
     services = app[SERVICES]
     services.metrics.bind(services, app.get(GUARD))
+    services.metrics.gc.start()
+
+
+async def _unbind(app: web.Application) -> None:
+    app[SERVICES].metrics.gc.stop()  # the collector's hook is process-wide: it goes with its app
 
 
 def add(app: web.Application) -> None:
@@ -164,3 +169,4 @@ def add(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", Readiness().handle)
     app.on_startup.append(_bind)
+    app.on_cleanup.append(_unbind)
