@@ -62,9 +62,10 @@ def update_params(ids: list[int]) -> list[Any]:
     return [{"$choice": ids}, {"provider": {"type": "S3", "access_key_id": "AK{conn}x{seq}"}}]
 
 
-async def batches(server: Server) -> tuple[float, float, float, float]:
-    """The writer's batches so far, leaving out those of a single write, and the garbage collector's time
-    and full collections so far: (writes, batches, gc seconds, full collections), from the daemon's /metrics.
+async def batches(server: Server, method: str) -> tuple[float, float, float, float, float]:
+    """The writer's batches so far, leaving out those of a single write, the garbage collector's time and
+    full collections so far, and the calls of ``method`` answered so far: (writes, batches, gc seconds, full
+    collections, calls), from the daemon's /metrics.
 
     With the audit on, each of the load generator's logins (one per connection, one after another, before
     its warm-up) stores its record in a commit of its own: counted in, those 64 lone commits pulled the
@@ -73,7 +74,7 @@ async def batches(server: Server) -> tuple[float, float, float, float]:
     url = server.target.replace("ws://", "http://").replace("/api/current", "/metrics")
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         text = await response.text()
-    found = {"sum": 0.0, "count": 0.0, "one": 0.0, "gc": 0.0, "full": 0.0}
+    found = {"sum": 0.0, "count": 0.0, "one": 0.0, "gc": 0.0, "full": 0.0, "calls": 0.0}
     for line in text.splitlines():
         name, _, value = line.partition(" ")
         if name == 'middlewared_cc_write_batch_size_bucket{le="1.0"}':
@@ -85,7 +86,9 @@ async def batches(server: Server) -> tuple[float, float, float, float]:
             found["gc"] += float(value)
         if name == 'middlewared_cc_gc_collections_total{generation="2"}':
             found["full"] = float(value)
-    return found["sum"] - found["one"], found["count"] - found["one"], found["gc"], found["full"]
+        if name.startswith("middlewared_cc_calls_total{") and f'method="{method}"' in name:
+            found["calls"] += float(value)
+    return found["sum"] - found["one"], found["count"] - found["one"], found["gc"], found["full"], found["calls"]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,18 +129,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             continue
                         server, _unix = servers[which]
                         params = create_params() if what == "create" else update_params(template.ids)
-                        writes, commits, gc_s, full = await batches(server)
-                        began = time.perf_counter()
+                        method = f"{CREDENTIALS}.{what}"
+                        writes, commits, gc_s, full, calls = await batches(server, method)
                         result = await measurer.load(
-                            f"{what}: {server.name}", server.target, f"{CREDENTIALS}.{what}", params,
+                            f"{what}: {server.name}", server.target, method, params,
                             connections=args.connections, server_pid=server.pid, api_key=template.api_key)
                         if result.get("errors"):
                             raise RuntimeError(f"{what} on {server.name}: {result['error_samples'][:3]}")
-                        after_writes, after_commits, after_gc_s, after_full = await batches(server)
-                        # The collector's share of the load's time (warm-up and drain included), per call at
-                        # the measured rate.
-                        share = (after_gc_s - gc_s) / (time.perf_counter() - began)
-                        collected[what][which].append((share * 1e6 / max(float(result["calls_per_s"]), 1.0),
+                        after_writes, after_commits, after_gc_s, after_full, after_calls = await batches(server,
+                                                                                                         method)
+                        # Between the two scrapes: the warm-up's calls and the measured ones.
+                        collected[what][which].append(((after_gc_s - gc_s) * 1e6 / max(after_calls - calls, 1.0),
                                                        after_full - full))
                         figures[what][which].append(float(result["calls_per_s"]))
                         spent = result.get("server_cpu_us_per_call")
