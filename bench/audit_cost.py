@@ -30,7 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -62,10 +62,22 @@ def update_params(ids: list[int]) -> list[Any]:
     return [{"$choice": ids}, {"provider": {"type": "S3", "access_key_id": "AK{conn}x{seq}"}}]
 
 
-async def batches(server: Server, method: str) -> tuple[float, float, float, float, float]:
+class Scrape(NamedTuple):
+    """Counters read from the daemon's /metrics (subtract two with ``since``)."""
+
+    writes: float  # in batches of more than one write
+    batches: float  # of more than one write
+    gc_seconds: float  # in collections of every generation
+    full: float  # full collections
+    calls: float  # of the method scraped for
+
+    def since(self, before: Scrape) -> Scrape:
+        return Scrape(*(now - then for now, then in zip(self, before, strict=True)))
+
+
+async def scrape(server: Server, method: str) -> Scrape:
     """The writer's batches so far, leaving out those of a single write, the garbage collector's time and
-    full collections so far, and the calls of ``method`` answered so far: (writes, batches, gc seconds, full
-    collections, calls), from the daemon's /metrics.
+    full collections so far, and the calls of ``method`` answered so far, from the daemon's /metrics.
 
     With the audit on, each of the load generator's logins (one per connection, one after another, before
     its warm-up) stores its record in a commit of its own: counted in, those 64 lone commits pulled the
@@ -88,7 +100,8 @@ async def batches(server: Server, method: str) -> tuple[float, float, float, flo
             found["full"] = float(value)
         if name.startswith("middlewared_cc_calls_total{") and f'method="{method}"' in name:
             found["calls"] += float(value)
-    return found["sum"] - found["one"], found["count"] - found["one"], found["gc"], found["full"], found["calls"]
+    return Scrape(found["sum"] - found["one"], found["count"] - found["one"], found["gc"], found["full"],
+                  found["calls"])
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,24 +143,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         server, _unix = servers[which]
                         params = create_params() if what == "create" else update_params(template.ids)
                         method = f"{CREDENTIALS}.{what}"
-                        writes, commits, gc_s, full, calls = await batches(server, method)
+                        before = await scrape(server, method)
                         result = await measurer.load(
                             f"{what}: {server.name}", server.target, method, params,
                             connections=args.connections, server_pid=server.pid, api_key=template.api_key)
                         if result.get("errors"):
                             raise RuntimeError(f"{what} on {server.name}: {result['error_samples'][:3]}")
-                        after_writes, after_commits, after_gc_s, after_full, after_calls = await batches(server,
-                                                                                                         method)
                         # Between the two scrapes: the warm-up's calls and the measured ones.
-                        collected[what][which].append(((after_gc_s - gc_s) * 1e6 / max(after_calls - calls, 1.0),
-                                                       after_full - full))
+                        moved = (await scrape(server, method)).since(before)
+                        collected[what][which].append((moved.gc_seconds * 1e6 / max(moved.calls, 1.0), moved.full))
                         figures[what][which].append(float(result["calls_per_s"]))
                         spent = result.get("server_cpu_us_per_call")
                         cpu[what][which].append(None if spent is None else float(spent))
                         loop = result.get("server_loop_cpu_us_per_call")
                         if spent is not None and loop is not None:
                             split[what][which].append((float(loop), float(spent) - float(loop)))
-                        batch[what][which].append((after_writes - writes) / max(after_commits - commits, 1))
+                        batch[what][which].append(moved.writes / max(moved.batches, 1))
             loads.append(os.getloadavg()[0])
             async with Client(servers[True][1]) as client:
                 stored = await client.call("audit.query", {"query-options": {"count": True}})
@@ -188,14 +199,6 @@ async def _calls_per_s(measurer: Measurer, server: Server, template: Any, connec
     if result.get("errors"):
         raise RuntimeError(f"create on the twin: {result['error_samples'][:3]}")
     return float(result["calls_per_s"])
-
-
-def _gc(figures: dict[str, Any], audit: bool) -> str:
-    rounds = figures["gc_on" if audit else "gc_off"]
-    if not rounds:
-        return "n/a"
-    return (f"{statistics.median(us for us, _ in rounds):.1f} µs, "
-            f"{statistics.median(full for _, full in rounds):g} full")
 
 
 def section(result: dict[str, Any]) -> str:
@@ -275,12 +278,22 @@ def _rounds(f: dict[str, Any]) -> str:
     return ", ".join(f"{on:.0f}/{off:.0f}" for on, off in zip(f["rounds_on"], f["rounds_off"], strict=True))
 
 
-def _split(f: dict[str, Any], audit: bool) -> str:
-    """The medians over rounds of the event loop's and the other threads' CPU per call: "loop + rest"."""
-    rounds = f["split_on" if audit else "split_off"]
+def _pair(f: dict[str, Any], key: str, audit: bool, form: str) -> str:
+    """The medians over rounds of a per-round pair of figures (``key``_on or _off), put in ``form``."""
+    rounds = f[f"{key}_on" if audit else f"{key}_off"]
     if not rounds:
         return "n/a"
-    return f"{statistics.median(r[0] for r in rounds):.0f} + {statistics.median(r[1] for r in rounds):.0f}"
+    return form.format(statistics.median(r[0] for r in rounds), statistics.median(r[1] for r in rounds))
+
+
+def _split(f: dict[str, Any], audit: bool) -> str:
+    """The event loop's and the other threads' CPU per call: "loop + rest"."""
+    return _pair(f, "split", audit, "{:.0f} + {:.0f}")
+
+
+def _gc(f: dict[str, Any], audit: bool) -> str:
+    """The collector's µs per call and its full collections per round."""
+    return _pair(f, "gc", audit, "{:.1f} µs, {:g} full")
 
 
 def _us(value: float | None) -> str:
