@@ -3,7 +3,8 @@
 bench.audit_cost says how many calls/s the audit costs; on this machine two identical daemons differ by
 several per cent from round to round, so a change worth 1 µs per call cannot be seen there. This times the
 audit's own steps in an audited daemon under the same create load, with perf_counter around each step and
-the garbage collector's time inside the step left out (gc.callbacks): figures that repeat to about ±0.2 µs.
+the garbage collector's time inside the step left out (gc.callbacks): figures that stay within about
+half a µs of their median from round to round.
 
 The daemon is the shipped one, started through this module (``--serve``), which wraps three methods before
 it hands over to ``middlewared_cc.daemon.main``:
@@ -254,8 +255,8 @@ def section(result: dict[str, Any]) -> str:
              (f"The create load of bench.audit_cost ({result['connections']} connections, one call in flight "
               f"each) on an audited daemon whose audit steps are timed, and on an audit-off daemon in the same "
               f"rounds: {result['rounds']} rounds of {result['duration_s']:g} s. µs per record, garbage "
-              "collections inside a step left out, median over rounds (per round, they repeat to about "
-              "±0.2 µs, where calls/s differ by several per cent)."), "",
+              "collections inside a step left out, median over rounds (each round's below; calls/s of two "
+              "identical daemons differ by several per cent from round to round, bench.audit_cost)."), "",
              "| step | µs per record | what it is |", "|---|---|---|",
              (f"| begin | {steps['begin']:.2f} | per call, as it starts: plan and caller looked up, arguments "
              "redacted and encoded, the record built |"),
@@ -295,9 +296,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--no-write", action="store_true", help="print, do not update bench/RESULTS.md")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(args_in)
-    text = section(asyncio.run(run(args)))
+    result = asyncio.run(run(args))
+    text = section(result)
     print(text)
+    if args.json is not None:
+        args.json.write_text(json.dumps({**result, "cpu": {str(k).lower(): v for k, v in result["cpu"].items()},
+                                         "calls": {str(k).lower(): v for k, v in result["calls"].items()},
+                                         "gc": {str(k).lower(): v for k, v in result["gc"].items()}}))
     if not args.no_write:
         write_section(RESULTS, "audit-steps", text)
 

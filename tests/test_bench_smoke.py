@@ -48,6 +48,28 @@ def test_quick_run_measures_daemon_and_limit_server(tmp_path: Path) -> None:
     assert "core.ping, 64 connections" in text and "## Machine" in text and "bench.loadgen" in text
 
 
+def test_audit_steps_smoke(tmp_path: Path) -> None:
+    """`bench.audit_steps` with tiny durations: the served daemon's audit steps are all timed (each round raises
+    when one handled nothing), per call and per record, beside the audit-off daemon."""
+    raw = tmp_path / "steps.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.audit_steps", "--rounds", "1", "--duration", "0.5", "--warmup", "0.2",
+         "--connections", "8", "--no-write", "--json", str(raw)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = orjson.loads(raw.read_bytes())
+    steps = result["steps"]
+    for step in ("begin", "chain", "flush", "insert", "bookkeeping"):
+        assert 0 < steps[step] < 10_000, (step, steps)
+    assert steps["flush"] > steps["chain"]  # the flush holds the chain and the INSERT after it
+    # enter, leave, succeeded, claim, release and add run once per call; transaction and committed per batch.
+    assert 6 <= steps["timers"] < 8, steps
+    assert result["calls"]["true"] > 0 and result["calls"]["false"] > 0
+    assert result["timer_us"] > 0
+    assert "<!-- audit-steps:begin -->" in done.stdout and "| chain |" in done.stdout
+
+
 def test_postgres_bench_smoke(tmp_path: Path) -> None:
     """`bench.postgres` with tiny durations: its own PostgreSQL cluster, every figure measured on both databases
     and on three nodes, every cross-node write seen, and its RESULTS.md section replaced in place."""
