@@ -3,11 +3,11 @@
 bench.audit_cost says how many calls/s the audit costs; on this machine two identical daemons differ by
 several per cent from round to round, so a change worth 1 µs per call cannot be seen there. This times the
 audit's own steps in an audited daemon under the same create load, with perf_counter around each step and
-the garbage collector's time inside the step left out (gc.callbacks): figures that stay within about
-half a µs of their median from round to round.
+the garbage collector's time inside the step left out (gc.callbacks): figures that move by tenths of a µs
+between most rounds.
 
-The daemon is the shipped one, started through this module (``--serve``), which wraps three methods before
-it hands over to ``middlewared_cc.daemon.main``:
+The daemon is the shipped one, started through this module (``--serve``), which wraps the audit's methods
+before it hands over to ``middlewared_cc.daemon.main``:
 
 * ``Auditor.begin``: per call, the record started (plan and caller looked up, arguments redacted and
   encoded, the Entry built);
@@ -17,8 +17,8 @@ it hands over to ``middlewared_cc.daemon.main``:
 
 The bookkeeping between the call runner and the writer (``Auditor.enter``, ``leave``, ``succeeded``,
 ``claim``, ``release``, ``transaction``, ``Appender.add``, ``committed``) is timed too, as one figure per
-call. Each timer costs what ``timer_us`` says (measured here on a no-op): the timed daemon spends that
-much more per timed call, and the steps' figures include it once each.
+call. Each timer costs what ``timer_us`` says (a no-op timed in the benchmark's own process): the timed
+daemon spends that much more per timed call, and the steps' figures include it once each.
 
 What the audit costs in all is what the audit-off daemon, measured in the same rounds, does not spend: the
 difference in CPU per call, with the garbage collector's share of each (from /metrics), set beside the
