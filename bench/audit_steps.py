@@ -56,7 +56,7 @@ STEPS = ("begin", "chain", "flush", "bookkeeping")
 # The audit's calls between the call runner and the writer, timed together as "bookkeeping".
 BOOKKEEPING = {"Auditor": ("enter", "leave", "succeeded", "claim", "release", "transaction"),
                "Appender": ("add", "committed")}
-STEPS_FILE = "BENCH_AUDIT_STEPS_FILE"  # where the served daemon writes its totals
+STEPS_FILE = "bench-audit-steps.json"  # where the served daemon writes its totals, in its state folder
 _EVERY = 0.2  # seconds between two writes of the totals
 
 
@@ -159,14 +159,15 @@ def _writing(totals: _Totals, path: Path, stop: Callable[[], bool]) -> None:
 
 
 def serve(argv: list[str]) -> int:
-    """The daemon, with its audit steps timed; totals go to the file named by STEPS_FILE."""
+    """The daemon, with its audit steps timed; totals go to STEPS_FILE in its state folder."""
     from middlewared_cc import daemon
 
     totals = _Totals()
     gc.callbacks.append(totals.on_gc)
     _timed(totals)
     done = threading.Event()
-    writer = threading.Thread(target=_writing, args=(totals, Path(os.environ[STEPS_FILE]), done.is_set),
+    path = Path(os.environ["MIDDLEWARED_CC_STATE_DIR"]) / STEPS_FILE  # (bench.daemon_peer sets it)
+    writer = threading.Thread(target=_writing, args=(totals, path, done.is_set),
                               daemon=True, name="bench-steps")
     writer.start()
     try:
@@ -184,7 +185,7 @@ async def _totals(path: Path) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="audit-steps-"))
-    steps_file = work / "steps.json"
+    steps_file = work / "on" / STEPS_FILE
     per_round: dict[str, list[float]] = {step: [] for step in (*STEPS, "insert", "timers")}
     cpu: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     calls: dict[bool, list[float]] = {True: [], False: []}
@@ -199,8 +200,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 shutil.copytree(template.state_dir, state, ignore=shutil.ignore_patterns("*.sock", "run", "*.log"))
                 daemon = await start_daemon(
                     state, work / f"{state.name}.log", "core.ping", name="audit on" if audit else "audit off",
-                    module="bench.audit_steps" if audit else None, env={STEPS_FILE: str(steps_file)},
-                    audit_enabled=str(audit).lower(), metrics_allow_unauthenticated_local="true")
+                    module="bench.audit_steps" if audit else None, audit_enabled=str(audit).lower(),
+                    metrics_allow_unauthenticated_local="true")
                 servers[audit] = daemon.server
             for r in range(args.rounds):
                 for audit in ((True, False) if r % 2 == 0 else (False, True)):

@@ -65,11 +65,10 @@ def _daemon_argv(config: Path, module: str | None = None) -> list[str]:
 
 
 async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.credentials.query", *,
-                       name: str = "daemon", module: str | None = None, env: dict[str, str] | None = None,
-                       **settings: str) -> Daemon:
+                       name: str = "daemon", module: str | None = None, **settings: str) -> Daemon:
     """Start the daemon on `state_dir`; ready once `probe` answers over the unix socket. `settings` are
     further settings by name (``audit_enabled="false"``), given as MIDDLEWARED_CC_* variables; `module`
-    serves it instead of the installed script (``--serve`` and the daemon's arguments), with `env` added.
+    serves it instead of the installed script (``--serve`` and the daemon's arguments).
 
     `first_call_s` runs from spawning the process to that first reply (the start-up figure).
     """
@@ -77,8 +76,7 @@ async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.crede
     await asyncio.to_thread(config.write_text, "# settings come from the environment (bench.daemon_peer)\n")
     port = free_port()
     socket_path = state_dir / "middlewared.sock"
-    child_env = clean_env(
-        **(env or {}),
+    env = clean_env(
         MIDDLEWARED_CC_STATE_DIR=str(state_dir),
         MIDDLEWARED_CC_LISTEN=f"127.0.0.1:{port}",
         MIDDLEWARED_CC_UNIX_SOCKET=str(socket_path),
@@ -89,7 +87,7 @@ async def start_daemon(state_dir: Path, log: Path, probe: str = "cloudsync.crede
         **{f"MIDDLEWARED_CC_{key.upper()}": value for key, value in settings.items()},
     )
     begin = time.perf_counter()
-    process = await spawn(*_daemon_argv(config, module), env=child_env, log=log)
+    process = await spawn(*_daemon_argv(config, module), env=env, log=log)
     unix_target = f"ws+unix://{socket_path}"
 
     async def served() -> bool:
