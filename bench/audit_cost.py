@@ -304,14 +304,19 @@ def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
+def load_arguments(description: str, rounds: int) -> argparse.ArgumentParser:
+    """The options of a benchmark that runs this create load in rounds (also bench.audit_steps)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--no-write", action="store_true", help="print, do not update bench/RESULTS.md")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = load_arguments(__doc__.splitlines()[0], rounds=20).parse_args(argv)
     result = asyncio.run(run(args))
     text = section(result)
     print(text)

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.audit_cost import SEEDED, create_params, scrape
+from bench.audit_cost import SEEDED, create_params, load_arguments, scrape
 from bench.daemon_peer import CREDENTIALS, make_template, start_daemon
 from bench.measure import Measurer
 from bench.procs import ROOT, stop_all
@@ -291,12 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["--serve"]:
         raise SystemExit(serve(args_in[1:]))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--no-write", action="store_true", help="print, do not update bench/RESULTS.md")
+    parser = load_arguments(__doc__.splitlines()[0], rounds=8)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(args_in)
     result = asyncio.run(run(args))
