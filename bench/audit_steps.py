@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import shutil
@@ -50,6 +49,7 @@ from bench.daemon_peer import CREDENTIALS, make_template, start_daemon
 from bench.measure import Measurer
 from bench.procs import ROOT, stop_all
 from bench.results_file import markers, write_section
+from middlewared_cc.metrics.gc_time import GcTimes
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 STEPS = ("begin", "chain", "flush", "bookkeeping")
@@ -66,17 +66,10 @@ class _Totals:
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(STEPS, 0.0)
         self.records = dict.fromkeys(STEPS, 0)
-        self.collecting = 0.0  # the collector's seconds so far, all steps and none
-        self._started = 0.0
-
-    def on_gc(self, phase: str, _info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.collecting += time.perf_counter() - self._started
+        self.gc = GcTimes("bench")  # the daemon's own /metrics hook: gc.total, the collector's seconds so far
 
     def add(self, step: str, began: float, collected: float, records: int) -> None:
-        self.seconds[step] += time.perf_counter() - began - (self.collecting - collected)
+        self.seconds[step] += time.perf_counter() - began - (self.gc.total - collected)
         self.records[step] += records
 
     def snapshot(self) -> dict[str, Any]:
@@ -91,19 +84,19 @@ def _timed(totals: _Totals) -> None:
     clock = time.perf_counter
 
     def timed_begin(self: Auditor, session: Any, method: str, params: list[Any]) -> Any:
-        started, collected = clock(), totals.collecting
+        started, collected = clock(), totals.gc.total
         entry = begin(self, session, method, params)
         totals.add("begin", started, collected, entry is not None)
         return entry
 
     def timed_chain(self: Appender) -> list[Any]:
-        started, collected = clock(), totals.collecting
+        started, collected = clock(), totals.gc.total
         values = chain(self)
         totals.add("chain", started, collected, len(self.entries))
         return values
 
     async def timed_flush(self: Appender, conn: Any) -> None:
-        started, collected = clock(), totals.collecting
+        started, collected = clock(), totals.gc.total
         await flush(self, conn)
         totals.add("flush", started, collected, len(self.entries))
 
@@ -120,7 +113,7 @@ def _timer(totals: _Totals, function: Callable[..., Any], step: str, records: in
     clock = time.perf_counter
 
     def timed(*args: Any, **kwargs: Any) -> Any:
-        started, collected = clock(), totals.collecting
+        started, collected = clock(), totals.gc.total
         try:
             return function(*args, **kwargs)
         finally:
@@ -163,7 +156,7 @@ def serve(argv: list[str]) -> int:
     from middlewared_cc import daemon
 
     totals = _Totals()
-    gc.callbacks.append(totals.on_gc)
+    totals.gc.start()
     _timed(totals)
     done = threading.Event()
     path = Path(os.environ["MIDDLEWARED_CC_STATE_DIR"]) / STEPS_FILE  # (bench.daemon_peer sets it)

@@ -236,6 +236,7 @@ async def test_garbage_collections_are_counted_and_timed_while_the_app_runs(tmp_
         assert full >= 3
         assert value(after, f"{P}_gc_seconds_total", generation="2") \
             > value(before, f"{P}_gc_seconds_total", generation="2")
+        assert hook.total == pytest.approx(sum(hook.seconds))  # the running total the benchmarks read
     finally:
         await runner.cleanup()
     assert hook not in gc.callbacks

@@ -30,6 +30,7 @@ class GcTimes:
         self.prefix = prefix
         self.collections = [0, 0, 0]
         self.seconds = [0.0, 0.0, 0.0]
+        self.total = 0.0  # seconds in collections of every generation (read per call by bench.audit_steps)
         self._began: float | None = None
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -40,8 +41,10 @@ class GcTimes:
         generation = info.get("generation")
         if began is None or generation not in GENERATIONS:  # started before this hook was added
             return
+        spent = time.perf_counter() - began
         self.collections[generation] += 1
-        self.seconds[generation] += time.perf_counter() - began
+        self.seconds[generation] += spent
+        self.total += spent
 
     def start(self) -> None:
         if self not in gc.callbacks:
